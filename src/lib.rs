@@ -1,3 +1,4 @@
 pub mod config;
 pub mod event;
 pub mod mailer;
+pub mod render;

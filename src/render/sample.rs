@@ -1,0 +1,146 @@
+//! Sample variables: what `check` renders every template with, and what the preview shows.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::NoticeClass;
+
+/// The `[brand]` keys every deployment has; they are always present so that shipped
+/// templates may use them even when an operator blanks or removes one.
+pub const STANDARD_BRAND_KEYS: &[(&str, &str)] = &[
+    ("name", "Example eSIM"),
+    ("support_email", "support@example.com"),
+    ("website", "https://example.com"),
+    ("topup_url", "https://example.com/topup"),
+];
+
+/// Builds the `brand` object from the `[brand]` table: every configured key, plus the
+/// standard keys as null when unset, so `{{#if brand.topup_url}}` is never an unknown
+/// variable. Use the same function for real renders and for samples so both agree.
+pub fn brand_vars(brand: &BTreeMap<String, String>, fill_examples: bool) -> Value {
+    let mut m = Map::new();
+    for (k, example) in STANDARD_BRAND_KEYS {
+        let v = if fill_examples {
+            Value::String((*example).to_owned())
+        } else {
+            Value::Null
+        };
+        m.insert((*k).to_owned(), v);
+    }
+    for (k, v) in brand {
+        m.insert(k.clone(), Value::String(v.clone()));
+    }
+    Value::Object(m)
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// `full = false` sets every value a real notice may lack to null. The few values kept
+/// are the ones that define the notice, so a real one always has them: the recipient's
+/// address, the event type, the data level crossed, the eSIM status, and the
+/// activation code (SPEC §6: `esim_ready` is never sent without it).
+pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, String>) -> Value {
+    let mut root = Map::new();
+    let opt = |v: Value| if full { v } else { Value::Null };
+
+    root.insert(
+        "customer".into(),
+        json!({
+            "email": "jane.doe@example.com",
+            "name": opt(json!("Jane Doe")),
+            "locale": opt(json!("en")),
+            "timezone": opt(json!("Europe/Berlin")),
+        }),
+    );
+    root.insert("brand".into(), brand_vars(brand, full));
+    root.insert(
+        "esim".into(),
+        json!({
+            "iccid": opt(json!("89852240400012345678")),
+            "esimTranNo": opt(json!("25042312000001")),
+            "orderNo": opt(json!("B25042312000001")),
+            "transactionId": opt(json!("order-1042")),
+        }),
+    );
+    let notify_type = match class {
+        NoticeClass::Data => "DATA_USAGE",
+        NoticeClass::Validity => "VALIDITY_USAGE",
+        NoticeClass::Status => "ESIM_STATUS",
+        NoticeClass::Ready => "ORDER_STATUS",
+    };
+    root.insert(
+        "event".into(),
+        json!({
+            "notifyType": notify_type,
+            "notifyId": opt(json!("6f1c2a9e-0d4b-4c8e-9a57-3b2f1e0d9c11")),
+            "eventGenerateTime": opt(json!("2026-04-23T17:13:00Z")),
+        }),
+    );
+    root.insert(
+        "plan".into(),
+        json!({
+            "name": opt(json!("Europe 5GB 30 Days")),
+            "slug": opt(json!("EU-5_30")),
+            "volume": opt(json!(5 * GIB)),
+            "duration": opt(json!(30)),
+            "durationUnit": opt(json!("DAY")),
+            "locationCode": opt(json!("EU")),
+        }),
+    );
+
+    match class {
+        NoticeClass::Data => {
+            let total = 5 * GIB;
+            let remain: u64 = 535_260_299; // 9.97 % of 5 GB
+            let used = total - remain;
+            let pct = |part: u64| ((part as f64 / total as f64) * 10_000.0).round() / 100.0;
+            root.insert(
+                "usage".into(),
+                json!({
+                    "totalVolume": opt(json!(total)),
+                    "orderUsage": opt(json!(used)),
+                    "remain": opt(json!(remain)),
+                    "remainPercent": opt(json!(pct(remain))),
+                    "usedPercent": opt(json!(pct(used))),
+                    "threshold": 0.1,
+                    "thresholdPercent": 10,
+                }),
+            );
+        }
+        NoticeClass::Validity => {
+            root.insert(
+                "validity".into(),
+                json!({
+                    "remain": opt(json!(1)),
+                    "durationUnit": opt(json!("DAY")),
+                    "totalDuration": opt(json!(30)),
+                    "expiredTime": opt(json!("2026-04-24T17:13:00Z")),
+                }),
+            );
+        }
+        NoticeClass::Status => {
+            root.insert(
+                "status".into(),
+                json!({
+                    "esimStatus": "IN_USE",
+                    "smdpStatus": opt(json!("ENABLED")),
+                }),
+            );
+        }
+        NoticeClass::Ready => {
+            root.insert(
+                "install".into(),
+                json!({
+                    "qrCodeUrl": opt(json!("https://p.qrsim.net/a1b2c3d4e5f6.png")),
+                    "shortUrl": opt(json!("https://p.qrsim.net/a1b2c3d4e5f6")),
+                    "ac": "LPA:1$rsp.example.net$A1B2-C3D4-E5F6",
+                    "smdpAddress": opt(json!("rsp.example.net")),
+                    "matchingId": opt(json!("A1B2-C3D4-E5F6")),
+                    "apn": opt(json!("internet")),
+                }),
+            );
+        }
+    }
+    Value::Object(root)
+}
