@@ -1430,7 +1430,7 @@ mod tests {
     }
 
     #[test]
-    fn release_without_a_true_data_notice_releases_none_of_them() {
+    fn release_supersedes_a_parked_10_percent_once_used_up() {
         let mut st = EsimState::default();
         let mut parked = feed(&mut st, &[r#"DATA_USAGE {"totalVolume":100,"remain":9}"#]);
         parked.extend(feed(&mut st, &[r#"ESIM_STATUS {"esimStatus":"USED_UP"}"#]));
@@ -1482,8 +1482,10 @@ mod tests {
                 thresholds in proptest::collection::btree_set(1u32..=100, 1..6),
                 with_threshold in any::<bool>(),
             ) {
-                let mut rules = Rules::default();
-                rules.thresholds = thresholds.iter().map(|t| *t as f64 / 100.0).collect();
+                let rules = Rules {
+                    thresholds: thresholds.iter().map(|t| *t as f64 / 100.0).collect(),
+                    ..Rules::default()
+                };
                 let mut st = EsimState::default();
                 let mut levels = Vec::new();
                 for r in remains {
@@ -1524,8 +1526,7 @@ mod tests {
                     r#"ORDER_STATUS {"orderStatus":"GOT_RESOURCE"}"#,
                     r#"ESIM_STATUS {"esimStatus":"CANCEL"}"#,
                 ];
-                let mut rules = Rules::default();
-                rules.provider_enabled = true;
+                let rules = Rules { provider_enabled: true, ..Rules::default() };
                 let mut st = EsimState::default();
                 let mut seen = BTreeSet::new();
                 let mut terminal = false;
