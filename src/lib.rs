@@ -1,4 +1,5 @@
 pub mod config;
 pub mod event;
 pub mod mailer;
+pub mod policy;
 pub mod render;
