@@ -1,5 +1,23 @@
+//! esim-notify: eSIM Access webhooks in, one templated email per fact out.
+//!
+//! The data path, by file: `webhook` (who may post, status codes) → `event`
+//! (the wire format) → `store` (one atomic decision per delivery, durable
+//! before the 200) with `policy` (the notice rules) and `customers` (who gets
+//! it) → `dispatch` (limits, retries) → `render` (templates) → `mailer`
+//! (SMTP or files). `startup` wires them; `cli` and `admin` operate them.
+
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod customers;
+pub mod dispatch;
 pub mod event;
 pub mod mailer;
+pub mod metrics;
 pub mod policy;
 pub mod render;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod vars;
+pub mod webhook;

@@ -1,0 +1,239 @@
+//! The customer directory's rules: who a recipient is, which identifiers bind
+//! them to an eSIM, and the order in which those bindings are tried.
+//!
+//! The store keeps the bindings; this module decides what a valid binding is,
+//! so the admin API, the CLI and CSV import all refuse the same things.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Identifiers;
+
+/// One end customer, as the emails address them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// A request to bind a recipient to one or more identifiers, as the admin API
+/// (`PUT /admin/customers`), `customers add` and CSV rows give it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    pub email: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub iccid: Option<String>,
+    #[serde(default)]
+    pub esim_tran_no: Option<String>,
+    #[serde(default)]
+    pub order_no: Option<String>,
+    #[serde(default)]
+    pub transaction_id: Option<String>,
+}
+
+/// Which identifier a binding or lookup goes by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdKind {
+    EsimTranNo,
+    Iccid,
+    OrderNo,
+    TransactionId,
+}
+
+impl IdKind {
+    /// The lookup order of SPEC §6: the stable key first, the broadest last.
+    pub const LOOKUP_ORDER: [IdKind; 4] = [
+        IdKind::EsimTranNo,
+        IdKind::Iccid,
+        IdKind::OrderNo,
+        IdKind::TransactionId,
+    ];
+
+    /// A short tag for storage keys.
+    pub fn tag(self) -> &'static str {
+        match self {
+            IdKind::EsimTranNo => "t",
+            IdKind::Iccid => "i",
+            IdKind::OrderNo => "o",
+            IdKind::TransactionId => "x",
+        }
+    }
+
+    /// The wire / query-string name.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            IdKind::EsimTranNo => "esimTranNo",
+            IdKind::Iccid => "iccid",
+            IdKind::OrderNo => "orderNo",
+            IdKind::TransactionId => "transactionId",
+        }
+    }
+
+    pub fn from_wire_name(s: &str) -> Option<IdKind> {
+        IdKind::LOOKUP_ORDER
+            .into_iter()
+            .find(|k| k.wire_name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn get(self, ids: &Identifiers) -> Option<&str> {
+        match self {
+            IdKind::EsimTranNo => ids.esim_tran_no.as_deref(),
+            IdKind::Iccid => ids.iccid.as_deref(),
+            IdKind::OrderNo => ids.order_no.as_deref(),
+            IdKind::TransactionId => ids.transaction_id.as_deref(),
+        }
+    }
+}
+
+/// Why a binding is refused; the text of a 400 or of a rejected CSV row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    #[error("`{0}` is not an email address")]
+    Email(String),
+    #[error("no identifier given: name at least one of iccid, esimTranNo, orderNo, transactionId")]
+    NoIdentifier,
+    #[error("`{0}` is not an IANA timezone such as \"Europe/Madrid\"")]
+    Timezone(String),
+    #[error("`{0}` is not a locale such as \"en\" or \"es-MX\"")]
+    Locale(String),
+}
+
+impl Binding {
+    /// Trims fields, turns empty strings into "not given", lower-cases the
+    /// address's domain, and refuses what would never deliver.
+    pub fn validate(mut self) -> Result<(Recipient, Identifiers), BindingError> {
+        fn clean(v: Option<String>) -> Option<String> {
+            v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+        }
+        let email = normalize_email(&self.email)?;
+        let ids = Identifiers {
+            esim_tran_no: clean(self.esim_tran_no.take()),
+            iccid: clean(self.iccid.take()),
+            order_no: clean(self.order_no.take()),
+            transaction_id: clean(self.transaction_id.take()),
+        };
+        if ids.is_empty() {
+            return Err(BindingError::NoIdentifier);
+        }
+        let timezone = clean(self.timezone.take());
+        if let Some(tz) = &timezone {
+            if tz.parse::<chrono_tz::Tz>().is_err() {
+                return Err(BindingError::Timezone(tz.clone()));
+            }
+        }
+        let locale = clean(self.locale.take());
+        if let Some(l) = &locale {
+            let ok = l.len() <= 35
+                && l.split(['-', '_'])
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
+            if !ok {
+                return Err(BindingError::Locale(l.clone()));
+            }
+        }
+        Ok((
+            Recipient {
+                email,
+                name: clean(self.name.take()),
+                locale,
+                timezone,
+            },
+            ids,
+        ))
+    }
+}
+
+/// A deliverable address, with its domain lower-cased so that suppression and
+/// forgetting match however the address was typed.
+pub fn normalize_email(s: &str) -> Result<String, BindingError> {
+    let s = s.trim();
+    let parsed: email_address::EmailAddress =
+        s.parse().map_err(|_| BindingError::Email(s.to_string()))?;
+    let (local, domain) = (parsed.local_part(), parsed.domain());
+    if s.contains(['<', '>', ' ']) {
+        return Err(BindingError::Email(s.to_string()));
+    }
+    Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
+}
+
+/// The key under which suppressions are kept: the whole address lower-cased.
+pub fn suppression_key(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+/// `ana@example.com` -> `a***@example.com`: enough for an operator to
+/// recognise a case in the logs, not enough to harvest addresses.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(email: &str) -> Binding {
+        Binding {
+            email: email.into(),
+            iccid: Some(" 0089 ".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn valid_binding_is_cleaned() {
+        let (r, ids) = Binding {
+            name: Some("  ".into()),
+            timezone: Some("Europe/Madrid".into()),
+            ..binding("Ana@Example.COM")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(r.email, "Ana@example.com");
+        assert_eq!(r.name, None);
+        assert_eq!(ids.iccid.as_deref(), Some("0089"));
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(
+            binding("nope").validate(),
+            Err(BindingError::Email(_))
+        ));
+        assert!(matches!(
+            binding("Ana <a@b.co>").validate(),
+            Err(BindingError::Email(_))
+        ));
+        let no_id = Binding {
+            email: "a@b.co".into(),
+            ..Default::default()
+        };
+        assert_eq!(no_id.validate(), Err(BindingError::NoIdentifier));
+        let tz = Binding {
+            timezone: Some("Mars/Olympus".into()),
+            ..binding("a@b.co")
+        };
+        assert!(matches!(tz.validate(), Err(BindingError::Timezone(_))));
+    }
+
+    #[test]
+    fn masking_hides_the_local_part() {
+        assert_eq!(mask_email("ana.lopez@example.com"), "a***@example.com");
+        assert_eq!(mask_email("garbage"), "***");
+    }
+}

@@ -1,0 +1,418 @@
+//! Builds the running application from a [`Config`]: store, templates,
+//! mailer, dispatcher, the public and the admin listener; and stops it in
+//! the order that loses nothing.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::config::{Config, Delivery, RateLimit, TlsMode, TransportKind};
+use crate::dispatch::{self, DispatchHandle};
+use crate::mailer::{Mailer, MailerSettings, Tls, TransportSettings};
+use crate::policy::Rules;
+use crate::render::{NoticeClass, Templates};
+use crate::store::{SledStore, Store};
+use crate::webhook::SenderPolicy;
+use crate::{admin, metrics as m, webhook};
+
+/// What SIGHUP may replace while running: templates and the `[notify]`,
+/// `[brand]`, `[rate_limit]` and `[delivery]` sections.
+pub struct Live {
+    pub rules: Arc<Rules>,
+    pub templates: Arc<Templates>,
+    pub brand: BTreeMap<String, String>,
+    pub rate_limit: RateLimit,
+    pub delivery: Delivery,
+}
+
+pub type SharedLive = Arc<RwLock<Arc<Live>>>;
+
+/// Reads the current live settings; a poisoned lock still holds a whole value.
+pub fn current(live: &SharedLive) -> Arc<Live> {
+    live.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Shared by every handler of both listeners.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub sender: SenderPolicy,
+    pub max_body_bytes: usize,
+    pub live: SharedLive,
+    pub dispatch: DispatchHandle,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn rules(&self) -> Arc<Rules> {
+        current(&self.live).rules.clone()
+    }
+}
+
+pub fn rules_from(config: &Config) -> Rules {
+    Rules {
+        data_enabled: config.notify.data_usage.enabled,
+        thresholds: config.notify.data_usage.thresholds.clone(),
+        data_template: config.notify.data_usage.template.clone(),
+        validity_enabled: config.notify.validity_usage.enabled,
+        validity_template: config.notify.validity_usage.template.clone(),
+        esim_status: config.notify.esim_status.clone(),
+        order_status: config.notify.order_status.clone(),
+        provider_enabled: config.provider_enabled(),
+    }
+}
+
+/// The class of variables each mapped template sees, for `check`.
+pub fn template_classes(config: &Config) -> Vec<(String, NoticeClass)> {
+    let mut out: Vec<(String, NoticeClass)> = Vec::new();
+    let mut add = |name: &str, class| {
+        if !out.iter().any(|(n, c)| n == name && *c == class) {
+            out.push((name.to_string(), class));
+        }
+    };
+    if config.notify.data_usage.enabled {
+        add(&config.notify.data_usage.template, NoticeClass::Data);
+    }
+    if config.notify.validity_usage.enabled {
+        add(
+            &config.notify.validity_usage.template,
+            NoticeClass::Validity,
+        );
+    }
+    for t in config.notify.esim_status.values() {
+        add(t, NoticeClass::Status);
+    }
+    if config.provider_enabled() {
+        for t in config.notify.order_status.values() {
+            add(t, NoticeClass::Ready);
+        }
+    }
+    out
+}
+
+/// Loads the templates and checks that every mapped one exists, naming the
+/// config key that maps a missing one.
+pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
+    let templates = Templates::load(
+        &config.templates.dir,
+        &config.templates.default_locale,
+        config.default_tz(),
+    )
+    .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+    let missing: Vec<String> = config
+        .template_keys()
+        .into_iter()
+        .filter(|(_, name)| !templates.has(name))
+        .map(|(key, name)| {
+            format!(
+                "{key}: template `{name}` does not exist in {} (needs {name}.subject.hbs, {name}.txt.hbs and {name}.html.hbs)",
+                config.templates.dir.display()
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(templates)
+    } else {
+        Err(missing)
+    }
+}
+
+/// Everything SIGHUP may swap, built and validated from a config.
+pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
+    let templates = load_templates(config)?;
+    let problems: Vec<String> = templates
+        .check(&template_classes(config), &config.brand)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Live {
+        rules: Arc::new(rules_from(config)),
+        templates: Arc::new(templates),
+        brand: config.brand.clone(),
+        rate_limit: config.rate_limit.clone(),
+        delivery: config.delivery.clone(),
+    })
+}
+
+pub fn mailer_settings(config: &Config) -> MailerSettings {
+    let transport = match config.email.transport {
+        TransportKind::File => TransportSettings::File {
+            dir: config.email.file_dir.clone(),
+        },
+        TransportKind::Smtp => TransportSettings::Smtp {
+            host: config.email.smtp.host.clone(),
+            port: config.email.smtp.port,
+            tls: match config.email.smtp.tls {
+                TlsMode::Starttls => Tls::StartTls,
+                TlsMode::Tls => Tls::Implicit,
+                TlsMode::None => Tls::None,
+            },
+            username: config.email.smtp.username.clone(),
+            password: config.email.smtp.password.expose().to_string(),
+            pool_size: config.email.smtp.pool_size,
+        },
+    };
+    MailerSettings {
+        from: config.email.from.clone(),
+        reply_to: Some(config.email.reply_to.clone()).filter(|s| !s.is_empty()),
+        transport,
+        send_timeout: config.email.send_timeout.0,
+    }
+}
+
+pub fn open_store(config: &Config) -> Result<SledStore, crate::store::StoreError> {
+    SledStore::open(
+        &config.store.path,
+        config.store.cache_mb * 1024 * 1024,
+        config.store.delivery_dedup.0,
+    )
+}
+
+/// A built application, listening but not yet serving.
+pub struct Application {
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    state: web::Data<AppState>,
+    public: actix_web::dev::Server,
+    admin: actix_web::dev::Server,
+    dispatcher: tokio::task::JoinHandle<()>,
+    config_path: Option<std::path::PathBuf>,
+}
+
+impl Application {
+    /// Opens the store, loads templates, binds both listeners (port 0 picks
+    /// a free port, which tests use) and starts the dispatcher.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_path(config, None).await
+    }
+
+    /// As [`Application::build`], remembering the config file for SIGHUP reloads.
+    pub async fn build_with_path(
+        config: Config,
+        config_path: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Application> {
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
+        let live =
+            build_live(&config).map_err(|p| anyhow::anyhow!("templates:\n{}", p.join("\n")))?;
+        let store: Arc<dyn Store> = Arc::new(open_store(&config).context("opening the store")?);
+        let mailer = Mailer::new(mailer_settings(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let metrics = m::install();
+        m::reload(true);
+        let live: SharedLive = Arc::new(RwLock::new(Arc::new(live)));
+        let config = Arc::new(config);
+
+        let (dispatch, dispatcher) = dispatch::spawn(dispatch::Deps {
+            store: store.clone(),
+            mailer,
+            live: live.clone(),
+            config: config.clone(),
+        })
+        .context("starting the dispatcher")?;
+
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            store,
+            sender: SenderPolicy {
+                allowed: config.allowed_nets(),
+                trusted_proxies: config.trusted_proxy_nets(),
+                token: config.security.webhook_token.expose().to_string(),
+            },
+            max_body_bytes: config.server.max_body_bytes,
+            live,
+            dispatch,
+            metrics,
+        });
+
+        let public_listener = TcpListener::bind(&config.server.listen)
+            .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
+        let admin_listener = TcpListener::bind(&config.admin.listen)
+            .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+        let public_addr = public_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let webhook_path = config.server.webhook_path.clone();
+        let s = state.clone();
+        let public = HttpServer::new(move || {
+            App::new()
+                .app_data(s.clone())
+                .route(&webhook_path, web::post().to(webhook::receive))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .configure(admin::public_routes)
+                .default_service(web::to(not_found))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(public_listener)?
+        .run();
+
+        let s = state.clone();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(s.clone())
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .configure(admin::routes)
+                .default_service(web::to(not_found))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(admin_listener)?
+        .run();
+
+        Ok(Application {
+            public_addr,
+            admin_addr,
+            state,
+            public,
+            admin,
+            dispatcher,
+            config_path,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until `shutdown` resolves, then: stop accepting requests (in
+    /// flight ones finish, so every 200 already promised is durable), stop
+    /// the dispatcher (sends in flight finish or return to the queue), flush.
+    /// `reload` yields each time the configuration should be re-read.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+        mut reload: tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> anyhow::Result<()> {
+        let public_handle: ServerHandle = self.public.handle();
+        let admin_handle: ServerHandle = self.admin.handle();
+        let public = tokio::spawn(self.public);
+        let admin = tokio::spawn(self.admin);
+        let state = self.state.clone();
+        let config_path = self.config_path.clone();
+        let reloader = tokio::spawn(async move {
+            while reload.recv().await.is_some() {
+                reload_live(&state, config_path.as_deref());
+            }
+        });
+        tracing::info!(public = %self.public_addr, admin = %self.admin_addr, "esim-notify serving");
+        shutdown.await;
+        tracing::info!("shutting down: no new requests");
+        public_handle.stop(true).await;
+        admin_handle.stop(true).await;
+        let _ = public.await;
+        let _ = admin.await;
+        reloader.abort();
+        self.state.dispatch.shutdown();
+        if tokio::time::timeout(
+            self.state.config.email.send_timeout.0 + Duration::from_secs(5),
+            self.dispatcher,
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("dispatcher did not stop in time; unfinished sends stay queued");
+        }
+        self.state.store.flush().context("flushing the store")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// SIGHUP: re-read the file, validate everything that may change, swap it in
+/// at once or keep the old set.
+pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("reload requested but the config came from no file");
+        return;
+    };
+    let result = Config::load(path)
+        .map_err(|e| vec![e.to_string()])
+        .and_then(|c| build_live(&c).map(|l| (c, l)));
+    match result {
+        Ok((new, live)) => {
+            for (section, changed) in [
+                (
+                    "[server]",
+                    format!("{:?}", new.server) != format!("{:?}", state.config.server),
+                ),
+                (
+                    "[admin]",
+                    format!("{:?}", new.admin) != format!("{:?}", state.config.admin),
+                ),
+                (
+                    "[security]",
+                    format!("{:?}", new.security) != format!("{:?}", state.config.security),
+                ),
+                (
+                    "[store]",
+                    format!("{:?}", new.store) != format!("{:?}", state.config.store),
+                ),
+                (
+                    "[email]",
+                    format!("{:?}", new.email) != format!("{:?}", state.config.email),
+                ),
+                (
+                    "[retry]",
+                    format!("{:?}", new.retry) != format!("{:?}", state.config.retry),
+                ),
+                (
+                    "[customers]",
+                    format!("{:?}", new.customers) != format!("{:?}", state.config.customers),
+                ),
+                (
+                    "[provider]",
+                    format!("{:?}", new.provider) != format!("{:?}", state.config.provider),
+                ),
+            ] {
+                if changed {
+                    tracing::warn!("{section} changed: it takes effect after a restart");
+                }
+            }
+            *state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+            m::reload(true);
+            tracing::info!("configuration and templates reloaded");
+        }
+        Err(problems) => {
+            m::reload(false);
+            tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
+        }
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(app: web::Data<AppState>) -> HttpResponse {
+    let store_ok = app.store.paused().is_ok();
+    let sender_ok = app.dispatch.is_running();
+    let body = serde_json::json!({"store": store_ok, "sender": sender_ok, "paused": app.dispatch.is_paused()});
+    if store_ok && sender_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "not found"}))
+}

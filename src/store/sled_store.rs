@@ -1,0 +1,1225 @@
+//! The sled implementation of [`Store`].
+//!
+//! Decisions are taken one at a time: every write operation holds one lock
+//! while it reads what it needs, computes, and commits its whole write set in
+//! one sled transaction over all trees. Holding the lock is cheap (memory
+//! reads and one in-memory commit); what is slow, the fsync, happens outside
+//! it in the group-commit [`Flusher`]. This makes "sixteen concurrent
+//! deliveries of the same notice queue one email" true by construction, and
+//! a crash can never leave a dedup key without its queue entry.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sled::Transactional;
+use tokio::sync::oneshot;
+
+use super::flusher::Flusher;
+use super::keys;
+use super::*;
+use crate::customers::{mask_email, suppression_key, IdKind, Recipient};
+use crate::event::{Event, Identifiers};
+use crate::policy::{self, EsimState, Notice, Rules};
+use crate::vars;
+
+/// The trees, in the order of [`SledStore::trees`].
+#[derive(Clone, Copy)]
+enum T {
+    Dedup = 0,
+    Events,
+    Esims,
+    Aliases,
+    Customers,
+    Queue,
+    Dead,
+    Log,
+    Suppress,
+    Meta,
+}
+const TREE_NAMES: [&str; 10] = [
+    "dedup",
+    "events",
+    "esims",
+    "aliases",
+    "customers",
+    "queue",
+    "dead",
+    "log",
+    "suppress",
+    "meta",
+];
+
+const META_NEXT_ID: &[u8] = b"next_id";
+const META_COUNTS: &[u8] = b"counts";
+const META_PAUSED: &[u8] = b"paused";
+
+/// What is kept of one eSIM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EsimRecord {
+    id: EsimId,
+    state: EsimState,
+    #[serde(default)]
+    parked: Vec<Parked>,
+    created_at: DateTime<Utc>,
+    last_event_at: DateTime<Utc>,
+}
+
+/// A binding as stored. `iccid_owner` is the esimTranNo the ICCID belonged
+/// to when bound (or first seen after binding): ICCIDs are recycled, and a
+/// customer bound by ICCID must not follow it to the next eSIM.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredBinding {
+    recipient: Recipient,
+    #[serde(default)]
+    iccid_owner: Option<String>,
+    bound_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EventRecord {
+    at: DateTime<Utc>,
+    esim: Option<EsimId>,
+    notify_type: String,
+    notify_id: Option<String>,
+    body: Value,
+}
+
+/// Writes collected under the lock and committed in one transaction.
+#[derive(Default)]
+struct Writes {
+    batches: [sled::Batch; 10],
+    touched: bool,
+}
+
+impl Writes {
+    fn put<V: Serialize>(&mut self, t: T, key: impl AsRef<[u8]>, value: &V) {
+        let bytes = serde_json::to_vec(value).expect("serializing a store record");
+        self.put_raw(t, key, bytes);
+    }
+    fn put_raw(&mut self, t: T, key: impl AsRef<[u8]>, bytes: Vec<u8>) {
+        self.batches[t as usize].insert(key.as_ref(), bytes);
+        self.touched = true;
+    }
+    fn del(&mut self, t: T, key: impl AsRef<[u8]>) {
+        self.batches[t as usize].remove(key.as_ref());
+        self.touched = true;
+    }
+}
+
+/// State that only changes under the write lock.
+struct Locked {
+    next_id: u64,
+    counts: Counts,
+}
+
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    lock: Mutex<Locked>,
+    /// A copy of the counts for readers that must not wait for the lock (metrics).
+    counts: Mutex<Counts>,
+    flusher: Flusher,
+    dedup_window: Duration,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<V, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+impl SledStore {
+    /// Opens (or creates) the store. Fails with [`StoreError::Locked`] when a
+    /// running server holds it: the CLI then goes through the admin API.
+    pub fn open(
+        path: &Path,
+        cache_bytes: u64,
+        dedup_window: Duration,
+    ) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref ioe)
+                    if ioe.kind() == std::io::ErrorKind::WouldBlock
+                        || ioe.to_string().contains("lock") =>
+                {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => io(format!("opening {}: {other}", path.display())),
+            })?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        let meta = &trees[T::Meta as usize];
+        let next_id = match meta.get(META_NEXT_ID).map_err(io)? {
+            Some(b) => keys::read_id(&b).ok_or_else(|| StoreError::Corrupt("next_id".into()))?,
+            None => 1,
+        };
+        let counts: Counts = match meta.get(META_COUNTS).map_err(io)? {
+            Some(b) => decode(&b)?,
+            None => Counts::default(),
+        };
+        let flush_db = db.clone();
+        let flusher =
+            Flusher::spawn(move || flush_db.flush().map(|_| ()).map_err(|e| e.to_string()));
+        Ok(SledStore {
+            db,
+            trees,
+            lock: Mutex::new(Locked { next_id, counts }),
+            counts: Mutex::new(counts),
+            flusher,
+            dedup_window,
+        })
+    }
+
+    fn tree(&self, t: T) -> &sled::Tree {
+        &self.trees[t as usize]
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Locked> {
+        // A panic while holding the lock cannot leave a half-written commit
+        // (commits are atomic), so the data behind a poisoned lock is fine.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<V: DeserializeOwned>(
+        &self,
+        t: T,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<V>, StoreError> {
+        match self.tree(t).get(key).map_err(io)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<V: DeserializeOwned>(&self, t: T) -> Result<Vec<(sled::IVec, V)>, StoreError> {
+        self.tree(t)
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(io)?;
+                Ok((k, decode(&v)?))
+            })
+            .collect()
+    }
+
+    fn next_id(l: &mut Locked) -> u64 {
+        let id = l.next_id;
+        l.next_id += 1;
+        id
+    }
+
+    /// Commits a write set together with the id counter and the counts.
+    fn commit(&self, l: &Locked, mut w: Writes) -> Result<(), StoreError> {
+        if !w.touched {
+            return Ok(());
+        }
+        w.put_raw(T::Meta, META_NEXT_ID, keys::id(l.next_id).to_vec());
+        w.put(T::Meta, META_COUNTS, &l.counts);
+        let batches = &w.batches;
+        self.trees
+            .as_slice()
+            .transaction(|tx| {
+                for (i, b) in batches.iter().enumerate() {
+                    tx[i].apply_batch(b)?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))?;
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = l.counts;
+        Ok(())
+    }
+
+    fn log(&self, l: &mut Locked, w: &mut Writes, esim: EsimId, entry: LogEntry) {
+        let seq = Self::next_id(l);
+        w.put(T::Log, keys::log(esim, seq), &entry);
+    }
+
+    fn alias(&self, kind: IdKind, value: &str) -> Result<Option<EsimId>, StoreError> {
+        Ok(self
+            .tree(T::Aliases)
+            .get(keys::ident(kind, value))
+            .map_err(io)?
+            .and_then(|b| keys::read_id(&b)))
+    }
+
+    fn record_of(&self, esim: EsimId) -> Result<Option<EsimRecord>, StoreError> {
+        self.get(T::Esims, keys::id(esim))
+    }
+
+    /// Finds the eSIM an event is about, or starts a new one (SPEC §5).
+    /// esimTranNo is the stable key; an eSIM known only by orderNo or
+    /// transactionId (from ORDER_STATUS) adopts the first esimTranNo it is
+    /// seen with; an ICCID seen with a different esimTranNo than the one it
+    /// belongs to is a recycled ICCID, hence a new eSIM.
+    fn resolve(
+        &self,
+        l: &mut Locked,
+        w: &mut Writes,
+        ids: &Identifiers,
+        now: DateTime<Utc>,
+    ) -> Result<EsimRecord, StoreError> {
+        let mut found: Option<EsimRecord> = None;
+        if let Some(t) = &ids.esim_tran_no {
+            if let Some(id) = self.alias(IdKind::EsimTranNo, t)? {
+                found = self.record_of(id)?;
+            } else {
+                // Adopt an eSIM known without an esimTranNo, never one with another.
+                for kind in [IdKind::Iccid, IdKind::OrderNo, IdKind::TransactionId] {
+                    let Some(v) = kind.get(ids) else { continue };
+                    if let Some(id) = self.alias(kind, v)? {
+                        if let Some(rec) = self.record_of(id)? {
+                            if rec.state.ids.esim_tran_no.is_none() {
+                                found = Some(rec);
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            for kind in [IdKind::Iccid, IdKind::OrderNo, IdKind::TransactionId] {
+                let Some(v) = kind.get(ids) else { continue };
+                if let Some(id) = self.alias(kind, v)? {
+                    found = self.record_of(id)?;
+                    if found.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut rec = match found {
+            Some(rec) => rec,
+            None => EsimRecord {
+                id: Self::next_id(l),
+                state: EsimState::default(),
+                parked: Vec::new(),
+                created_at: now,
+                last_event_at: now,
+            },
+        };
+        // Learn the identifiers; the ICCID moves to this eSIM if it was recycled.
+        let known = &mut rec.state.ids;
+        if known.esim_tran_no.is_none() {
+            known.esim_tran_no = ids.esim_tran_no.clone();
+        }
+        if ids.iccid.is_some() {
+            known.iccid = ids.iccid.clone();
+        }
+        if known.order_no.is_none() {
+            known.order_no = ids.order_no.clone();
+        }
+        if known.transaction_id.is_none() {
+            known.transaction_id = ids.transaction_id.clone();
+        }
+        for kind in IdKind::LOOKUP_ORDER {
+            let Some(v) = kind.get(ids) else { continue };
+            let existing = self.alias(kind, v)?;
+            let claim = match kind {
+                IdKind::EsimTranNo | IdKind::Iccid => existing != Some(rec.id),
+                // An order may hold several eSIMs: the first keeps the alias.
+                IdKind::OrderNo | IdKind::TransactionId => existing.is_none(),
+            };
+            if claim {
+                w.put_raw(T::Aliases, keys::ident(kind, v), keys::id(rec.id).to_vec());
+            }
+        }
+        // A binding made by ICCID before any eSIM was seen with it belongs to
+        // the first eSIM that shows up with that ICCID.
+        if let (Some(iccid), Some(tran)) = (&ids.iccid, &rec.state.ids.esim_tran_no) {
+            let key = keys::ident(IdKind::Iccid, iccid);
+            if let Some(mut b) = self.get::<StoredBinding>(T::Customers, &key)? {
+                if b.iccid_owner.is_none() {
+                    b.iccid_owner = Some(tran.clone());
+                    w.put(T::Customers, &key, &b);
+                }
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The recipient of an eSIM by its identifiers in SPEC §6 order, with
+    /// `extra` bindings (being written now) taking precedence for their keys.
+    fn recipient_for(
+        &self,
+        state: &EsimState,
+        extra: Option<(&Identifiers, &StoredBinding)>,
+    ) -> Result<Option<Recipient>, StoreError> {
+        for kind in IdKind::LOOKUP_ORDER {
+            let Some(v) = kind.get(&state.ids) else {
+                continue;
+            };
+            let binding = match extra {
+                Some((ids, b)) if kind.get(ids) == Some(v) => {
+                    let mut b = b.clone();
+                    if kind == IdKind::Iccid && b.iccid_owner.is_none() {
+                        b.iccid_owner = state.ids.esim_tran_no.clone();
+                    }
+                    Some(b)
+                }
+                _ => self.get::<StoredBinding>(T::Customers, keys::ident(kind, v))?,
+            };
+            let Some(b) = binding else { continue };
+            if kind == IdKind::Iccid {
+                if let Some(owner) = &b.iccid_owner {
+                    if state.ids.esim_tran_no.as_ref().is_some_and(|t| t != owner) {
+                        continue;
+                    }
+                }
+            }
+            return Ok(Some(b.recipient));
+        }
+        Ok(None)
+    }
+
+    /// Queues a notice for a known recipient, or records why it is not sent.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_or_suppress(
+        &self,
+        l: &mut Locked,
+        w: &mut Writes,
+        rec: &EsimRecord,
+        identity: String,
+        notice: Notice,
+        vars: Value,
+        recipient: Recipient,
+        how: LogKind,
+        now: DateTime<Utc>,
+        queued: &mut Vec<QueuedNotice>,
+    ) -> Result<(), StoreError> {
+        let template = Some(notice.template.clone());
+        if let Some(s) = self.suppression(&recipient.email)? {
+            let detail = format!(
+                "{} is suppressed ({})",
+                mask_email(&recipient.email),
+                s.reason
+            );
+            self.log(
+                l,
+                w,
+                rec.id,
+                LogEntry {
+                    at: now,
+                    what: LogKind::Suppressed,
+                    notice: None,
+                    template,
+                    detail,
+                },
+            );
+            return Ok(());
+        }
+        let id = Self::next_id(l);
+        let qn = QueuedNotice {
+            id,
+            esim: rec.id,
+            identity,
+            notice,
+            recipient,
+            queued_at: now,
+            attempts: 0,
+            next_attempt: now,
+            waiting_for: None,
+            last_error: None,
+            vars,
+        };
+        w.put(T::Queue, keys::id(id), &qn);
+        l.counts.outbox += 1;
+        let detail = format!("to {}", mask_email(&qn.recipient.email));
+        self.log(
+            l,
+            w,
+            rec.id,
+            LogEntry {
+                at: now,
+                what: how,
+                notice: Some(id),
+                template,
+                detail,
+            },
+        );
+        queued.push(qn);
+        Ok(())
+    }
+
+    fn esim_key(state: &EsimState, id: EsimId) -> String {
+        state
+            .ids
+            .esim_tran_no
+            .clone()
+            .unwrap_or_else(|| format!("esim-{id}"))
+    }
+
+    fn find_esim(
+        &self,
+        kind: Option<IdKind>,
+        value: &str,
+    ) -> Result<Option<EsimRecord>, StoreError> {
+        let kinds: Vec<IdKind> = match kind {
+            Some(k) => vec![k],
+            None => IdKind::LOOKUP_ORDER.to_vec(),
+        };
+        for k in kinds {
+            if let Some(id) = self.alias(k, value)? {
+                if let Some(rec) = self.record_of(id)? {
+                    return Ok(Some(rec));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn event_summary(event: &Event) -> String {
+    let mut s = event.notify_type.as_str().to_string();
+    if let Some(id) = &event.notify_id {
+        s.push_str(&format!(" notifyId={id}"));
+    }
+    if let Some(st) = &event.esim_status {
+        s.push_str(&format!(" esimStatus={st}"));
+    }
+    if let Some(st) = &event.smdp_status {
+        s.push_str(&format!(" smdpStatus={st}"));
+    }
+    if let (Some(r), Some(t)) = (event.usage.remain, event.usage.total_volume) {
+        s.push_str(&format!(" remain={r}/{t}"));
+    }
+    if let Some(t) = event.validity.expired_time {
+        s.push_str(&format!(" expiredTime={}", t.to_rfc3339()));
+    }
+    if !event.unreadable.is_empty() {
+        s.push_str(&format!(" unreadable={}", event.unreadable.join(",")));
+    }
+    s
+}
+
+impl Store for SledStore {
+    fn ingest(
+        &self,
+        event: &Event,
+        body: &Value,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut l = self.lock();
+        let mut w = Writes::default();
+        if let Some(nid) = &event.notify_id {
+            if let Some(seen) = self.tree(T::Dedup).get(nid).map_err(io)? {
+                let seen = keys::read_id(&seen).unwrap_or(0) as i64;
+                if millis(now) - seen < self.dedup_window.as_millis() as i64 {
+                    return Ok(IngestOutcome::Duplicate);
+                }
+            }
+            w.put_raw(T::Dedup, nid, keys::id(millis(now) as u64).to_vec());
+        }
+        let mut queued = Vec::new();
+        let esim = if event.ids.is_empty() {
+            None
+        } else {
+            let mut rec = self.resolve(&mut l, &mut w, &event.ids, now)?;
+            let outcome = policy::apply(&mut rec.state, event, rules, now);
+            let summary = event_summary(event);
+            self.log(
+                &mut l,
+                &mut w,
+                rec.id,
+                LogEntry {
+                    at: now,
+                    what: LogKind::Event,
+                    notice: None,
+                    template: None,
+                    detail: summary,
+                },
+            );
+            for note in outcome.notes {
+                self.log(
+                    &mut l,
+                    &mut w,
+                    rec.id,
+                    LogEntry {
+                        at: now,
+                        what: LogKind::Note,
+                        notice: None,
+                        template: None,
+                        detail: note,
+                    },
+                );
+            }
+            let key = Self::esim_key(&rec.state, rec.id);
+            for notice in outcome.notices {
+                let identity = notice.identity(&key);
+                let vars = vars::event_vars(event, &notice, &rec.state);
+                match self.recipient_for(&rec.state, None)? {
+                    Some(r) => self.queue_or_suppress(
+                        &mut l,
+                        &mut w,
+                        &rec,
+                        identity,
+                        notice,
+                        vars,
+                        r,
+                        LogKind::Queued,
+                        now,
+                        &mut queued,
+                    )?,
+                    None => {
+                        let template = Some(notice.template.clone());
+                        self.log(
+                            &mut l,
+                            &mut w,
+                            rec.id,
+                            LogEntry {
+                                at: now,
+                                what: LogKind::Parked,
+                                notice: None,
+                                template,
+                                detail: "no recipient bound to this eSIM yet".into(),
+                            },
+                        );
+                        rec.parked.push(Parked {
+                            identity,
+                            notice,
+                            vars,
+                            parked_at: now,
+                        });
+                        l.counts.parked += 1;
+                    }
+                }
+            }
+            rec.last_event_at = now;
+            w.put(T::Esims, keys::id(rec.id), &rec);
+            Some(rec.id)
+        };
+        let seq = Self::next_id(&mut l);
+        w.put(
+            T::Events,
+            keys::id(seq),
+            &EventRecord {
+                at: now,
+                esim,
+                notify_type: event.notify_type.as_str().to_string(),
+                notify_id: event.notify_id.clone(),
+                body: body.clone(),
+            },
+        );
+        self.commit(&l, w)?;
+        Ok(IngestOutcome::Accepted { esim, queued })
+    }
+
+    fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
+        self.flusher.durable()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+
+    fn bind(
+        &self,
+        recipient: &Recipient,
+        ids: &Identifiers,
+        park_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<BindReport, StoreError> {
+        let mut l = self.lock();
+        let mut w = Writes::default();
+        let mut report = BindReport::default();
+        let mut esims = BTreeSet::new();
+        let template_binding = StoredBinding {
+            recipient: recipient.clone(),
+            iccid_owner: None,
+            bound_at: now,
+        };
+        for kind in IdKind::LOOKUP_ORDER {
+            let Some(v) = kind.get(ids) else { continue };
+            let alias = self.alias(kind, v)?;
+            let mut b = template_binding.clone();
+            if let (IdKind::Iccid, Some(id)) = (kind, alias) {
+                b.iccid_owner = self.record_of(id)?.and_then(|r| r.state.ids.esim_tran_no);
+            }
+            w.put(T::Customers, keys::ident(kind, v), &b);
+            esims.extend(alias);
+        }
+        for esim in esims {
+            let Some(mut rec) = self.record_of(esim)? else {
+                continue;
+            };
+            if rec.parked.is_empty() {
+                continue;
+            }
+            let Some(r) = self.recipient_for(&rec.state, Some((ids, &template_binding)))? else {
+                continue;
+            };
+            let parked = std::mem::take(&mut rec.parked);
+            l.counts.parked = l.counts.parked.saturating_sub(parked.len() as u64);
+            let (live, expired): (Vec<_>, Vec<_>) = parked.into_iter().partition(|p| {
+                now.signed_duration_since(p.parked_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    < park_for
+            });
+            for p in expired {
+                self.log(
+                    &mut l,
+                    &mut w,
+                    rec.id,
+                    LogEntry {
+                        at: now,
+                        what: LogKind::Expired,
+                        notice: None,
+                        template: Some(p.notice.template.clone()),
+                        detail: format!(
+                            "parked since {} (longer than customers.park_for)",
+                            p.parked_at.to_rfc3339()
+                        ),
+                    },
+                );
+            }
+            let notices: Vec<Notice> = live.iter().map(|p| p.notice.clone()).collect();
+            let verdicts = policy::release(&rec.state, &notices, now);
+            let mut queued = Vec::new();
+            for (p, verdict) in live.into_iter().zip(verdicts) {
+                match verdict {
+                    Ok(()) => self.queue_or_suppress(
+                        &mut l,
+                        &mut w,
+                        &rec,
+                        p.identity,
+                        p.notice,
+                        p.vars,
+                        r.clone(),
+                        LogKind::Released,
+                        now,
+                        &mut queued,
+                    )?,
+                    Err(reason) => {
+                        report.superseded += 1;
+                        self.log(
+                            &mut l,
+                            &mut w,
+                            rec.id,
+                            LogEntry {
+                                at: now,
+                                what: LogKind::Superseded,
+                                notice: None,
+                                template: Some(p.notice.template.clone()),
+                                detail: reason,
+                            },
+                        );
+                    }
+                }
+            }
+            report.released.extend(queued);
+            w.put(T::Esims, keys::id(rec.id), &rec);
+        }
+        self.commit(&l, w)?;
+        Ok(report)
+    }
+
+    fn recipient_by(&self, kind: IdKind, value: &str) -> Result<Option<Recipient>, StoreError> {
+        Ok(self
+            .get::<StoredBinding>(T::Customers, keys::ident(kind, value))?
+            .map(|b| b.recipient))
+    }
+
+    fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError> {
+        let l = self.lock();
+        let key = keys::ident(kind, value);
+        if self.tree(T::Customers).get(&key).map_err(io)?.is_none() {
+            return Ok(false);
+        }
+        let mut w = Writes::default();
+        w.del(T::Customers, &key);
+        self.commit(&l, w)?;
+        Ok(true)
+    }
+
+    fn forget(&self, email: &str, now: DateTime<Utc>) -> Result<ForgetReport, StoreError> {
+        let mut l = self.lock();
+        let mut w = Writes::default();
+        let mut report = ForgetReport::default();
+        let same = |e: &str| e.eq_ignore_ascii_case(email.trim());
+        for (k, b) in self.scan::<StoredBinding>(T::Customers)? {
+            if same(&b.recipient.email) {
+                w.del(T::Customers, &k);
+                report.bindings += 1;
+            }
+        }
+        for (k, q) in self.scan::<QueuedNotice>(T::Queue)? {
+            if same(&q.recipient.email) {
+                w.del(T::Queue, &k);
+                l.counts.outbox = l.counts.outbox.saturating_sub(1);
+                report.cancelled += 1;
+                self.log(
+                    &mut l,
+                    &mut w,
+                    q.esim,
+                    LogEntry {
+                        at: now,
+                        what: LogKind::Cancelled,
+                        notice: Some(q.id),
+                        template: Some(q.notice.template.clone()),
+                        detail: "customer forgotten".into(),
+                    },
+                );
+            }
+        }
+        for (k, mut d) in self.scan::<DeadLetter>(T::Dead)? {
+            if same(&d.notice.recipient.email) {
+                d.notice.recipient = Recipient {
+                    email: "forgotten".into(),
+                    name: None,
+                    locale: None,
+                    timezone: None,
+                };
+                d.notice.vars = Value::Null;
+                w.put(T::Dead, &k, &d);
+                report.redacted += 1;
+            }
+        }
+        self.commit(&l, w)?;
+        Ok(report)
+    }
+
+    fn suppress(&self, email: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let l = self.lock();
+        let mut w = Writes::default();
+        let key = suppression_key(email);
+        w.put(
+            T::Suppress,
+            &key,
+            &Suppression {
+                email: key.clone(),
+                reason: reason.to_string(),
+                at: now,
+            },
+        );
+        self.commit(&l, w)
+    }
+
+    fn unsuppress(&self, email: &str) -> Result<bool, StoreError> {
+        let l = self.lock();
+        let key = suppression_key(email);
+        if self.tree(T::Suppress).get(&key).map_err(io)?.is_none() {
+            return Ok(false);
+        }
+        let mut w = Writes::default();
+        w.del(T::Suppress, &key);
+        self.commit(&l, w)?;
+        Ok(true)
+    }
+
+    fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
+        self.get(T::Suppress, suppression_key(email))
+    }
+
+    fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
+        Ok(self
+            .scan(T::Suppress)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    fn outbox(&self) -> Result<Vec<QueuedNotice>, StoreError> {
+        Ok(self.scan(T::Queue)?.into_iter().map(|(_, q)| q).collect())
+    }
+
+    fn queued(&self, id: u64) -> Result<Option<QueuedNotice>, StoreError> {
+        self.get(T::Queue, keys::id(id))
+    }
+
+    fn esim_state(&self, esim: EsimId) -> Result<Option<(EsimState, Identifiers)>, StoreError> {
+        Ok(self.record_of(esim)?.map(|r| {
+            let ids = r.state.ids.clone();
+            (r.state, ids)
+        }))
+    }
+
+    fn record(&self, id: u64, outcome: &SendOutcome, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut l = self.lock();
+        let Some(mut q) = self.get::<QueuedNotice>(T::Queue, keys::id(id))? else {
+            // Cancelled or forgotten while it was being sent.
+            return Ok(());
+        };
+        let mut w = Writes::default();
+        let template = Some(q.notice.template.clone());
+        let entry = |what: LogKind, detail: String| LogEntry {
+            at: now,
+            what,
+            notice: Some(id),
+            template: template.clone(),
+            detail,
+        };
+        let done = match outcome {
+            SendOutcome::Sent => {
+                let e = entry(
+                    LogKind::Sent,
+                    format!(
+                        "to {} (attempt {})",
+                        mask_email(&q.recipient.email),
+                        q.attempts + 1
+                    ),
+                );
+                self.log(&mut l, &mut w, q.esim, e);
+                true
+            }
+            SendOutcome::Retry {
+                error,
+                next_attempt,
+            } => {
+                q.attempts += 1;
+                q.last_error = Some(error.clone());
+                q.next_attempt = *next_attempt;
+                q.waiting_for = Some("retry".into());
+                let e = entry(
+                    LogKind::Failed,
+                    format!(
+                        "attempt {}: {error}; retry at {}",
+                        q.attempts,
+                        next_attempt.to_rfc3339()
+                    ),
+                );
+                self.log(&mut l, &mut w, q.esim, e);
+                w.put(T::Queue, keys::id(id), &q);
+                false
+            }
+            SendOutcome::Wait { until, why } => {
+                q.next_attempt = *until;
+                q.waiting_for = Some(why.clone());
+                w.put(T::Queue, keys::id(id), &q);
+                false
+            }
+            SendOutcome::Dead { reason, suppress } => {
+                let e = entry(LogKind::Dead, reason.clone());
+                self.log(&mut l, &mut w, q.esim, e);
+                if let Some(why) = suppress {
+                    let key = suppression_key(&q.recipient.email);
+                    w.put(
+                        T::Suppress,
+                        &key,
+                        &Suppression {
+                            email: key.clone(),
+                            reason: why.clone(),
+                            at: now,
+                        },
+                    );
+                }
+                q.attempts += 1;
+                w.put(
+                    T::Dead,
+                    keys::id(id),
+                    &DeadLetter {
+                        notice: q.clone(),
+                        reason: reason.clone(),
+                        died_at: now,
+                    },
+                );
+                l.counts.dead += 1;
+                true
+            }
+            SendOutcome::Superseded(reason) => {
+                self.log(
+                    &mut l,
+                    &mut w,
+                    q.esim,
+                    entry(LogKind::Superseded, reason.clone()),
+                );
+                true
+            }
+            SendOutcome::Suppressed(reason) => {
+                self.log(
+                    &mut l,
+                    &mut w,
+                    q.esim,
+                    entry(LogKind::Suppressed, reason.clone()),
+                );
+                true
+            }
+        };
+        if done {
+            w.del(T::Queue, keys::id(id));
+            l.counts.outbox = l.counts.outbox.saturating_sub(1);
+        }
+        self.commit(&l, w)
+    }
+
+    fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut l = self.lock();
+        let Some(q) = self.get::<QueuedNotice>(T::Queue, keys::id(id))? else {
+            return Ok(false);
+        };
+        let mut w = Writes::default();
+        w.del(T::Queue, keys::id(id));
+        l.counts.outbox = l.counts.outbox.saturating_sub(1);
+        self.log(
+            &mut l,
+            &mut w,
+            q.esim,
+            LogEntry {
+                at: now,
+                what: LogKind::Cancelled,
+                notice: Some(id),
+                template: Some(q.notice.template.clone()),
+                detail: "cancelled by the operator".into(),
+            },
+        );
+        self.commit(&l, w)?;
+        Ok(true)
+    }
+
+    fn dead(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self.scan(T::Dead)?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<Option<QueuedNotice>, StoreError> {
+        let mut l = self.lock();
+        let Some(d) = self.get::<DeadLetter>(T::Dead, keys::id(id))? else {
+            return Ok(None);
+        };
+        if d.notice.recipient.email == "forgotten" {
+            return Ok(None);
+        }
+        let mut q = d.notice;
+        q.attempts = 0;
+        q.queued_at = now;
+        q.next_attempt = now;
+        q.waiting_for = None;
+        let mut w = Writes::default();
+        w.del(T::Dead, keys::id(id));
+        w.put(T::Queue, keys::id(id), &q);
+        l.counts.dead = l.counts.dead.saturating_sub(1);
+        l.counts.outbox += 1;
+        self.log(
+            &mut l,
+            &mut w,
+            q.esim,
+            LogEntry {
+                at: now,
+                what: LogKind::Requeued,
+                notice: Some(id),
+                template: Some(q.notice.template.clone()),
+                detail: format!("dead letter ({}) put back in the queue", d.reason),
+            },
+        );
+        self.commit(&l, w)?;
+        Ok(Some(q))
+    }
+
+    fn esim_view(&self, kind: Option<IdKind>, value: &str) -> Result<Option<EsimView>, StoreError> {
+        let Some(rec) = self.find_esim(kind, value)? else {
+            return Ok(None);
+        };
+        let recipient = self.recipient_for(&rec.state, None)?;
+        let decisions = self
+            .tree(T::Log)
+            .scan_prefix(keys::id(rec.id))
+            .map(|r| {
+                let (_, v) = r.map_err(io)?;
+                decode(&v)
+            })
+            .collect::<Result<Vec<LogEntry>, _>>()?;
+        Ok(Some(EsimView {
+            id: rec.id,
+            ids: rec.state.ids.clone(),
+            state: rec.state,
+            recipient,
+            parked: rec.parked,
+            decisions,
+        }))
+    }
+
+    fn paused(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .tree(T::Meta)
+            .get(META_PAUSED)
+            .map_err(io)?
+            .is_some_and(|v| v.as_ref() == b"1"))
+    }
+
+    fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        let l = self.lock();
+        let mut w = Writes::default();
+        w.put_raw(
+            T::Meta,
+            META_PAUSED,
+            if paused { b"1".to_vec() } else { b"0".to_vec() },
+        );
+        self.commit(&l, w)
+    }
+
+    fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.tree(T::Queue).first().map_err(io)? {
+            Some((_, v)) => Ok(Some(decode::<QueuedNotice>(&v)?.queued_at)),
+            None => Ok(None),
+        }
+    }
+
+    fn backup(&self, dir: &Path) -> Result<(), StoreError> {
+        if dir.exists() && std::fs::read_dir(dir).map_err(io)?.next().is_some() {
+            return Err(io(format!(
+                "backup directory {} is not empty",
+                dir.display()
+            )));
+        }
+        // Holding the write lock makes the copy one consistent point in time.
+        let _l = self.lock();
+        let copy = sled::Config::new().path(dir).open().map_err(io)?;
+        for (name, tree) in TREE_NAMES.iter().zip(&self.trees) {
+            let target = copy.open_tree(name).map_err(io)?;
+            for kv in tree.iter() {
+                let (k, v) = kv.map_err(io)?;
+                target.insert(k, v).map_err(io)?;
+            }
+        }
+        copy.flush().map_err(io)?;
+        Ok(())
+    }
+
+    fn retain(
+        &self,
+        now: DateTime<Utc>,
+        delivery_dedup: Duration,
+        history: Duration,
+        park_for: Duration,
+    ) -> Result<RetentionReport, StoreError> {
+        let mut report = RetentionReport::default();
+        let older = |t: DateTime<Utc>, d: Duration| {
+            now.signed_duration_since(t)
+                .to_std()
+                .is_ok_and(|age| age >= d)
+        };
+        // Candidates are found without the lock and re-checked under it, in
+        // small commits, so intake is never held up for a whole scan.
+        let dedup_cut = millis(now) - delivery_dedup.as_millis() as i64;
+        let stale: Vec<sled::IVec> = self
+            .tree(T::Dedup)
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, v)| (keys::read_id(v).unwrap_or(0) as i64) < dedup_cut)
+            .map(|(k, _)| k)
+            .collect();
+        for chunk in stale.chunks(1000) {
+            let l = self.lock();
+            let mut w = Writes::default();
+            for k in chunk {
+                w.del(T::Dedup, k);
+            }
+            report.dedup_removed += chunk.len();
+            self.commit(&l, w)?;
+        }
+        let mut old_events = Vec::new();
+        for r in self.tree(T::Events).iter() {
+            let (k, v) = r.map_err(io)?;
+            let e: EventRecord = decode(&v)?;
+            if !older(e.at, history) {
+                break;
+            }
+            old_events.push(k);
+        }
+        for chunk in old_events.chunks(1000) {
+            let l = self.lock();
+            let mut w = Writes::default();
+            for k in chunk {
+                w.del(T::Events, k);
+            }
+            report.events_removed += chunk.len();
+            self.commit(&l, w)?;
+        }
+        let queued: BTreeSet<EsimId> = self.outbox()?.into_iter().map(|q| q.esim).collect();
+        for r in self.tree(T::Esims).iter() {
+            let (k, v) = r.map_err(io)?;
+            let rec: EsimRecord = decode(&v)?;
+            let forget = older(rec.last_event_at, history) && !queued.contains(&rec.id);
+            let expire = rec.parked.iter().any(|p| older(p.parked_at, park_for));
+            if !forget && !expire {
+                continue;
+            }
+            let mut l = self.lock();
+            let mut w = Writes::default();
+            // Re-read under the lock: an event may have arrived meanwhile.
+            let Some(mut rec) = self.record_of(rec.id)? else {
+                continue;
+            };
+            if older(rec.last_event_at, history) && !queued.contains(&rec.id) {
+                l.counts.parked = l.counts.parked.saturating_sub(rec.parked.len() as u64);
+                w.del(T::Esims, &k);
+                for kind in IdKind::LOOKUP_ORDER {
+                    if let Some(v) = kind.get(&rec.state.ids) {
+                        if self.alias(kind, v)? == Some(rec.id) {
+                            w.del(T::Aliases, keys::ident(kind, v));
+                        }
+                    }
+                }
+                for kv in self.tree(T::Log).scan_prefix(keys::id(rec.id)) {
+                    w.del(T::Log, kv.map_err(io)?.0);
+                }
+                report.esims_removed += 1;
+            } else {
+                let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut rec.parked)
+                    .into_iter()
+                    .partition(|p| older(p.parked_at, park_for));
+                rec.parked = keep;
+                l.counts.parked = l.counts.parked.saturating_sub(gone.len() as u64);
+                report.parked_expired += gone.len();
+                for p in gone {
+                    self.log(
+                        &mut l,
+                        &mut w,
+                        rec.id,
+                        LogEntry {
+                            at: now,
+                            what: LogKind::Expired,
+                            notice: None,
+                            template: Some(p.notice.template.clone()),
+                            detail: "parked longer than customers.park_for without a recipient"
+                                .into(),
+                        },
+                    );
+                }
+                w.put(T::Esims, &k, &rec);
+            }
+            self.commit(&l, w)?;
+            let _ = &k;
+        }
+        let old_dead: Vec<sled::IVec> = self
+            .scan::<DeadLetter>(T::Dead)?
+            .into_iter()
+            .filter(|(_, d)| older(d.died_at, history))
+            .map(|(k, _)| k)
+            .collect();
+        if !old_dead.is_empty() {
+            let mut l = self.lock();
+            let mut w = Writes::default();
+            for k in &old_dead {
+                if self.tree(T::Dead).get(k).map_err(io)?.is_some() {
+                    w.del(T::Dead, k);
+                    l.counts.dead = l.counts.dead.saturating_sub(1);
+                    report.dead_removed += 1;
+                }
+            }
+            self.commit(&l, w)?;
+        }
+        Ok(report)
+    }
+}
