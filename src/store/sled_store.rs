@@ -1068,6 +1068,23 @@ impl Store for SledStore {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let key = format!("secret/{name}");
+        if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
+            return Ok(v.to_vec());
+        }
+        let l = self.lock();
+        if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
+            return Ok(v.to_vec());
+        }
+        let fresh: [u8; 32] = rand::random();
+        let mut w = Writes::default();
+        w.put_raw(T::Meta, &key, fresh.to_vec());
+        self.commit(&l, w)?;
+        self.flush()?;
+        Ok(fresh.to_vec())
+    }
+
     fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         match self.tree(T::Queue).first().map_err(io)? {
             Some((_, v)) => Ok(Some(decode::<QueuedNotice>(&v)?.queued_at)),
