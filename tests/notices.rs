@@ -468,3 +468,54 @@ fn sixteen_concurrent_deliveries_queue_one_notice() {
     assert_eq!(h.queued("T1"), vec![t("data_usage", Some(0.1))]);
     assert_eq!(h.store.counts().outbox, 1);
 }
+
+/// Retention (SPEC §9): notifyIds after `delivery_dedup`; events, idle
+/// eSIMs and their logs after `history`; parked notices after `park_for`.
+/// An eSIM with a queued notice is kept whatever its age.
+#[test]
+fn retention_removes_what_has_aged_out_and_keeps_the_queue() {
+    let mut h = Harness::new();
+    h.bind("ana@example.com", IdKind::EsimTranNo, "KEEP");
+    h.post("KEEP", "DATA_USAGE", data(100, 10)); // queued: must survive
+    h.post("IDLE", "ESIM_STATUS", status("SUSPENDED")); // nothing queued, no customer
+    h.post("PARK", "DATA_USAGE", data(100, 10)); // parked
+    let day = Duration::from_secs(86400);
+    let (dedup, history) = (day, 30 * day);
+
+    // After park_for: the parked notice expires, nothing else goes.
+    let r = h
+        .store
+        .retain(
+            h.now + chrono::Duration::hours(73),
+            dedup,
+            history,
+            PARK_FOR,
+        )
+        .unwrap();
+    assert_eq!((r.parked_expired, r.esims_removed), (1, 0), "{r:?}");
+    assert_eq!(
+        r.dedup_removed, 3,
+        "notifyIds older than delivery_dedup: {r:?}"
+    );
+    assert_eq!(h.store.counts().parked, 0);
+
+    // After history: idle eSIMs and old events go; the one with a queued notice stays.
+    let later = h.now + chrono::Duration::days(31);
+    let r = h.store.retain(later, dedup, history, PARK_FOR).unwrap();
+    assert_eq!(r.events_removed, 3, "{r:?}");
+    assert_eq!(r.esims_removed, 2, "{r:?}");
+    assert!(h.store.esim_view(None, "IDLE").unwrap().is_none());
+    assert!(h.store.esim_view(None, "PARK").unwrap().is_none());
+    assert!(h.store.esim_view(None, "KEEP").unwrap().is_some());
+    assert_eq!(h.store.outbox().unwrap().len(), 1);
+
+    // A notifyId forgotten by retention is accepted again (and decided by policy, which remembers).
+    let body = json!({"notifyType":"DATA_USAGE","notifyId":"n1","content":{"esimTranNo":"KEEP","totalVolume":100,"remain":10}});
+    h.now = later;
+    assert!(matches!(h.post_body(&body), IngestOutcome::Accepted { .. }));
+    assert_eq!(
+        h.store.outbox().unwrap().len(),
+        1,
+        "policy still knows 10 % was queued"
+    );
+}
