@@ -407,7 +407,7 @@ impl SledStore {
         let template = Some(notice.template.clone());
         if let Some(s) = self.suppression(&recipient.email)? {
             let detail = format!(
-                "{} is suppressed ({})",
+                "{identity}: {} is suppressed ({})",
                 mask_email(&recipient.email),
                 s.reason
             );
@@ -441,7 +441,7 @@ impl SledStore {
         };
         w.put(T::Queue, keys::id(id), &qn);
         l.counts.outbox += 1;
-        let detail = format!("to {}", mask_email(&qn.recipient.email));
+        let detail = format!("{} to {}", qn.identity, mask_email(&qn.recipient.email));
         self.log(
             l,
             w,
@@ -589,7 +589,7 @@ impl Store for SledStore {
                                 what: LogKind::Parked,
                                 notice: None,
                                 template,
-                                detail: "no recipient bound to this eSIM yet".into(),
+                                detail: format!("{identity}: no recipient bound to this eSIM yet"),
                             },
                         );
                         rec.parked.push(Parked {
@@ -719,7 +719,7 @@ impl Store for SledStore {
                                 what: LogKind::Superseded,
                                 notice: None,
                                 template: Some(p.notice.template.clone()),
-                                detail: reason,
+                                detail: format!("{}: {reason}", p.identity),
                             },
                         );
                     }
