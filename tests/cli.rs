@@ -439,3 +439,28 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn send_test_reports_the_transport_result() {
+    let env = Env::new();
+    env.run(&["send-test", "--to", "ops@example.com"])
+        .code(0)
+        .says("ops@example.com");
+    let sent: Vec<_> = std::fs::read_dir(env.path("mail-out"))
+        .expect("the file transport wrote something")
+        .collect();
+    assert_eq!(sent.len(), 1);
+
+    // SMTP to a port where nothing listens: reported, exit 1.
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    let port = free_port();
+    let config =
+        config.replace(
+            "transport = \"file\"",
+            "transport = \"smtp\"\nsend_timeout = \"5s\"",
+        ) + &format!("[email.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n");
+    std::fs::write(env.path("config.toml"), config).unwrap();
+    env.run(&["send-test", "--to", "ops@example.com"])
+        .code(1)
+        .says("failed");
+}
