@@ -163,11 +163,14 @@ pub struct Counts {
     pub dead: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgetReport {
     pub bindings: usize,
     pub cancelled: usize,
     pub redacted: usize,
+    /// The queued notices removed, so a running dispatcher can drop them too.
+    #[serde(default)]
+    pub cancelled_ids: Vec<u64>,
 }
 
 /// What a customer binding did to the eSIMs it names.

@@ -766,6 +766,7 @@ impl Store for SledStore {
                 w.del(T::Queue, &k);
                 l.counts.outbox = l.counts.outbox.saturating_sub(1);
                 report.cancelled += 1;
+                report.cancelled_ids.push(q.id);
                 self.log(
                     &mut l,
                     &mut w,
