@@ -56,9 +56,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Routes of the public listener that belong to operations (one-click unsubscribe).
-pub fn public_routes(_cfg: &mut web::ServiceConfig) {}
-
 /// `Authorization: Bearer <token>`, or HTTP Basic with the token as the
 /// password (so a browser can open the preview). No token configured: open.
 pub fn authorized(req: &HttpRequest, token: &str) -> bool {

@@ -10,7 +10,7 @@ use crate::customers::Binding;
 use crate::event::Event;
 use crate::mailer::{message_id_for, Mailer, OutgoingEmail};
 use crate::policy::{self, EsimState};
-use crate::render::{brand_vars, sample_vars, NoticeClass, Rendered, Templates};
+use crate::render::{sample_vars, NoticeClass, Rendered, Templates};
 use crate::startup;
 use crate::vars;
 
@@ -98,8 +98,7 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
             println!("===== email {} of {count} =====", i + 1);
         }
         let captured = vars::event_vars(&event, notice, &state);
-        let mut all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
-        all["brand"] = brand_vars(&config.brand, false);
+        let all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
         let rendered = match templates.render(&notice.template, recipient.locale.as_deref(), &all) {
             Ok(r) => r,
             Err(e) => {
