@@ -4,8 +4,7 @@
 //! wrong is a 4xx with the reason, never a 500; a store that cannot read or
 //! write is a 503, so a script knows a retry may help. Changes are answered
 //! only once they are on disk, as the webhook's 200 is.
-//!
-//! `GET /admin/preview` is not served yet (it comes with its own issue).
+//! `GET /admin/preview` lives in `preview.rs`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
             .route("/esims/{id}", web::get().to(esim))
+            .route("/preview", web::get().to(crate::preview::page))
             .default_service(web::to(|| async {
                 error(StatusCode::NOT_FOUND, "not found")
             })),
@@ -100,7 +100,11 @@ async fn require_token(
         .unwrap_or_default();
     if !authorized(req.request(), &token) {
         let resp = HttpResponse::Unauthorized()
-            .insert_header(("WWW-Authenticate", "Bearer realm=\"esim-notify admin\""))
+            // Basic first, so a browser opening the preview asks for the token.
+            .insert_header((
+                "WWW-Authenticate",
+                "Basic realm=\"esim-notify admin\", Bearer",
+            ))
             .json(json!({"error": "wrong or missing admin token"}));
         return Ok(req.into_response(resp).map_into_right_body());
     }

@@ -15,6 +15,7 @@ pub mod event;
 pub mod mailer;
 pub mod metrics;
 pub mod policy;
+pub mod preview;
 pub mod render;
 pub mod startup;
 pub mod store;

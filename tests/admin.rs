@@ -491,3 +491,46 @@ async fn an_esim_is_found_by_any_of_its_identifiers() {
     assert!(v["error"].is_string());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_renders_every_mapped_template_for_a_browser() {
+    let app = common::spawn_app("[admin]\ntoken = \"adm1n\"\n").await;
+    let url = app.admin_url("/admin/preview");
+    let refused = app.http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let challenge = refused.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Basic"),
+        "a browser must be asked for a password: {challenge}"
+    );
+    let r = app
+        .http
+        .get(&url)
+        .basic_auth("operator", Some("adm1n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = r.text().await.unwrap();
+    for needle in [
+        "Less than 10% of your data left",
+        "esim_expired",
+        "esim_activated",
+        "validity_usage",
+        "— es,",
+    ] {
+        assert!(page.contains(needle), "preview lacks {needle}");
+    }
+    assert!(
+        !page.contains("class=\"error\""),
+        "a shipped template failed to render in the preview"
+    );
+    app.stop().await;
+}
