@@ -100,7 +100,8 @@ pub fn email_vars(
             "timezone": recipient.timezone,
         }),
     );
-    m.insert("brand".into(), json!(brand));
+    // The standard brand keys are always present (null when unset), as `check` assumes.
+    m.insert("brand".into(), crate::render::brand_vars(brand, false));
     m.insert(
         "esim".into(),
         json!({
