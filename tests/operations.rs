@@ -1,0 +1,146 @@
+//! Operating it (SPEC §9): SIGHUP reload of templates and settings, metrics.
+//! The reload metric is process-wide, so every reload of this binary happens
+//! in this one test, in order.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn preview(app: &TestApp) -> String {
+    app.http
+        .get(app.admin_url("/admin/preview"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
+    let templates = tempfile::tempdir().unwrap();
+    copy_dir(std::path::Path::new(TEMPLATES), templates.path());
+    let app = spawn_app(&format!(
+        "[templates]\ndir = \"{}\"\n",
+        templates.path().display()
+    ))
+    .await;
+    assert_eq!(
+        metric(&app, "esim_notify_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    let subject = templates.path().join("data_usage.subject.hbs");
+
+    // A broken template: the reload is refused, the old set stays in force.
+    std::fs::write(&subject, "Less than {{#if usage.thresholdPercent}}% left").unwrap();
+    app.reload.send(()).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
+    })
+    .await;
+    assert!(refused, "a broken template must set the reload metric to 0");
+    assert!(preview(&app)
+        .await
+        .contains("Less than 10% of your data left"));
+
+    // A good edit is swapped in without a restart.
+    std::fs::write(
+        &subject,
+        "Only {{usage.thresholdPercent}}% of your data is left",
+    )
+    .unwrap();
+    app.reload.send(()).unwrap();
+    let swapped = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(1.0)
+    })
+    .await;
+    assert!(swapped);
+    assert!(preview(&app)
+        .await
+        .contains("Only 10% of your data is left"));
+
+    // An unknown variable inside {{#if}} is refused too (check walks the tree).
+    std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data").unwrap();
+    app.reload.send(()).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
+    })
+    .await;
+    assert!(refused);
+    assert!(preview(&app)
+        .await
+        .contains("Only 10% of your data is left"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_webhooks_by_type_and_outcome() {
+    let app = spawn_app("").await;
+    let before = metric(
+        &app,
+        "esim_notify_webhooks_total{type=\"VALIDITY_USAGE\",outcome=\"accepted\"}",
+    )
+    .await
+    .unwrap_or(0.0);
+    let body = r#"{"notifyType":"VALIDITY_USAGE","notifyId":"metrics-1","content":{"esimTranNo":"M1","remain":1,"durationUnit":"DAY","expiredTime":"2099-01-01T00:00:00Z"}}"#;
+    assert_eq!(app.post(body).await.0, 200);
+    let after = metric(
+        &app,
+        "esim_notify_webhooks_total{type=\"VALIDITY_USAGE\",outcome=\"accepted\"}",
+    )
+    .await;
+    assert_eq!(after, Some(before + 1.0));
+    let text = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "esim_notify_outbox_depth",
+        "esim_notify_outbox_oldest_age_seconds",
+        "esim_notify_parked",
+        "esim_notify_dead_letters",
+        "esim_notify_sending_paused",
+        "esim_notify_last_webhook_timestamp_seconds",
+        "esim_notify_config_last_reload_successful",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}");
+    }
+    app.stop().await;
+}
