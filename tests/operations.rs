@@ -1,6 +1,6 @@
-//! Operating it (SPEC §9): SIGHUP reload of templates and settings, metrics.
-//! The reload metric is process-wide, so every reload of this binary happens
-//! in this one test, in order.
+//! Operating it (SPEC §9): SIGHUP reload of templates and settings.
+//! The reload metric is process-wide (and every app start sets it to 1), so
+//! this binary starts one app and reloads it in one test, in order.
 
 mod common;
 
@@ -102,45 +102,5 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
     assert!(preview(&app)
         .await
         .contains("Only 10% of your data is left"));
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_webhooks_by_type_and_outcome() {
-    let app = spawn_app("").await;
-    let before = metric(
-        &app,
-        "esim_notify_webhooks_total{type=\"VALIDITY_USAGE\",outcome=\"accepted\"}",
-    )
-    .await
-    .unwrap_or(0.0);
-    let body = r#"{"notifyType":"VALIDITY_USAGE","notifyId":"metrics-1","content":{"esimTranNo":"M1","remain":1,"durationUnit":"DAY","expiredTime":"2099-01-01T00:00:00Z"}}"#;
-    assert_eq!(app.post(body).await.0, 200);
-    let after = metric(
-        &app,
-        "esim_notify_webhooks_total{type=\"VALIDITY_USAGE\",outcome=\"accepted\"}",
-    )
-    .await;
-    assert_eq!(after, Some(before + 1.0));
-    let text = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for name in [
-        "esim_notify_outbox_depth",
-        "esim_notify_outbox_oldest_age_seconds",
-        "esim_notify_parked",
-        "esim_notify_dead_letters",
-        "esim_notify_sending_paused",
-        "esim_notify_last_webhook_timestamp_seconds",
-        "esim_notify_config_last_reload_successful",
-    ] {
-        assert!(text.contains(name), "/metrics lacks {name}");
-    }
     app.stop().await;
 }
