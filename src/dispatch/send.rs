@@ -1,0 +1,371 @@
+//! One notice's turn: the checks that must be made just before sending,
+//! the limits, rendering, the send itself, and what its result means for
+//! the notice (SPEC §8).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use super::limits::{retry_delay, Limits};
+use super::quiet::quiet_until;
+use super::{QUIET_HOURS, RECIPIENT_QUOTA};
+use crate::config::{parse_quiet_hours, parse_tz, Config};
+use crate::customers::mask_email;
+use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
+use crate::metrics as m;
+use crate::policy;
+use crate::render::brand_vars;
+use crate::startup::{current, Live, SharedLive};
+use crate::store::{QueuedNotice, SendOutcome, Store};
+use crate::vars::email_vars;
+
+/// What the dispatcher needs for every send; shared by all send tasks.
+pub struct Ctx {
+    pub store: Arc<dyn Store>,
+    pub mailer: Mailer,
+    pub live: SharedLive,
+    pub config: Arc<Config>,
+}
+
+/// What became of a notice's turn, for the schedule.
+#[derive(Debug)]
+pub enum Fate {
+    /// It left the queue: sent, dead, superseded, suppressed or cancelled.
+    Done,
+    /// Still queued, next looked at `at`.
+    Again {
+        at: DateTime<Utc>,
+        why: Option<String>,
+    },
+    /// The transport itself is broken: the dispatcher pauses sending and
+    /// decides when this notice is tried again.
+    Broken { reason: String },
+}
+
+/// The result of one turn and whether the transport answered at all (a
+/// send was made that did not fail as "transport broken").
+pub struct Turn {
+    pub fate: Fate,
+    pub transport_ok: bool,
+}
+
+impl Turn {
+    fn no_send(fate: Fate) -> Turn {
+        Turn {
+            fate,
+            transport_ok: false,
+        }
+    }
+}
+
+/// Nothing the store says is trusted to stay true while a notice waits, so
+/// a store hiccup just postpones the turn; the store error is logged.
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+pub async fn turn(
+    ctx: Arc<Ctx>,
+    planned: QueuedNotice,
+    limits: Arc<Limits>,
+    mut stop: watch::Receiver<bool>,
+) -> Turn {
+    let id = planned.id;
+    let later = |why: &str| {
+        Turn::no_send(Fate::Again {
+            at: Utc::now() + STORE_RETRY,
+            why: Some(why.to_string()),
+        })
+    };
+    // The store is the truth: the planned copy may predate a cancel or a record.
+    let q = match ctx.store.queued(id) {
+        Ok(Some(q)) => q,
+        Ok(None) => return Turn::no_send(Fate::Done),
+        Err(e) => {
+            tracing::error!(notice = id, error = %e, "cannot read the queued notice");
+            return later("store error");
+        }
+    };
+    let template = q.notice.template.clone();
+    let now = Utc::now();
+
+    let (state, ids) = match ctx.store.esim_state(q.esim) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return finish(
+                &ctx,
+                &q,
+                SendOutcome::Superseded("the eSIM is no longer known".into()),
+                "superseded",
+            );
+        }
+        Err(e) => {
+            tracing::error!(notice = id, error = %e, "cannot read the eSIM state");
+            return later("store error");
+        }
+    };
+    if let Some(reason) = policy::overtaken(&state, &q.notice, now) {
+        return finish(&ctx, &q, SendOutcome::Superseded(reason), "superseded");
+    }
+    match ctx.store.suppression(&q.recipient.email) {
+        Ok(Some(s)) => {
+            let why = format!("address suppressed: {}", s.reason);
+            return finish(&ctx, &q, SendOutcome::Suppressed(why), "suppressed");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(notice = id, error = %e, "cannot read the suppression list");
+            return later("store error");
+        }
+    }
+
+    let live = current(&ctx.live);
+    if let Some(until) = quiet(&ctx.config, &live, &q, now) {
+        return wait(&ctx, &q, until, QUIET_HOURS);
+    }
+    if let Err(wait_for) = limits.recipient(&q.recipient.email) {
+        return wait(&ctx, &q, now + wait_for, RECIPIENT_QUOTA);
+    }
+    // The global limit is a pace, not a per-notice wait: the turn holds its
+    // send slot until the pace allows it (no other send could go anyway),
+    // and gives up only when the dispatcher stops.
+    while let Err(pause) = limits.global() {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.wait_for(|s| *s) => {
+                return Turn::no_send(Fate::Again { at: q.next_attempt, why: q.waiting_for.clone() });
+            }
+        }
+    }
+
+    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
+    if let Some(obj) = vars.as_object_mut() {
+        // The templates expect the standard brand keys even when the operator removed one.
+        obj.insert("brand".into(), brand_vars(&live.brand, false));
+    }
+    let rendered = match live
+        .templates
+        .render(&template, q.recipient.locale.as_deref(), &vars)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(notice = id, template = %template, problem = %e,
+                "TEMPLATE PROBLEM: the notice cannot be rendered and goes to the dead letters; fix the template, then retry it");
+            let reason = format!("template problem: {e}");
+            return finish(
+                &ctx,
+                &q,
+                SendOutcome::Dead {
+                    reason,
+                    suppress: None,
+                },
+                "dead",
+            );
+        }
+    };
+    let email = OutgoingEmail {
+        to_email: q.recipient.email.clone(),
+        to_name: q.recipient.name.clone(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        message_id: message_id_for(&q.identity, &ctx.config.email.from),
+        list_unsubscribe: list_unsubscribe(&ctx.config, &q),
+    };
+
+    let started = Instant::now();
+    let result = ctx.mailer.send(&email).await;
+    let took = started.elapsed();
+    m::send_duration(took.as_secs_f64());
+    let attempt = q.attempts + 1;
+    let log = |result: &str, error: Option<&str>| {
+        tracing::info!(
+            notice = id,
+            template = %template,
+            attempt,
+            result,
+            error,
+            duration_ms = took.as_millis() as u64,
+            to = %mask_email(&q.recipient.email),
+            "send"
+        );
+    };
+    let now = Utc::now();
+    match result {
+        Ok(()) => {
+            log("sent", None);
+            let mut t = finish(&ctx, &q, SendOutcome::Sent, "sent");
+            t.transport_ok = true;
+            t
+        }
+        Err(SendError::TransportBroken { reason }) => {
+            log("transport broken", Some(&reason));
+            m::notice(&template, "failed");
+            Turn::no_send(Fate::Broken { reason })
+        }
+        Err(e) => {
+            let outcome = classify(&e, &q, now, &ctx.config);
+            let (label, metric) = match &outcome {
+                SendOutcome::Retry { .. } => ("retry", "failed"),
+                _ => ("dead", "dead"),
+            };
+            log(label, Some(&e.to_string()));
+            if metric == "dead" {
+                tracing::warn!(notice = id, template = %template, to = %mask_email(&q.recipient.email), error = %e, "dead letter");
+            }
+            let mut t = finish(&ctx, &q, outcome, metric);
+            t.transport_ok = true;
+            t
+        }
+    }
+}
+
+/// SPEC §8's classes, for every failure but a broken transport.
+pub fn classify(
+    e: &SendError,
+    q: &QueuedNotice,
+    now: DateTime<Utc>,
+    config: &Config,
+) -> SendOutcome {
+    match e {
+        SendError::RecipientRejected { code, message } => SendOutcome::Dead {
+            reason: e.to_string(),
+            suppress: Some(format!("user unknown ({code} {message})")),
+        },
+        SendError::MessageRejected { .. } | SendError::Invalid { .. } => SendOutcome::Dead {
+            reason: e.to_string(),
+            suppress: None,
+        },
+        SendError::Transient { .. } | SendError::TransportBroken { .. } => {
+            let failed = q.attempts + 1;
+            let retry = &config.retry;
+            if failed >= retry.max_attempts {
+                return SendOutcome::Dead {
+                    reason: format!("gave up after {failed} attempts: {e}"),
+                    suppress: None,
+                };
+            }
+            let next = now + retry_delay(failed, retry);
+            let deadline = q.queued_at + retry.max_age.0;
+            if next > deadline {
+                return SendOutcome::Dead {
+                    reason: format!("gave up after {failed} attempts (retry.max_age reached): {e}"),
+                    suppress: None,
+                };
+            }
+            SendOutcome::Retry {
+                error: e.to_string(),
+                next_attempt: next,
+            }
+        }
+    }
+}
+
+/// When the customer's quiet hours end, if they hold this notice now.
+fn quiet(
+    config: &Config,
+    live: &Live,
+    q: &QueuedNotice,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let window = parse_quiet_hours(&live.delivery.quiet_hours)
+        .ok()
+        .flatten()?;
+    if live
+        .delivery
+        .quiet_hours_bypass
+        .iter()
+        .any(|t| *t == q.notice.template)
+    {
+        return None;
+    }
+    let tz = q
+        .recipient
+        .timezone
+        .as_deref()
+        .and_then(|t| parse_tz(t).ok())
+        .unwrap_or_else(|| config.default_tz());
+    quiet_until(now, tz, window)
+}
+
+/// `List-Unsubscribe` from `email.list_unsubscribe`.
+fn list_unsubscribe(config: &Config, q: &QueuedNotice) -> Option<ListUnsubscribe> {
+    let target = config.email.list_unsubscribe.trim();
+    match target {
+        "" => None,
+        "one-click" => one_click_unsubscribe(config, q),
+        t if t.starts_with("https://") || t.starts_with("http://") || t.starts_with("mailto:") => {
+            Some(ListUnsubscribe {
+                target: t.to_string(),
+                one_click: false,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// HOOK for `list_unsubscribe = "one-click"` (RFC 8058, served at
+/// /unsubscribe). It needs a signed per-recipient token and the public URL,
+/// which a later issue builds; until then one-click mode sends no header
+/// rather than a link that would not work.
+fn one_click_unsubscribe(_config: &Config, _q: &QueuedNotice) -> Option<ListUnsubscribe> {
+    None
+}
+
+/// Records a wait (not an attempt) and hands the time to the schedule.
+fn wait(ctx: &Ctx, q: &QueuedNotice, until: DateTime<Utc>, why: &str) -> Turn {
+    tracing::debug!(notice = q.id, template = %q.notice.template, until = %until, why, "waits");
+    let outcome = SendOutcome::Wait {
+        until,
+        why: why.to_string(),
+    };
+    record(ctx, q.id, &outcome);
+    Turn::no_send(Fate::Again {
+        at: until,
+        why: Some(why.to_string()),
+    })
+}
+
+/// Records an outcome that ends or reschedules the notice, counts it, and
+/// tells the schedule.
+fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static str) -> Turn {
+    match &outcome {
+        SendOutcome::Superseded(r) | SendOutcome::Suppressed(r) => {
+            tracing::info!(notice = q.id, template = %q.notice.template, to = %mask_email(&q.recipient.email), reason = %r, "not sent: {metric}");
+        }
+        _ => {}
+    }
+    m::notice(&q.notice.template, metric);
+    record(ctx, q.id, &outcome);
+    let fate = match outcome {
+        SendOutcome::Retry { next_attempt, .. } => Fate::Again {
+            at: next_attempt,
+            why: Some("retry".into()),
+        },
+        SendOutcome::Wait { until, why } => Fate::Again {
+            at: until,
+            why: Some(why),
+        },
+        _ => Fate::Done,
+    };
+    Turn::no_send(fate)
+}
+
+pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {
+    if let Err(e) = ctx.store.record(id, outcome, Utc::now()) {
+        // The queue keeps the notice as it was: a sent one may go out again
+        // after a restart (at least once), anything else is simply retried.
+        tracing::error!(notice = id, error = %e, outcome = ?outcome_label(outcome), "cannot record a send outcome");
+    }
+}
+
+fn outcome_label(o: &SendOutcome) -> &'static str {
+    match o {
+        SendOutcome::Sent => "sent",
+        SendOutcome::Retry { .. } => "retry",
+        SendOutcome::Wait { .. } => "wait",
+        SendOutcome::Dead { .. } => "dead",
+        SendOutcome::Superseded(_) => "superseded",
+        SendOutcome::Suppressed(_) => "suppressed",
+    }
+}
