@@ -274,8 +274,7 @@ fn quiet(
     if live
         .delivery
         .quiet_hours_bypass
-        .iter()
-        .any(|t| *t == q.notice.template)
+        .contains(&q.notice.template)
     {
         return None;
     }
@@ -367,5 +366,151 @@ fn outcome_label(o: &SendOutcome) -> &'static str {
         SendOutcome::Dead { .. } => "dead",
         SendOutcome::Superseded(_) => "superseded",
         SendOutcome::Suppressed(_) => "suppressed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::customers::Recipient;
+    use crate::policy::{Notice, NoticeKind};
+
+    fn config(extra: &str) -> Config {
+        Config::from_sources(extra, Vec::<(String, String)>::new()).unwrap()
+    }
+
+    fn q(attempts: u32, queued_at: DateTime<Utc>) -> QueuedNotice {
+        QueuedNotice {
+            id: 1,
+            esim: 1,
+            identity: "T1/data/data_usage/0.1/cycle-0".into(),
+            notice: Notice {
+                kind: NoticeKind::Data,
+                template: "data_usage".into(),
+                level: Some(0.1),
+                epoch: "cycle-0".into(),
+                status: None,
+            },
+            recipient: Recipient {
+                email: "ana@example.com".into(),
+                name: None,
+                locale: None,
+                timezone: None,
+            },
+            queued_at,
+            attempts,
+            next_attempt: queued_at,
+            waiting_for: None,
+            last_error: None,
+            vars: serde_json::json!({}),
+        }
+    }
+
+    fn transient() -> SendError {
+        SendError::Transient {
+            reason: "451 at RCPT: try later".into(),
+        }
+    }
+
+    #[test]
+    fn transient_failures_retry_within_the_backoff_then_give_up() {
+        let c =
+            config("[retry]\nmax_attempts = 3\ninitial_backoff = \"30s\"\nmax_backoff = \"1h\"\n");
+        let now = Utc::now();
+        match classify(&transient(), &q(0, now), now, &c) {
+            SendOutcome::Retry {
+                next_attempt,
+                error,
+            } => {
+                assert!(next_attempt >= now && next_attempt <= now + chrono::Duration::seconds(30));
+                assert!(error.contains("451"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify(&transient(), &q(1, now), now, &c) {
+            SendOutcome::Retry { next_attempt, .. } => {
+                assert!(next_attempt <= now + chrono::Duration::seconds(60))
+            }
+            other => panic!("{other:?}"),
+        }
+        match classify(&transient(), &q(2, now), now, &c) {
+            SendOutcome::Dead { reason, suppress } => {
+                assert!(reason.starts_with("gave up after 3 attempts"), "{reason}");
+                assert!(reason.contains("451"), "{reason}");
+                assert_eq!(suppress, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_retry_that_would_fall_after_max_age_is_a_dead_letter() {
+        let c =
+            config("[retry]\ninitial_backoff = \"10m\"\nmax_backoff = \"10m\"\nmax_age = \"1h\"\n");
+        let now = Utc::now();
+        // Queued 59m50s ago: even a jittered minimum is unlikely to fit; a
+        // 10 minute cap makes every draw above 10 s land after the deadline.
+        let old = q(1, now - chrono::Duration::seconds(3590));
+        let mut dead = 0;
+        for _ in 0..50 {
+            if let SendOutcome::Dead { reason, .. } = classify(&transient(), &old, now, &c) {
+                assert!(reason.contains("max_age"), "{reason}");
+                dead += 1;
+            }
+        }
+        assert!(dead > 40, "{dead}");
+        let past = q(1, now - chrono::Duration::hours(2));
+        assert!(matches!(
+            classify(&transient(), &past, now, &c),
+            SendOutcome::Dead { .. }
+        ));
+    }
+
+    #[test]
+    fn permanent_refusals() {
+        let c = config("");
+        let now = Utc::now();
+        let user_unknown = SendError::RecipientRejected {
+            code: 550,
+            message: "5.1.1 a***@example.com: user unknown".into(),
+        };
+        match classify(&user_unknown, &q(0, now), now, &c) {
+            SendOutcome::Dead {
+                suppress: Some(why),
+                ..
+            } => assert!(why.starts_with("user unknown (550"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        for e in [
+            SendError::MessageRejected {
+                code: 554,
+                message: "5.6.0 refused".into(),
+            },
+            SendError::Invalid {
+                reason: "bad address".into(),
+            },
+        ] {
+            assert!(matches!(
+                classify(&e, &q(0, now), now, &c),
+                SendOutcome::Dead { suppress: None, .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn list_unsubscribe_modes() {
+        let n = q(0, Utc::now());
+        assert!(list_unsubscribe(&config(""), &n).is_none());
+        let u = list_unsubscribe(
+            &config("[email]\nlist_unsubscribe = \"mailto:unsub@example.com\"\n"),
+            &n,
+        )
+        .unwrap();
+        assert_eq!(u.target, "mailto:unsub@example.com");
+        assert!(!u.one_click);
+        assert!(
+            list_unsubscribe(&config("[email]\nlist_unsubscribe = \"one-click\"\n"), &n).is_none(),
+            "one-click is a later issue"
+        );
     }
 }
