@@ -718,6 +718,64 @@ async fn a_notice_overtaken_while_queued_is_superseded_not_sent() {
     h.stop().await;
 }
 
+// quiet hours ----------------------------------------------------------------------------
+
+/// A quiet window around the current UTC time: from an hour ago to two hours ahead.
+fn quiet_now() -> String {
+    use chrono::Timelike;
+    let now = Utc::now();
+    let minute = now.hour() * 60 + now.minute();
+    let at = |m: u32| format!("{:02}:{:02}", (m / 60) % 24, m % 60);
+    format!(
+        "[delivery]\nquiet_hours = \"{}-{}\"\n",
+        at(minute + 23 * 60),
+        at(minute + 120)
+    )
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_a_notice_but_not_a_bypassing_one_behind_it() {
+    let (port, smtp) = mailin_server();
+    let h = start(port, &quiet_now()).await;
+    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    bind(&*h.store, "bob@example.com", "Bob", "T2");
+    h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
+    h.post(&data_usage("n2", "T2", 10 * GIB, GIB)).await;
+    assert!(
+        eventually(|| {
+            let o = h.outbox();
+            o.len() == 2
+                && o.iter()
+                    .all(|q| q.waiting_for.as_deref() == Some("quiet hours"))
+        })
+        .await,
+        "{:?}",
+        h.outbox()
+    );
+    assert!(h
+        .outbox()
+        .iter()
+        .all(|q| q.next_attempt > Utc::now() + chrono::Duration::minutes(100)));
+
+    // USED_UP bypasses quiet hours and overtakes T1's waiting 10 %: the head
+    // is looked at again, superseded, and USED_UP goes out now.
+    h.post(&esim_status("n3", "T1", "USED_UP")).await;
+    assert!(eventually(|| smtp.received().len() == 1).await);
+    assert_eq!(
+        header(&smtp.received()[0], "Subject"),
+        Some("You have used all your data")
+    );
+    assert!(
+        eventually(|| h.outbox().len() == 1).await,
+        "{:?}",
+        h.outbox()
+    );
+    let left = &h.outbox()[0];
+    assert_eq!(left.recipient.email, "bob@example.com");
+    assert_eq!(left.waiting_for.as_deref(), Some("quiet hours"));
+    h.stop().await;
+}
+
 // shutdown -------------------------------------------------------------------------------
 
 #[tokio::test]
