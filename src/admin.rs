@@ -1,15 +1,59 @@
 //! The admin listener: `/admin/*` behind the token, and `/metrics`.
+//!
+//! Every answer is JSON, errors as `{"error": reason}`. What a client sent
+//! wrong is a 4xx with the reason, never a 500; a store that cannot read or
+//! write is a 503, so a script knows a retry may help. Changes are answered
+//! only once they are on disk, as the webhook's 200 is.
+//!
+//! `GET /admin/preview` is not served yet (it comes with its own issue).
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use actix_web::body::{BoxBody, EitherBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
 use crate::metrics as m;
 use crate::startup::AppState;
+use crate::store::{DeadLetter, EsimId, QueuedNotice, Store, StoreError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.route("/metrics", web::get().to(metrics)).service(
+        web::scope("/admin")
+            .wrap(from_fn(require_token))
+            .route("/customers", web::put().to(put_customer))
+            .route("/customers", web::get().to(get_customer))
+            .route("/customers", web::delete().to(delete_customer))
+            .route("/customers/forget", web::post().to(forget_customer))
+            .route("/suppressions", web::get().to(list_suppressions))
+            .route("/suppressions/{email}", web::get().to(get_suppression))
+            .route("/suppressions/{email}", web::put().to(put_suppression))
+            .route(
+                "/suppressions/{email}",
+                web::delete().to(delete_suppression),
+            )
+            .route("/outbox", web::get().to(list_outbox))
+            .route("/outbox/{id}", web::delete().to(cancel_outbox))
+            .route("/dead", web::get().to(list_dead))
+            .route("/dead/{id}/retry", web::post().to(retry_dead))
+            .route("/pause", web::post().to(pause))
+            .route("/resume", web::post().to(resume))
+            .route("/backup", web::post().to(backup))
+            .route("/esims/{id}", web::get().to(esim))
+            .default_service(web::to(|| async {
+                error(StatusCode::NOT_FOUND, "not found")
+            })),
+    );
 }
 
 /// Routes of the public listener that belong to operations (one-click unsubscribe).
@@ -47,6 +91,25 @@ pub fn authorized(req: &HttpRequest, token: &str) -> bool {
         .into()
 }
 
+/// Applied to the whole `/admin` scope, unknown paths included, so an
+/// outsider cannot even learn which paths exist.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
+    let token = req
+        .app_data::<web::Data<AppState>>()
+        .map(|a| a.config.admin.token.expose().to_string())
+        .unwrap_or_default();
+    if !authorized(req.request(), &token) {
+        let resp = HttpResponse::Unauthorized()
+            .insert_header(("WWW-Authenticate", "Bearer realm=\"esim-notify admin\""))
+            .json(json!({"error": "wrong or missing admin token"}));
+        return Ok(req.into_response(resp).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
 async fn metrics(app: web::Data<AppState>) -> HttpResponse {
     let counts = app.store.counts();
     let oldest = app
@@ -60,4 +123,449 @@ async fn metrics(app: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(app.metrics.render())
+}
+
+// ---------------------------------------------------------------------------
+// Shapes shared with the CLI, which prints the same rows whether it read the
+// store itself or asked a running server.
+
+/// One queued notice as operators see it (`GET /admin/outbox`, `outbox`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxRow {
+    pub id: u64,
+    /// The eSIM's esimTranNo, else its iccid, else the engine's own number.
+    pub esim: String,
+    pub recipient: String,
+    pub template: String,
+    /// Data notices: the threshold crossed (beyond the SPEC's columns, but
+    /// it is what tells two data notices apart).
+    #[serde(default)]
+    pub level: Option<f64>,
+    pub attempts: u32,
+    pub next_attempt: DateTime<Utc>,
+    pub waiting_for: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// One dead letter: the outbox shape plus why it died.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadRow {
+    #[serde(flatten)]
+    pub notice: OutboxRow,
+    pub reason: String,
+    pub died_at: DateTime<Utc>,
+}
+
+/// What `PUT /admin/customers` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindSummary {
+    pub status: String,
+    pub released: usize,
+    pub superseded: usize,
+}
+
+/// Labels eSIMs by the identifier an operator knows them by, reading each
+/// eSIM once however many notices it has.
+struct EsimLabels<'a> {
+    store: &'a dyn Store,
+    seen: HashMap<EsimId, String>,
+}
+
+impl<'a> EsimLabels<'a> {
+    fn new(store: &'a dyn Store) -> Self {
+        EsimLabels {
+            store,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn label(&mut self, esim: EsimId) -> Result<String, StoreError> {
+        if let Some(l) = self.seen.get(&esim) {
+            return Ok(l.clone());
+        }
+        let label = self
+            .store
+            .esim_state(esim)?
+            .and_then(|(_, ids)| ids.esim_tran_no.or(ids.iccid))
+            .unwrap_or_else(|| format!("esim-{esim}"));
+        self.seen.insert(esim, label.clone());
+        Ok(label)
+    }
+
+    fn row(&mut self, q: &QueuedNotice) -> Result<OutboxRow, StoreError> {
+        Ok(OutboxRow {
+            id: q.id,
+            esim: self.label(q.esim)?,
+            recipient: q.recipient.email.clone(),
+            template: q.notice.template.clone(),
+            level: q.notice.level,
+            attempts: q.attempts,
+            next_attempt: q.next_attempt,
+            waiting_for: q.waiting_for.clone(),
+            last_error: q.last_error.clone(),
+        })
+    }
+}
+
+pub fn outbox_rows(store: &dyn Store) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut labels = EsimLabels::new(store);
+    store.outbox()?.iter().map(|q| labels.row(q)).collect()
+}
+
+pub fn dead_rows(store: &dyn Store) -> Result<Vec<DeadRow>, StoreError> {
+    let mut labels = EsimLabels::new(store);
+    store
+        .dead()?
+        .iter()
+        .map(|d: &DeadLetter| {
+            Ok(DeadRow {
+                notice: labels.row(&d.notice)?,
+                reason: d.reason.clone(),
+                died_at: d.died_at,
+            })
+        })
+        .collect()
+}
+
+/// The one identifier of a customer query (`?iccid=…`), or why there is not
+/// exactly one.
+pub fn identifier_from_query(query: &str) -> Result<(IdKind, String), String> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|e| format!("unreadable query string: {e}"))?
+        .into_inner();
+    let mut found = None;
+    for (k, v) in pairs {
+        let kind = IdKind::from_wire_name(&k).ok_or_else(|| {
+            format!(
+                "unknown identifier `{k}`: use one of iccid, esimTranNo, orderNo, transactionId"
+            )
+        })?;
+        let v = v.trim().to_string();
+        if v.is_empty() {
+            return Err(format!("`{k}` is empty"));
+        }
+        if found.is_some() {
+            return Err("give exactly one identifier".into());
+        }
+        found = Some((kind, v));
+    }
+    found.ok_or_else(|| {
+        "no identifier given: add ?iccid=, ?esimTranNo=, ?orderNo= or ?transactionId=".into()
+    })
+}
+
+/// Whether `dir` may receive a backup: absent, or an empty directory.
+pub fn backup_target_ok(dir: &std::path::Path) -> Result<(), String> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        return Err(format!("{} exists and is not a directory", dir.display()));
+    }
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "{} is not empty: back up into a new or empty directory",
+            dir.display()
+        )),
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Handlers
+
+fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": reason.into() }))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "admin request failed in the store");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the store cannot answer: {e}"),
+    )
+}
+
+/// Waits until every change committed so far is on disk.
+async fn durable(app: &AppState) -> Result<(), HttpResponse> {
+    match app.store.durable().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(unavailable("the store flusher has stopped")),
+    }
+}
+
+/// Reads a JSON body ourselves so that a bad one is a 400 with serde's
+/// reason rather than actix's plain-text default.
+// The error is the finished answer, returned straight from the handler.
+#[allow(clippy::result_large_err)]
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+}
+
+#[allow(clippy::result_large_err)]
+fn parse_id(raw: &str) -> Result<u64, HttpResponse> {
+    raw.parse().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("`{raw}` is not a notice id"),
+        )
+    })
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(resp) => return resp,
+        }
+    };
+}
+
+macro_rules! store {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return unavailable(e),
+        }
+    };
+}
+
+async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let binding: Binding = tri!(parse_json(&body));
+    let (recipient, ids) = match binding.validate() {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let report = store!(app.store.bind(
+        &recipient,
+        &ids,
+        app.config.customers.park_for.0,
+        Utc::now()
+    ));
+    tri!(durable(&app).await);
+    tracing::info!(
+        recipient = %mask_email(&recipient.email),
+        released = report.released.len(),
+        superseded = report.superseded,
+        "customer bound"
+    );
+    let summary = BindSummary {
+        status: "bound".into(),
+        released: report.released.len(),
+        superseded: report.superseded,
+    };
+    app.dispatch.enqueue(report.released);
+    HttpResponse::Ok().json(summary)
+}
+
+fn recipient_json(r: &Recipient) -> serde_json::Value {
+    json!({"email": r.email, "name": r.name, "locale": r.locale, "timezone": r.timezone})
+}
+
+async fn get_customer(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let (kind, value) = match identifier_from_query(req.query_string()) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match store!(app.store.recipient_by(kind, &value)) {
+        Some(r) => HttpResponse::Ok().json(recipient_json(&r)),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no customer bound to {} {value}", kind.wire_name()),
+        ),
+    }
+}
+
+async fn delete_customer(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let (kind, value) = match identifier_from_query(req.query_string()) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if !store!(app.store.unbind(kind, &value)) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no customer bound to {} {value}", kind.wire_name()),
+        );
+    }
+    tri!(durable(&app).await);
+    HttpResponse::NoContent().finish()
+}
+
+#[derive(Deserialize)]
+struct EmailBody {
+    email: String,
+}
+
+async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let EmailBody { email } = tri!(parse_json(&body));
+    if email.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "`email` is empty");
+    }
+    let report = store!(app.store.forget(&email, Utc::now()));
+    tri!(durable(&app).await);
+    for id in &report.cancelled_ids {
+        app.dispatch.cancel(*id);
+    }
+    tracing::info!(
+        recipient = %mask_email(&email),
+        bindings = report.bindings,
+        cancelled = report.cancelled,
+        redacted = report.redacted,
+        "customer forgotten"
+    );
+    HttpResponse::Ok().json(report)
+}
+
+async fn list_suppressions(app: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(store!(app.store.suppressions()))
+}
+
+async fn get_suppression(app: web::Data<AppState>, email: web::Path<String>) -> HttpResponse {
+    match store!(app.store.suppression(&email)) {
+        Some(s) => HttpResponse::Ok().json(s),
+        None => error(StatusCode::NOT_FOUND, format!("{email} is not suppressed")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn put_suppression(
+    app: web::Data<AppState>,
+    email: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let ReasonBody { reason } = if body.iter().all(u8::is_ascii_whitespace) {
+        ReasonBody::default()
+    } else {
+        tri!(parse_json(&body))
+    };
+    let email = match normalize_email(&email) {
+        Ok(e) => e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let reason = reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    store!(app.store.suppress(&email, &reason, Utc::now()));
+    tri!(durable(&app).await);
+    tracing::info!(recipient = %mask_email(&email), %reason, "address suppressed");
+    match store!(app.store.suppression(&email)) {
+        Some(s) => HttpResponse::Ok().json(s),
+        None => unavailable("the suppression just written cannot be read back"),
+    }
+}
+
+async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) -> HttpResponse {
+    if !store!(app.store.unsuppress(&email)) {
+        return error(StatusCode::NOT_FOUND, format!("{email} is not suppressed"));
+    }
+    tri!(durable(&app).await);
+    tracing::info!(recipient = %mask_email(&email), "suppression removed");
+    HttpResponse::NoContent().finish()
+}
+
+async fn list_outbox(app: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(store!(outbox_rows(app.store.as_ref())))
+}
+
+async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = tri!(parse_id(&id));
+    if !store!(app.store.cancel(id, Utc::now())) {
+        return error(StatusCode::NOT_FOUND, format!("no queued notice {id}"));
+    }
+    tri!(durable(&app).await);
+    app.dispatch.cancel(id);
+    HttpResponse::NoContent().finish()
+}
+
+async fn list_dead(app: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(store!(dead_rows(app.store.as_ref())))
+}
+
+async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = tri!(parse_id(&id));
+    let Some(q) = store!(app.store.retry_dead(id, Utc::now())) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter {id} (or its customer was forgotten)"),
+        );
+    };
+    tri!(durable(&app).await);
+    let row = store!(EsimLabels::new(app.store.as_ref()).row(&q));
+    app.dispatch.enqueue(vec![q]);
+    HttpResponse::Ok().json(row)
+}
+
+async fn set_paused(app: &AppState, paused: bool) -> HttpResponse {
+    store!(app.store.set_paused(paused));
+    tri!(durable(app).await);
+    app.dispatch.set_paused(paused);
+    tracing::info!(
+        paused,
+        "sending {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    HttpResponse::Ok().json(json!({ "paused": paused }))
+}
+
+async fn pause(app: web::Data<AppState>) -> HttpResponse {
+    set_paused(&app, true).await
+}
+
+async fn resume(app: web::Data<AppState>) -> HttpResponse {
+    set_paused(&app, false).await
+}
+
+#[derive(Deserialize)]
+struct BackupBody {
+    dir: PathBuf,
+}
+
+async fn backup(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let BackupBody { dir } = tri!(parse_json(&body));
+    if dir.as_os_str().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "`dir` is empty");
+    }
+    if let Err(e) = backup_target_ok(&dir) {
+        return error(StatusCode::BAD_REQUEST, e);
+    }
+    // The copy holds the store's write lock for as long as it takes; keep it
+    // off the async workers so the listeners stay responsive meanwhile.
+    let store = app.store.clone();
+    let target = dir.clone();
+    match web::block(move || store.backup(&target)).await {
+        Ok(Ok(())) => {
+            tracing::info!(dir = %dir.display(), "backup written");
+            HttpResponse::Ok().json(json!({"status": "ok", "dir": dir}))
+        }
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let Some(v) = store!(app.store.esim_view(None, id.trim())) else {
+        return error(StatusCode::NOT_FOUND, format!("no eSIM known as {id}"));
+    };
+    HttpResponse::Ok().json(json!({
+        "id": v.id,
+        "identifiers": {
+            "esimTranNo": v.ids.esim_tran_no,
+            "iccid": v.ids.iccid,
+            "orderNo": v.ids.order_no,
+            "transactionId": v.ids.transaction_id,
+        },
+        "state": v.state,
+        "recipient": v.recipient.as_ref().map(recipient_json),
+        "parked": v.parked,
+        "decisions": v.decisions,
+    }))
 }

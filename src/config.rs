@@ -48,6 +48,9 @@ pub struct Server {
     pub listen: String,
     pub webhook_path: String,
     pub max_body_bytes: usize,
+    /// How customers reach the public listener (for unsubscribe links);
+    /// "" means `http://{listen}`.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -355,6 +358,13 @@ impl Config {
         if !self.server.webhook_path.starts_with('/') {
             p.add("server.webhook_path", "must start with '/'");
         }
+        let pu = self.server.public_url.as_str();
+        if !(pu.is_empty() || pu.starts_with("https://") || pu.starts_with("http://")) {
+            p.add(
+                "server.public_url",
+                format!("`{pu}` must be \"\" or an http(s) URL"),
+            );
+        }
         if self.server.max_body_bytes == 0 {
             p.add("server.max_body_bytes", "must be greater than 0");
         }
@@ -517,6 +527,15 @@ impl Config {
             }
         }
         out
+    }
+
+    /// The base of links to the public listener.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            format!("http://{}", self.server.listen)
+        } else {
+            self.server.public_url.trim_end_matches('/').to_string()
+        }
     }
 
     pub fn provider_enabled(&self) -> bool {

@@ -19,5 +19,6 @@ pub mod render;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod unsubscribe;
 pub mod vars;
 pub mod webhook;

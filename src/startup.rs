@@ -19,6 +19,7 @@ use crate::mailer::{Mailer, MailerSettings, Tls, TransportSettings};
 use crate::policy::Rules;
 use crate::render::{NoticeClass, Templates};
 use crate::store::{SledStore, Store};
+use crate::unsubscribe::{self, Signer};
 use crate::webhook::SenderPolicy;
 use crate::{admin, metrics as m, webhook};
 
@@ -48,6 +49,7 @@ pub struct AppState {
     pub live: SharedLive,
     pub dispatch: DispatchHandle,
     pub metrics: PrometheusHandle,
+    pub unsubscribe: Signer,
 }
 
 impl AppState {
@@ -213,6 +215,11 @@ impl Application {
         let live: SharedLive = Arc::new(RwLock::new(Arc::new(live)));
         let config = Arc::new(config);
 
+        let unsubscribe_signer = Signer::new(
+            store
+                .secret("unsubscribe")
+                .context("reading the unsubscribe key")?,
+        );
         let (dispatch, dispatcher) = dispatch::spawn(dispatch::Deps {
             store: store.clone(),
             mailer,
@@ -233,6 +240,7 @@ impl Application {
             live,
             dispatch,
             metrics,
+            unsubscribe: unsubscribe_signer,
         });
 
         let public_listener = TcpListener::bind(&config.server.listen)
@@ -250,7 +258,7 @@ impl Application {
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
-                .configure(admin::public_routes)
+                .configure(unsubscribe::routes)
                 .default_service(web::to(not_found))
         })
         .workers(2)
@@ -313,6 +321,7 @@ impl Application {
                 reload_live(&state, config_path.as_deref());
             }
         });
+        let retention = tokio::spawn(retention_loop(self.state.clone()));
         tracing::info!(public = %self.public_addr, admin = %self.admin_addr, "esim-notify serving");
         shutdown.await;
         tracing::info!("shutting down: no new requests");
@@ -321,6 +330,7 @@ impl Application {
         let _ = public.await;
         let _ = admin.await;
         reloader.abort();
+        retention.abort();
         self.state.dispatch.shutdown();
         if tokio::time::timeout(
             self.state.config.email.send_timeout.0 + Duration::from_secs(5),
@@ -394,6 +404,38 @@ pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
         Err(problems) => {
             m::reload(false);
             tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
+        }
+    }
+}
+
+/// Removes what has aged out (SPEC §9), often enough that the store stays
+/// bounded: a few times per the shortest retention period, within [1 s, 10 min].
+async fn retention_loop(state: web::Data<AppState>) {
+    let c = &state.config;
+    let shortest = c
+        .store
+        .delivery_dedup
+        .0
+        .min(c.store.history.0)
+        .min(c.customers.park_for.0);
+    let every = (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        let store = state.store.clone();
+        let (dedup, history, park_for) = (
+            c.store.delivery_dedup.0,
+            c.store.history.0,
+            c.customers.park_for.0,
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            store.retain(chrono::Utc::now(), dedup, history, park_for)
+        })
+        .await;
+        match result {
+            Ok(Ok(r)) if r != Default::default() => tracing::info!(report = ?r, "retention"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
         }
     }
 }

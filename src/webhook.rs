@@ -200,6 +200,20 @@ pub async fn receive(
             );
         }
     };
+    // A duplicate waits for durability too: the first delivery of that
+    // notifyId may have been committed but not yet flushed, and answering
+    // "duplicate" before it is on disk could lose it in a crash.
+    let flushed = store
+        .durable()
+        .await
+        .unwrap_or_else(|_| Err("the store flusher stopped".into()));
+    if let Err(e) = flushed {
+        tracing::error!(error = %e, "webhook not acknowledged: flush failed");
+        return error(
+            S::SERVICE_UNAVAILABLE,
+            "the store cannot write; retry later",
+        );
+    }
     match outcome {
         IngestOutcome::Duplicate => {
             m::webhook(kind, "duplicate");
@@ -207,17 +221,6 @@ pub async fn receive(
             answer(S::OK, json!({ "status": "duplicate" }))
         }
         IngestOutcome::Accepted { esim, queued } => {
-            let flushed = store
-                .durable()
-                .await
-                .unwrap_or_else(|_| Err("the store flusher stopped".into()));
-            if let Err(e) = flushed {
-                tracing::error!(error = %e, "webhook not acknowledged: flush failed");
-                return error(
-                    S::SERVICE_UNAVAILABLE,
-                    "the store cannot write; retry later",
-                );
-            }
             m::webhook(kind, "accepted");
             m::last_webhook_now();
             for q in &queued {

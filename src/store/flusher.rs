@@ -14,11 +14,12 @@ use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
-/// Handle to the flushing thread; cheap to clone. The thread ends when every
-/// handle is dropped.
-#[derive(Clone)]
+/// Owns the flushing thread. Dropping it ends the thread and waits for it,
+/// so that the store's files are closed once the store is dropped (a
+/// restart in the same process can open them again at once).
 pub struct Flusher {
-    tx: mpsc::Sender<Waiter>,
+    tx: Option<mpsc::Sender<Waiter>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Flusher {
@@ -28,7 +29,7 @@ impl Flusher {
         F: Fn() -> Result<(), String> + Send + 'static,
     {
         let (tx, rx) = mpsc::channel::<Waiter>();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
@@ -41,16 +42,32 @@ impl Flusher {
                 }
             })
             .expect("spawning the store flusher thread");
-        Flusher { tx }
+        Flusher {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
     }
 
     /// Resolves once everything committed before this call is on disk.
     pub fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
-        if let Err(mpsc::SendError(waiter)) = self.tx.send(tx) {
+        let sent = match &self.tx {
+            Some(sender) => sender.send(tx).map_err(|mpsc::SendError(w)| w),
+            None => Err(tx),
+        };
+        if let Err(waiter) = sent {
             let _ = waiter.send(Err("the store flusher has stopped".into()));
         }
         rx
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

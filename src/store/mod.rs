@@ -163,11 +163,14 @@ pub struct Counts {
     pub dead: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgetReport {
     pub bindings: usize,
     pub cancelled: usize,
     pub redacted: usize,
+    /// The queued notices removed, so a running dispatcher can drop them too.
+    #[serde(default)]
+    pub cancelled_ids: Vec<u64>,
 }
 
 /// What a customer binding did to the eSIMs it names.
@@ -237,6 +240,9 @@ pub trait Store: Send + Sync {
     fn paused(&self) -> Result<bool, StoreError>;
     fn set_paused(&self, paused: bool) -> Result<(), StoreError>;
     fn counts(&self) -> Counts;
+    /// A random key kept in the store, created on first use (e.g. for
+    /// signing unsubscribe links, so they stay valid across restarts).
+    fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
     /// When the oldest queued notice was queued (the queue is in id order).
     fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Writes a consistent copy of the store into `dir` (which must not hold one yet).

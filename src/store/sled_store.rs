@@ -407,7 +407,7 @@ impl SledStore {
         let template = Some(notice.template.clone());
         if let Some(s) = self.suppression(&recipient.email)? {
             let detail = format!(
-                "{} is suppressed ({})",
+                "{identity}: {} is suppressed ({})",
                 mask_email(&recipient.email),
                 s.reason
             );
@@ -441,7 +441,7 @@ impl SledStore {
         };
         w.put(T::Queue, keys::id(id), &qn);
         l.counts.outbox += 1;
-        let detail = format!("to {}", mask_email(&qn.recipient.email));
+        let detail = format!("{} to {}", qn.identity, mask_email(&qn.recipient.email));
         self.log(
             l,
             w,
@@ -589,7 +589,7 @@ impl Store for SledStore {
                                 what: LogKind::Parked,
                                 notice: None,
                                 template,
-                                detail: "no recipient bound to this eSIM yet".into(),
+                                detail: format!("{identity}: no recipient bound to this eSIM yet"),
                             },
                         );
                         rec.parked.push(Parked {
@@ -719,7 +719,7 @@ impl Store for SledStore {
                                 what: LogKind::Superseded,
                                 notice: None,
                                 template: Some(p.notice.template.clone()),
-                                detail: reason,
+                                detail: format!("{}: {reason}", p.identity),
                             },
                         );
                     }
@@ -766,6 +766,7 @@ impl Store for SledStore {
                 w.del(T::Queue, &k);
                 l.counts.outbox = l.counts.outbox.saturating_sub(1);
                 report.cancelled += 1;
+                report.cancelled_ids.push(q.id);
                 self.log(
                     &mut l,
                     &mut w,
@@ -1066,6 +1067,23 @@ impl Store for SledStore {
 
     fn counts(&self) -> Counts {
         *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let key = format!("secret/{name}");
+        if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
+            return Ok(v.to_vec());
+        }
+        let l = self.lock();
+        if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
+            return Ok(v.to_vec());
+        }
+        let fresh: [u8; 32] = rand::random();
+        let mut w = Writes::default();
+        w.put_raw(T::Meta, &key, fresh.to_vec());
+        self.commit(&l, w)?;
+        self.flush()?;
+        Ok(fresh.to_vec())
     }
 
     fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

@@ -1,0 +1,449 @@
+//! The commands that touch the store, written once against [`Operator`].
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::admin::{DeadRow, OutboxRow};
+use crate::customers::{Binding, IdKind};
+
+use super::operator::{OpError, Operator};
+use super::{
+    load, Command, CustomersCommand, DeadCommand, IdArgs, OutboxCommand, SuppressCommand, FAILED,
+    OK, USAGE,
+};
+
+/// Opens the store (or finds the server holding it), runs one command and
+/// makes what it changed durable.
+pub fn operate(path: &Path, command: Command) -> u8 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let op = match Operator::connect(&config) {
+            Ok(op) => op,
+            Err(e) => {
+                eprintln!("{e}");
+                return e.code();
+            }
+        };
+        let code = match run(&op, command).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("{e}");
+                e.code()
+            }
+        };
+        if let Err(e) = op.finish() {
+            eprintln!("{e}");
+            return FAILED;
+        }
+        code
+    })
+}
+
+async fn run(op: &Operator, command: Command) -> Result<u8, OpError> {
+    match command {
+        Command::Customers(c) => customers(op, c).await,
+        Command::Suppress(c) => suppress(op, c).await,
+        Command::Outbox { command, json } => match command {
+            None => {
+                let rows = op.outbox().await?;
+                if json {
+                    print_json(&rows);
+                } else if rows.is_empty() {
+                    println!("The outbox is empty.");
+                } else {
+                    print_table(&outbox_header(), rows.iter().map(outbox_cells).collect());
+                }
+                Ok(OK)
+            }
+            Some(OutboxCommand::Cancel { id }) => {
+                op.cancel(id).await?;
+                println!("Cancelled notice {id}.");
+                Ok(OK)
+            }
+        },
+        Command::Dead(DeadCommand::List { json }) => {
+            let rows = op.dead().await?;
+            if json {
+                print_json(&rows);
+            } else if rows.is_empty() {
+                println!("No dead letters.");
+            } else {
+                let mut header = outbox_header();
+                header.push("REASON");
+                print_table(&header, rows.iter().map(dead_cells).collect());
+            }
+            Ok(OK)
+        }
+        Command::Dead(DeadCommand::Retry { id, all }) => {
+            if let (Some(id), false) = (id, all) {
+                op.retry_dead(id).await?;
+                println!("Notice {id} is back in the queue.");
+                return Ok(OK);
+            }
+            let rows = op.dead().await?;
+            let mut failed = 0;
+            for row in &rows {
+                if let Err(e) = op.retry_dead(row.notice.id).await {
+                    eprintln!("notice {}: {e}", row.notice.id);
+                    failed += 1;
+                }
+            }
+            println!(
+                "Requeued {} of {} dead letter(s).",
+                rows.len() - failed,
+                rows.len()
+            );
+            Ok(if failed > 0 { FAILED } else { OK })
+        }
+        Command::Pause => {
+            op.set_paused(true).await?;
+            println!("Sending is paused; intake goes on and the queue keeps growing.");
+            if !op.is_remote() {
+                println!("(No server is running: the next `serve` starts paused.)");
+            }
+            Ok(OK)
+        }
+        Command::Resume => {
+            op.set_paused(false).await?;
+            println!("Sending is resumed.");
+            Ok(OK)
+        }
+        Command::Backup { dir } => {
+            op.backup(&dir).await?;
+            println!("Backup written to {}.", dir.display());
+            Ok(OK)
+        }
+        Command::Serve | Command::Check | Command::Render { .. } | Command::SendTest { .. } => {
+            unreachable!("handled before the store is opened")
+        }
+    }
+}
+
+async fn customers(op: &Operator, command: CustomersCommand) -> Result<u8, OpError> {
+    match command {
+        CustomersCommand::Add {
+            email,
+            name,
+            locale,
+            timezone,
+            ids,
+        } => {
+            let binding = binding(email, name, locale, timezone, &ids);
+            // Refused before anything is opened remotely, with the reason the
+            // admin API would give.
+            let (recipient, _) = binding
+                .clone()
+                .validate()
+                .map_err(|e| OpError::Rejected(e.to_string()))?;
+            let summary = op.bind(binding).await?;
+            let named: Vec<String> = ids
+                .given()
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.wire_name()))
+                .collect();
+            println!(
+                "Bound {} to {}; {} parked notice(s) released, {} superseded.",
+                recipient.email,
+                named.join(", "),
+                summary.released,
+                summary.superseded,
+            );
+            Ok(OK)
+        }
+        CustomersCommand::Import { file } => import(op, &file).await,
+        CustomersCommand::Get { ids, json } => {
+            let (kind, value) = one_id(&ids)?;
+            let r = op.customer(kind, &value).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!("email:    {}", r.email);
+                println!("name:     {}", r.name.as_deref().unwrap_or("-"));
+                println!("locale:   {}", r.locale.as_deref().unwrap_or("-"));
+                println!("timezone: {}", r.timezone.as_deref().unwrap_or("-"));
+            }
+            Ok(OK)
+        }
+        CustomersCommand::Remove { ids } => {
+            let (kind, value) = one_id(&ids)?;
+            op.unbind(kind, &value).await?;
+            println!("Removed the binding of {} {value}.", kind.wire_name());
+            Ok(OK)
+        }
+        CustomersCommand::Forget { email } => {
+            let r = op.forget(&email).await?;
+            println!(
+                "Forgot {email}: {} binding(s) removed, {} queued notice(s) cancelled, {} dead letter(s) redacted.",
+                r.bindings, r.cancelled, r.redacted
+            );
+            Ok(OK)
+        }
+    }
+}
+
+fn binding(
+    email: String,
+    name: Option<String>,
+    locale: Option<String>,
+    timezone: Option<String>,
+    ids: &IdArgs,
+) -> Binding {
+    Binding {
+        email,
+        name,
+        locale,
+        timezone,
+        iccid: ids.iccid.clone(),
+        esim_tran_no: ids.esim_tran_no.clone(),
+        order_no: ids.order_no.clone(),
+        transaction_id: ids.transaction_id.clone(),
+    }
+}
+
+fn one_id(ids: &IdArgs) -> Result<(IdKind, String), OpError> {
+    match ids.given().as_slice() {
+        [(k, v)] if !v.trim().is_empty() => Ok((*k, v.trim().to_string())),
+        [(k, _)] => Err(OpError::Rejected(format!("--{} is empty", flag_of(*k)))),
+        _ => Err(OpError::Rejected(
+            "give exactly one of --iccid, --esim-tran-no, --order-no, --transaction-id".into(),
+        )),
+    }
+}
+
+fn flag_of(kind: IdKind) -> &'static str {
+    match kind {
+        IdKind::Iccid => "iccid",
+        IdKind::EsimTranNo => "esim-tran-no",
+        IdKind::OrderNo => "order-no",
+        IdKind::TransactionId => "transaction-id",
+    }
+}
+
+async fn suppress(op: &Operator, command: SuppressCommand) -> Result<u8, OpError> {
+    match command {
+        SuppressCommand::Add { email, reason } => {
+            let s = op.suppress(&email, reason.as_deref()).await?;
+            println!("Suppressed {} ({}).", s.email, s.reason);
+        }
+        SuppressCommand::Remove { email } => {
+            op.unsuppress(&email).await?;
+            println!("{email} is no longer suppressed.");
+        }
+        SuppressCommand::List { json } => {
+            let list = op.suppressions().await?;
+            if json {
+                print_json(&list);
+            } else if list.is_empty() {
+                println!("No suppressed addresses.");
+            } else {
+                print_table(
+                    &["EMAIL", "REASON", "SINCE"],
+                    list.iter()
+                        .map(|s| {
+                            vec![
+                                s.email.clone(),
+                                s.reason.clone(),
+                                s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(OK)
+}
+
+const COLUMNS: [&str; 8] = [
+    "email",
+    "name",
+    "locale",
+    "timezone",
+    "iccid",
+    "esimTranNo",
+    "orderNo",
+    "transactionId",
+];
+
+/// Binds every row; a bad row is reported with its line number and the rest
+/// go on. A store or server failure stops the import: later rows would fail
+/// the same way, and the operator should see one clear error.
+async fn import(op: &Operator, file: &Path) -> Result<u8, OpError> {
+    let mut reader = match csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(file)
+    {
+        Ok(r) => r,
+        Err(e) => return Err(OpError::Failed(format!("{}: {e}", file.display()))),
+    };
+    let headers = reader
+        .headers()
+        .map_err(|e| OpError::Failed(format!("{}: {e}", file.display())))?
+        .clone();
+    let mut index: Vec<Option<usize>> = vec![None; COLUMNS.len()];
+    for (i, h) in headers.iter().enumerate() {
+        let h = h.trim_start_matches('\u{feff}');
+        match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) {
+            Some(c) if index[c].is_none() => index[c] = Some(i),
+            Some(_) => {
+                eprintln!("{}: line 1: column `{h}` appears twice", file.display());
+                return Ok(USAGE);
+            }
+            None => {
+                eprintln!(
+                    "{}: line 1: unknown column `{h}` (expected {})",
+                    file.display(),
+                    COLUMNS.join(",")
+                );
+                return Ok(USAGE);
+            }
+        }
+    }
+    if index[0].is_none() || index[4..].iter().all(Option::is_none) {
+        eprintln!(
+            "{}: line 1: the header must name `email` and at least one of iccid, esimTranNo, orderNo, transactionId",
+            file.display()
+        );
+        return Ok(USAGE);
+    }
+    let (mut imported, mut rejected, mut released) = (0usize, 0usize, 0usize);
+    for record in reader.records() {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                println!("line {line}: rejected: {e}");
+                rejected += 1;
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != headers.len() {
+            println!(
+                "line {line}: rejected: {} field(s) where the header has {}",
+                record.len(),
+                headers.len()
+            );
+            rejected += 1;
+            continue;
+        }
+        let get = |c: usize| index[c].and_then(|i| record.get(i)).map(str::to_string);
+        let b = Binding {
+            email: get(0).unwrap_or_default(),
+            name: get(1),
+            locale: get(2),
+            timezone: get(3),
+            iccid: get(4),
+            esim_tran_no: get(5),
+            order_no: get(6),
+            transaction_id: get(7),
+        };
+        if let Err(e) = b.clone().validate() {
+            println!("line {line}: rejected: {e}");
+            rejected += 1;
+            continue;
+        }
+        match op.bind(b).await {
+            Ok(s) => {
+                imported += 1;
+                released += s.released;
+            }
+            Err(OpError::Rejected(e)) | Err(OpError::NotFound(e)) => {
+                println!("line {line}: rejected: {e}");
+                rejected += 1;
+            }
+            Err(OpError::Failed(e)) => {
+                println!("imported {imported}, rejected {rejected} before line {line}");
+                return Err(OpError::Failed(format!("stopped at line {line}: {e}")));
+            }
+        }
+    }
+    println!("imported {imported}, rejected {rejected}");
+    if released > 0 {
+        println!("{released} parked notice(s) released");
+    }
+    Ok(if rejected > 0 { FAILED } else { OK })
+}
+
+fn print_json<T: Serialize>(v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("cannot print JSON: {e}"),
+    }
+}
+
+fn outbox_header() -> Vec<&'static str> {
+    vec![
+        "ID",
+        "ESIM",
+        "RECIPIENT",
+        "TEMPLATE",
+        "ATTEMPTS",
+        "NEXT ATTEMPT",
+        "WAITING FOR",
+        "LAST ERROR",
+    ]
+}
+
+fn outbox_cells(r: &OutboxRow) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        r.esim.clone(),
+        r.recipient.clone(),
+        match r.level {
+            Some(l) => format!("{} ({}%)", r.template, (l * 100.0).round()),
+            None => r.template.clone(),
+        },
+        r.attempts.to_string(),
+        r.next_attempt
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        r.waiting_for.clone().unwrap_or_else(|| "-".into()),
+        r.last_error.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn dead_cells(r: &DeadRow) -> Vec<String> {
+    let mut cells = outbox_cells(&r.notice);
+    cells.push(r.reason.clone());
+    cells
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}

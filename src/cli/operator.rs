@@ -1,0 +1,396 @@
+//! One way to operate the store, whoever holds it.
+//!
+//! sled allows one process per store. When the CLI can open it, it works on
+//! it directly; when the running server holds the lock, the same operation
+//! goes through the server's admin listener, so the server's dispatcher
+//! learns about it at once. Each command is written once, against
+//! [`Operator`].
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::admin::{self, BindSummary, DeadRow, OutboxRow};
+use crate::config::Config;
+use crate::customers::{normalize_email, Binding, IdKind, Recipient};
+use crate::startup;
+use crate::store::{ForgetReport, SledStore, Store, StoreError, Suppression};
+
+use super::{FAILED, USAGE};
+
+/// Why an operation did not happen; decides the exit code.
+#[derive(Debug)]
+pub enum OpError {
+    /// What was asked for does not exist (exit 1).
+    NotFound(String),
+    /// What was given is refused as it stands (a bad address...): bad usage (exit 2).
+    Rejected(String),
+    /// The store or the server failed (exit 1).
+    Failed(String),
+}
+
+impl OpError {
+    pub fn code(&self) -> u8 {
+        match self {
+            OpError::Rejected(_) => USAGE,
+            OpError::NotFound(_) | OpError::Failed(_) => FAILED,
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            OpError::NotFound(m) | OpError::Rejected(m) | OpError::Failed(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Failed(e.to_string())
+    }
+}
+
+pub enum Operator {
+    Local {
+        store: SledStore,
+        park_for: Duration,
+    },
+    Remote(Remote),
+}
+
+pub struct Remote {
+    client: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl Operator {
+    /// The store itself when it is free; the running server's admin API when
+    /// the server holds it.
+    pub fn connect(config: &Config) -> Result<Operator, OpError> {
+        match startup::open_store(config) {
+            Ok(store) => Ok(Operator::Local {
+                store,
+                park_for: config.customers.park_for.0,
+            }),
+            Err(StoreError::Locked(_)) => Remote::new(config).map(Operator::Remote),
+            Err(e) => Err(OpError::Failed(e.to_string())),
+        }
+    }
+
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Operator::Remote(_))
+    }
+
+    /// Makes local changes durable before the process exits.
+    pub fn finish(self) -> Result<(), OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(store.flush()?),
+            Operator::Remote(_) => Ok(()),
+        }
+    }
+
+    /// Binds a recipient. Locally, released notices wait in the store's queue
+    /// until a server starts.
+    pub async fn bind(&self, binding: Binding) -> Result<BindSummary, OpError> {
+        match self {
+            Operator::Local { store, park_for } => {
+                let (recipient, ids) = binding
+                    .validate()
+                    .map_err(|e| OpError::Rejected(e.to_string()))?;
+                let report = store.bind(&recipient, &ids, *park_for, Utc::now())?;
+                Ok(BindSummary {
+                    status: "bound".into(),
+                    released: report.released.len(),
+                    superseded: report.superseded,
+                })
+            }
+            Operator::Remote(r) => {
+                let body =
+                    serde_json::to_value(&binding).map_err(|e| OpError::Failed(e.to_string()))?;
+                r.json(Method::PUT, r.url(&["customers"]), Some(body)).await
+            }
+        }
+    }
+
+    pub async fn customer(&self, kind: IdKind, value: &str) -> Result<Recipient, OpError> {
+        match self {
+            Operator::Local { store, .. } => store.recipient_by(kind, value)?.ok_or_else(|| {
+                OpError::NotFound(format!("no customer bound to {} {value}", kind.wire_name()))
+            }),
+            Operator::Remote(r) => r.json(Method::GET, r.customer_url(kind, value), None).await,
+        }
+    }
+
+    pub async fn unbind(&self, kind: IdKind, value: &str) -> Result<(), OpError> {
+        let found = match self {
+            Operator::Local { store, .. } => store.unbind(kind, value)?,
+            Operator::Remote(r) => {
+                r.call(Method::DELETE, r.customer_url(kind, value), None)
+                    .await?;
+                true
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!(
+                "no customer bound to {} {value}",
+                kind.wire_name()
+            )))
+        }
+    }
+
+    pub async fn forget(&self, email: &str) -> Result<ForgetReport, OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(store.forget(email, Utc::now())?),
+            Operator::Remote(r) => {
+                r.json(
+                    Method::POST,
+                    r.url(&["customers", "forget"]),
+                    Some(json!({ "email": email })),
+                )
+                .await
+            }
+        }
+    }
+
+    pub async fn suppress(
+        &self,
+        email: &str,
+        reason: Option<&str>,
+    ) -> Result<Suppression, OpError> {
+        match self {
+            Operator::Local { store, .. } => {
+                let email = normalize_email(email).map_err(|e| OpError::Rejected(e.to_string()))?;
+                let reason = reason
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or("operator");
+                store.suppress(&email, reason, Utc::now())?;
+                store
+                    .suppression(&email)?
+                    .ok_or_else(|| OpError::Failed("the suppression was not written".into()))
+            }
+            Operator::Remote(r) => {
+                let body = reason.map(|r| json!({ "reason": r }));
+                r.json(Method::PUT, r.url(&["suppressions", email]), body)
+                    .await
+            }
+        }
+    }
+
+    pub async fn unsuppress(&self, email: &str) -> Result<(), OpError> {
+        let found = match self {
+            Operator::Local { store, .. } => store.unsuppress(email)?,
+            Operator::Remote(r) => {
+                r.call(Method::DELETE, r.url(&["suppressions", email]), None)
+                    .await?;
+                true
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!("{email} is not suppressed")))
+        }
+    }
+
+    pub async fn suppressions(&self) -> Result<Vec<Suppression>, OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(store.suppressions()?),
+            Operator::Remote(r) => r.json(Method::GET, r.url(&["suppressions"]), None).await,
+        }
+    }
+
+    pub async fn outbox(&self) -> Result<Vec<OutboxRow>, OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(admin::outbox_rows(store)?),
+            Operator::Remote(r) => r.json(Method::GET, r.url(&["outbox"]), None).await,
+        }
+    }
+
+    pub async fn cancel(&self, id: u64) -> Result<(), OpError> {
+        let found = match self {
+            Operator::Local { store, .. } => store.cancel(id, Utc::now())?,
+            Operator::Remote(r) => {
+                r.call(Method::DELETE, r.url(&["outbox", &id.to_string()]), None)
+                    .await?;
+                true
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!("no queued notice {id}")))
+        }
+    }
+
+    pub async fn dead(&self) -> Result<Vec<DeadRow>, OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(admin::dead_rows(store)?),
+            Operator::Remote(r) => r.json(Method::GET, r.url(&["dead"]), None).await,
+        }
+    }
+
+    pub async fn retry_dead(&self, id: u64) -> Result<(), OpError> {
+        let found = match self {
+            Operator::Local { store, .. } => store.retry_dead(id, Utc::now())?.is_some(),
+            Operator::Remote(r) => {
+                r.call(
+                    Method::POST,
+                    r.url(&["dead", &id.to_string(), "retry"]),
+                    None,
+                )
+                .await?;
+                true
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!(
+                "no dead letter {id} (or its customer was forgotten)"
+            )))
+        }
+    }
+
+    pub async fn set_paused(&self, paused: bool) -> Result<(), OpError> {
+        match self {
+            Operator::Local { store, .. } => Ok(store.set_paused(paused)?),
+            Operator::Remote(r) => {
+                let what = if paused { "pause" } else { "resume" };
+                r.call(Method::POST, r.url(&[what]), None).await.map(drop)
+            }
+        }
+    }
+
+    /// `dir` is made absolute here: a running server resolves relative paths
+    /// against its own working directory, not the operator's.
+    pub async fn backup(&self, dir: &Path) -> Result<(), OpError> {
+        let dir = std::path::absolute(dir)
+            .map_err(|e| OpError::Rejected(format!("{}: {e}", dir.display())))?;
+        match self {
+            Operator::Local { store, .. } => {
+                admin::backup_target_ok(&dir).map_err(OpError::Rejected)?;
+                Ok(store.backup(&dir)?)
+            }
+            Operator::Remote(r) => r
+                .call(
+                    Method::POST,
+                    r.url(&["backup"]),
+                    Some(json!({ "dir": dir })),
+                )
+                .await
+                .map(drop),
+        }
+    }
+}
+
+impl Remote {
+    fn new(config: &Config) -> Result<Remote, OpError> {
+        let addr: SocketAddr = config.admin.listen.parse().map_err(|e| {
+            OpError::Failed(format!(
+                "admin.listen `{}` is not an address: {e}",
+                config.admin.listen
+            ))
+        })?;
+        // A server listening on every interface is reached on loopback.
+        let addr = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+            }
+            _ => addr,
+        };
+        let base = Url::parse(&format!("http://{addr}/admin/"))
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| OpError::Failed(e.to_string()))?;
+        Ok(Remote {
+            client,
+            base,
+            token: config.admin.token.expose().to_string(),
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    fn customer_url(&self, kind: IdKind, value: &str) -> Url {
+        let mut url = self.url(&["customers"]);
+        url.query_pairs_mut().append_pair(kind.wire_name(), value);
+        url
+    }
+
+    /// One request; a non-2xx answer becomes the matching [`OpError`] with the
+    /// server's reason.
+    async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, OpError> {
+        let mut req = self.client.request(method, url);
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            OpError::Failed(format!(
+                "the store is locked by a running server, but its admin listener at {} does not answer: {e}",
+                self.base.host_str().unwrap_or("?")
+            ))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok(value);
+        }
+        let reason = value
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("server answered {status}"));
+        Err(match status {
+            StatusCode::NOT_FOUND => OpError::NotFound(reason),
+            StatusCode::BAD_REQUEST => OpError::Rejected(reason),
+            StatusCode::UNAUTHORIZED => OpError::Failed(format!(
+                "the server refused the admin token ({reason}); check admin.token"
+            )),
+            _ => OpError::Failed(format!("server answered {status}: {reason}")),
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<T, OpError> {
+        let v = self.call(method, url, body).await?;
+        serde_json::from_value(v)
+            .map_err(|e| OpError::Failed(format!("unexpected answer from the server: {e}")))
+    }
+}

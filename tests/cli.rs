@@ -1,0 +1,466 @@
+//! The command line of SPEC §2, run as the built binary against a config in
+//! a temp dir: on the store directly, and through a running server's admin
+//! listener when that server holds the store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_esim-notify");
+const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+const ADMIN_TOKEN: &str = "cli-test-token";
+
+/// The reference DATA_USAGE sample (reference/payloads.md): 9.97 % left.
+const DATA_USAGE_SAMPLE: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime":"2025-07-21T10:57:28Z","notifyId":"f776267e8d6745db8cc316e4c146ea0c","content":{"orderNo":"B25052822150009","transactionId":"unique_id_from_partner","esimTranNo":"25052822150009","iccid":"8943108170001029631","totalVolume":53687091200,"orderUsage":48335585458,"remain":5351505742,"lastUpdateTime":"2025-07-21T09:38:25Z","remainThreshold":0.1}}"#;
+
+struct Env {
+    dir: tempfile::TempDir,
+    admin_port: u16,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+impl Env {
+    fn new() -> Env {
+        Env::with_templates(Path::new(TEMPLATES))
+    }
+
+    fn with_templates(templates: &Path) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin_port, public_port) = (free_port(), free_port());
+        let config = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{public_port}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{ADMIN_TOKEN}"
+[store]
+path = "{store}"
+cache_mb = 16
+[email]
+transport = "file"
+file_dir = "{mail}"
+[templates]
+dir = "{templates}"
+"#,
+            store = dir.path().join("data").display(),
+            mail = dir.path().join("mail-out").display(),
+            templates = templates.display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        Env { dir, admin_port }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(self.path("config.toml"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("ESIM_NOTIFY_CONFIG")
+            .env("RUST_LOG", "warn");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ESIM_NOTIFY_") {
+                c.env_remove(k);
+            }
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("the binary runs");
+        Run::from(args, out)
+    }
+
+    /// Starts `serve` and waits until its admin listener answers.
+    fn serve(&self) -> Server {
+        let child = self
+            .command(&["serve"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        let server = Server { child };
+        let url = format!("http://127.0.0.1:{}/healthz", self.admin_port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::blocking::get(&url)
+            .map(|r| r.status().as_u16())
+            .ok()
+            != Some(200)
+        {
+            assert!(Instant::now() < deadline, "the server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn admin_get(&self, path: &str) -> u16 {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+struct Server {
+    child: Child,
+}
+
+impl Server {
+    /// SIGTERM, as an operator's service manager would, then a clean exit.
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert!(s.success(), "serve exited with {s}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Run {
+    what: String,
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(args: &[&str], out: Output) -> Run {
+        Run {
+            what: args.join(" "),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    #[track_caller]
+    fn code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code, expected,
+            "`{}` exited {}\nstdout:\n{}\nstderr:\n{}",
+            self.what, self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn says(&self, text: &str) -> &Self {
+        let all = format!("{}{}", self.stdout, self.stderr);
+        assert!(
+            all.contains(text),
+            "`{}` does not say {text:?}\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The same customer commands, once on the store and once through the server.
+fn customer_round_trip(env: &Env) {
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "Ana@Example.COM",
+        "--name",
+        "Ana",
+        "--iccid",
+        "8943108170001029631",
+        "--order-no",
+        "B1",
+    ])
+    .code(0)
+    .says("Bound Ana@example.com");
+    env.run(&["customers", "get", "--iccid", "8943108170001029631"])
+        .code(0)
+        .says("Ana@example.com")
+        .says("Ana");
+    env.run(&["customers", "get", "--order-no", "B1", "--json"])
+        .code(0)
+        .says("\"email\": \"Ana@example.com\"");
+    env.run(&["customers", "get", "--esim-tran-no", "unknown"])
+        .code(1)
+        .says("no customer bound");
+    env.run(&["customers", "forget", "--email", "ana@example.com"])
+        .code(0)
+        .says("2 binding(s) removed");
+    env.run(&["customers", "get", "--iccid", "8943108170001029631"])
+        .code(1);
+}
+
+#[test]
+fn customers_work_on_the_store_and_through_a_running_server() {
+    let env = Env::new();
+    customer_round_trip(&env);
+
+    let server = env.serve();
+    customer_round_trip(&env);
+    // The server itself saw the binding: the command went through it.
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "b@example.com",
+        "--iccid",
+        "77",
+    ])
+    .code(0);
+    assert_eq!(env.admin_get("/admin/customers?iccid=77"), 200);
+    server.stop();
+
+    // And it is on disk once the server has gone.
+    env.run(&["customers", "get", "--iccid", "77"])
+        .code(0)
+        .says("b@example.com");
+}
+
+#[test]
+fn a_server_with_another_token_refuses_the_command() {
+    let env = Env::new();
+    let server = env.serve();
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    std::fs::write(
+        env.path("config.toml"),
+        config.replace(ADMIN_TOKEN, "not-the-token"),
+    )
+    .unwrap();
+    env.run(&["suppress", "list"]).code(1).says("admin token");
+    server.stop();
+}
+
+#[test]
+fn import_reports_each_rejected_row_by_line() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("customers.csv"),
+        "email,name,iccid,esimTranNo,timezone\n\
+         ana@example.com,Ana,111,,Europe/Madrid\n\
+         not-an-address,Bob,222,,\n\
+         carla@example.com,Carla,,T333,\n\
+         dan@example.com,Dan,,,\n\
+         eve@example.com,Eve,555,,Mars/Olympus\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "customers.csv"])
+        .code(1)
+        .says("line 3")
+        .says("not an email address")
+        .says("line 5")
+        .says("no identifier")
+        .says("line 6")
+        .says("imported 2, rejected 3");
+    env.run(&["customers", "get", "--iccid", "111"]).code(0);
+    env.run(&["customers", "get", "--esim-tran-no", "T333"])
+        .code(0)
+        .says("carla@example.com");
+    env.run(&["customers", "get", "--iccid", "555"]).code(1);
+
+    std::fs::write(env.path("clean.csv"), "email,orderNo\nf@example.com,B9\n").unwrap();
+    env.run(&["customers", "import", "clean.csv"])
+        .code(0)
+        .says("imported 1, rejected 0");
+
+    std::fs::write(env.path("noid.csv"), "email,name\nf@example.com,F\n").unwrap();
+    env.run(&["customers", "import", "noid.csv"])
+        .code(2)
+        .says("line 1");
+}
+
+#[test]
+fn the_suppression_list_is_managed_from_the_command_line() {
+    let env = Env::new();
+    env.run(&[
+        "suppress",
+        "add",
+        "bounce@example.com",
+        "--reason",
+        "complained",
+    ])
+    .code(0);
+    env.run(&["suppress", "add", "other@example.com"]).code(0);
+    env.run(&["suppress", "list"])
+        .code(0)
+        .says("bounce@example.com")
+        .says("complained")
+        .says("other@example.com");
+    env.run(&["suppress", "remove", "bounce@example.com"])
+        .code(0);
+    env.run(&["suppress", "remove", "bounce@example.com"])
+        .code(1)
+        .says("not suppressed");
+    let list = env.run(&["suppress", "list", "--json"]);
+    list.code(0);
+    assert!(
+        !list.stdout.contains("bounce@example.com"),
+        "{}",
+        list.stdout
+    );
+    env.run(&["suppress", "add", "not-an-address"]).code(2);
+}
+
+#[test]
+fn queue_commands_work_on_an_idle_store() {
+    let env = Env::new();
+    env.run(&["outbox"]).code(0).says("empty");
+    env.run(&["outbox", "--json"]).code(0).says("[]");
+    env.run(&["outbox", "cancel", "42"]).code(1).says("42");
+    env.run(&["dead", "list"]).code(0).says("No dead letters");
+    env.run(&["dead", "retry", "42"]).code(1);
+    env.run(&["dead", "retry", "--all"])
+        .code(0)
+        .says("Requeued 0 of 0");
+    env.run(&["pause"]).code(0).says("paused");
+    env.run(&["resume"]).code(0).says("resumed");
+    env.run(&["backup", "copy"]).code(0);
+    assert!(env.path("copy").join("db").exists());
+    env.run(&["backup", "copy"]).code(2).says("not empty");
+}
+
+#[test]
+fn render_prints_the_email_of_a_webhook_body() {
+    let env = Env::new();
+    std::fs::write(env.path("data_usage.json"), DATA_USAGE_SAMPLE).unwrap();
+    let run = env.run(&[
+        "render",
+        "data_usage.json",
+        "--name",
+        "<script>alert(1)</script>",
+        "--email",
+        "jane@example.com",
+    ]);
+    run.code(0);
+    let out = &run.stdout;
+    let subject = out
+        .lines()
+        .find(|l| l.starts_with("Subject: "))
+        .unwrap_or_else(|| panic!("no subject in\n{out}"));
+    assert!(subject.contains("10%"), "{subject}");
+    assert!(
+        out.contains("To: <script>alert(1)</script> <jane@example.com>"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("Message-ID: <")), "{out}");
+    let (text, html) = out
+        .split_once("----- text/html -----")
+        .expect("an HTML part");
+    let text = text
+        .split_once("----- text/plain -----")
+        .expect("a text part")
+        .1;
+    assert!(
+        text.contains("<script>alert(1)</script>"),
+        "text part:\n{text}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "html part:\n{html}"
+    );
+    assert!(!html.contains("<script>"), "html part:\n{html}");
+    // It changed nothing: no store was created.
+    assert!(!env.path("data").exists());
+
+    env.run(&["render", "missing.json"]).code(1);
+    env.run(&["render", "data_usage.json", "--email", "nope"])
+        .code(2);
+}
+
+#[test]
+fn check_names_the_broken_template() {
+    Env::new().run(&["check"]).code(0).says("OK");
+
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(TEMPLATES), broken.path());
+    std::fs::write(
+        broken.path().join("data_usage.txt.hbs"),
+        "Hello {{customer.name}\n{{#if usage.remain}}unclosed\n",
+    )
+    .unwrap();
+    Env::with_templates(broken.path())
+        .run(&["check"])
+        .code(1)
+        .says("data_usage.txt.hbs");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let env = Env::new();
+    env.run(&["customers", "get"]).code(2);
+    env.run(&["customers", "get", "--iccid", "1", "--order-no", "2"])
+        .code(2);
+    env.run(&["customers", "add", "--email", "a@example.com"])
+        .code(2)
+        .says("no identifier");
+    env.run(&["customers", "add", "--email", "nope", "--iccid", "1"])
+        .code(2);
+    env.run(&["dead", "retry"]).code(2);
+    env.run(&["outbox", "cancel", "abc"]).code(2);
+    env.run(&["no-such-command"]).code(2);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn send_test_reports_the_transport_result() {
+    let env = Env::new();
+    env.run(&["send-test", "--to", "ops@example.com"])
+        .code(0)
+        .says("ops@example.com");
+    let sent: Vec<_> = std::fs::read_dir(env.path("mail-out"))
+        .expect("the file transport wrote something")
+        .collect();
+    assert_eq!(sent.len(), 1);
+
+    // SMTP to a port where nothing listens: reported, exit 1.
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    let port = free_port();
+    let config =
+        config.replace(
+            "transport = \"file\"",
+            "transport = \"smtp\"\nsend_timeout = \"5s\"",
+        ) + &format!("[email.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n");
+    std::fs::write(env.path("config.toml"), config).unwrap();
+    env.run(&["send-test", "--to", "ops@example.com"])
+        .code(1)
+        .says("failed");
+}

@@ -1,0 +1,277 @@
+//! The one way tests start esim-notify: the real `Application` on
+//! 127.0.0.1:0 with a sled store in a temp dir and a real SMTP server on a
+//! loopback port (like zero2prod's `spawn_app`).
+#![allow(dead_code)]
+
+pub mod smtp;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use esim_notify::config::Config;
+use esim_notify::startup::Application;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+
+/// A running application and what it talks to.
+pub struct TestApp {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub smtp_port: u16,
+    pub smtp: Arc<Mutex<smtp::Shared>>,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub reload: mpsc::UnboundedSender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    extra: String,
+}
+
+/// The test configuration: both listeners on free ports, the store in
+/// `dir`, SMTP without TLS to `smtp_port`, limits lifted, short backoffs;
+/// `extra` (TOML) is merged over it key by key.
+pub fn test_config_toml(dir: &Path, smtp_port: u16, extra: &str) -> String {
+    let base = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[store]
+path = "{store}"
+cache_mb = 16
+[email]
+transport = "smtp"
+from = "Example eSIM <noreply@example.com>"
+reply_to = "support@example.com"
+send_timeout = "5s"
+file_dir = "{mail}"
+[email.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+pool_size = 2
+[rate_limit]
+per_second = 1000
+burst = 1000
+per_recipient_per_hour = 0
+[retry]
+initial_backoff = "200ms"
+max_backoff = "1s"
+[templates]
+dir = "{templates}"
+"#,
+        store = dir.join("data").display(),
+        mail = dir.join("mail-out").display(),
+        templates = TEMPLATES,
+    );
+    let mut table: toml::Table = toml::from_str(&base).unwrap();
+    let extra: toml::Table = toml::from_str(extra).expect("extra test TOML parses");
+    merge(&mut table, extra);
+    toml::to_string(&table).unwrap()
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+pub fn load_config(text: &str) -> Config {
+    Config::from_sources(text, std::iter::empty()).expect("test config is valid")
+}
+
+/// Starts the app with a fresh SMTP server and store.
+pub async fn spawn_app(extra_toml: &str) -> TestApp {
+    let (port, shared) = smtp::mailin_server();
+    spawn_app_with_smtp(extra_toml, port, shared).await
+}
+
+/// Starts the app against an SMTP port chosen by the test (e.g. one where
+/// nothing listens yet, or a scripted server).
+pub async fn spawn_app_with_smtp(
+    extra_toml: &str,
+    smtp_port: u16,
+    smtp: Arc<Mutex<smtp::Shared>>,
+) -> TestApp {
+    spawn_app_in(tempfile::tempdir().unwrap(), extra_toml, smtp_port, smtp).await
+}
+
+/// Starts the app on an existing directory (and so an existing store).
+pub async fn spawn_app_in(
+    dir: tempfile::TempDir,
+    extra_toml: &str,
+    smtp_port: u16,
+    smtp: Arc<Mutex<smtp::Shared>>,
+) -> TestApp {
+    let text = test_config_toml(dir.path(), smtp_port, extra_toml);
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let config = load_config(&text);
+    // A store just closed in this process may hold its lock a moment longer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let app = loop {
+        match Application::build_with_path(config.clone(), Some(config_path.clone())).await {
+            Ok(app) => break app,
+            Err(e) if Instant::now() < deadline && format!("{e:#}").contains("in use") => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("application does not start: {e:#}"),
+        }
+    };
+    let (public, admin) = (app.public_addr(), app.admin_addr());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(app.run_until_stopped(
+        async move {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    TestApp {
+        public,
+        admin,
+        dir,
+        smtp_port,
+        smtp,
+        http: reqwest::Client::new(),
+        config,
+        reload: reload_tx,
+        stop: Some(stop_tx),
+        task: Some(task),
+        extra: extra_toml.to_string(),
+    }
+}
+
+impl TestApp {
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}{}", self.public, self.config.server.webhook_path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.config.store.path.clone()
+    }
+
+    /// Posts a webhook body; returns the status and the JSON answer.
+    pub async fn post(&self, body: &str) -> (u16, Value) {
+        self.post_to(&self.webhook_url(), body).await
+    }
+
+    pub async fn post_to(&self, url: &str, body: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("webhook request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Binds a recipient through the admin API.
+    pub async fn bind(&self, binding: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.admin_url("/admin/customers"))
+            .json(&binding)
+            .send()
+            .await
+            .expect("admin request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_json(&self, url: &str) -> (u16, Value) {
+        let r = self.http.get(url).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Messages the SMTP server accepted so far.
+    pub fn received(&self) -> Vec<String> {
+        self.smtp.lock().unwrap().received.clone()
+    }
+
+    /// Stops gracefully and starts again on the same store and SMTP server.
+    pub async fn restart(self) -> TestApp {
+        let (extra, port, smtp) = (self.extra.clone(), self.smtp_port, self.smtp.clone());
+        let dir = self.stop().await;
+        spawn_app_in(dir, &extra, port, smtp).await
+    }
+
+    /// Stops gracefully, as SIGTERM would, and waits until it has.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("clean stop");
+        }
+        self.dir
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A DATA_USAGE body for one eSIM with `remain` of `total` bytes left.
+pub fn data_usage(notify_id: &str, tran: &str, iccid: &str, total: u64, remain: u64) -> String {
+    serde_json::json!({
+        "notifyType": "DATA_USAGE",
+        "notifyId": notify_id,
+        "eventGenerateTime": "2026-04-22T17:21:59Z",
+        "content": {
+            "iccid": iccid, "orderNo": format!("B{tran}"), "esimTranNo": tran,
+            "transactionId": format!("tx-{tran}"),
+            "totalVolume": total, "orderUsage": total - remain, "remain": remain,
+            "lastUpdateTime": "2026-04-22T15:53:03Z"
+        }
+    })
+    .to_string()
+}
+
+/// An ESIM_STATUS body.
+pub fn esim_status(notify_id: &str, tran: &str, iccid: &str, status: &str) -> String {
+    serde_json::json!({
+        "notifyType": "ESIM_STATUS",
+        "notifyId": notify_id,
+        "eventGenerateTime": "2026-04-22T17:27:44Z",
+        "content": {
+            "iccid": iccid, "orderNo": format!("B{tran}"), "esimTranNo": tran,
+            "transactionId": format!("tx-{tran}"),
+            "esimStatus": status, "smdpStatus": "ENABLED"
+        }
+    })
+    .to_string()
+}

@@ -1,0 +1,153 @@
+//! An in-process SMTP server (mailin-embedded) over real TCP on 127.0.0.1,
+//! whose answers a test scripts: queue a reply for the next MAIL, RCPT or end
+//! of DATA, and read back every message it accepted.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use mailin_embedded::{Handler, Response, Server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Default)]
+pub struct Shared {
+    pub ehlos: usize,
+    /// Answers for the next MAIL commands, OK once empty.
+    pub mail: VecDeque<(u16, &'static str)>,
+    /// Answers for the next RCPT commands, OK once empty.
+    pub rcpt: VecDeque<(u16, &'static str)>,
+    /// Answers for the next ends of DATA, OK once empty.
+    pub data_end: VecDeque<(u16, &'static str)>,
+    pub current: Vec<u8>,
+    pub received: Vec<String>,
+    pub rcpt_to: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct TestHandler(pub Arc<Mutex<Shared>>);
+
+impl Handler for TestHandler {
+    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
+        self.0.lock().unwrap().ehlos += 1;
+        mailin_embedded::response::OK
+    }
+
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
+        match self.0.lock().unwrap().mail.pop_front() {
+            Some((code, msg)) => Response::custom(code, msg.to_string()),
+            None => mailin_embedded::response::OK,
+        }
+    }
+
+    fn rcpt(&mut self, to: &str) -> Response {
+        let mut s = self.0.lock().unwrap();
+        s.rcpt_to.push(to.to_string());
+        match s.rcpt.pop_front() {
+            Some((code, msg)) => Response::custom(code, msg.to_string()),
+            None => mailin_embedded::response::OK,
+        }
+    }
+
+    fn data_start(&mut self, _d: &str, _f: &str, _8: bool, _to: &[String]) -> Response {
+        self.0.lock().unwrap().current.clear();
+        mailin_embedded::response::OK
+    }
+
+    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.lock().unwrap().current.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        let mut s = self.0.lock().unwrap();
+        match s.data_end.pop_front() {
+            Some((code, msg)) => Response::custom(code, msg.to_string()),
+            None => {
+                let mail = String::from_utf8_lossy(&s.current).into_owned();
+                s.received.push(mail);
+                mailin_embedded::response::OK
+            }
+        }
+    }
+}
+
+/// Starts a mailin server on a free port; the thread lives until the test binary exits.
+pub fn mailin_server() -> (u16, Arc<Mutex<Shared>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    mailin_server_on(listener)
+}
+
+/// Starts a mailin server on a listener the test already holds (e.g. a port
+/// that was refusing connections until now).
+pub fn mailin_server_on(listener: std::net::TcpListener) -> (u16, Arc<Mutex<Shared>>) {
+    let handler = TestHandler::default();
+    let shared = handler.0.clone();
+    let port = listener.local_addr().unwrap().port();
+    let mut server = Server::new(handler);
+    server
+        .with_name("mailin.test")
+        .with_num_threads(4)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    (port, shared)
+}
+
+/// A scripted server for what mailin-embedded cannot play: one answer per
+/// command line (`None`: stay silent), a leading `!` in an answer hangs up.
+pub type Script = fn(&str) -> Option<String>;
+
+/// Accepts any number of connections; `greeting` None means "accept, then never say a word".
+pub async fn scripted_server(greeting: Option<&'static str>, script: Script) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (rd, mut wr) = sock.into_split();
+                let Some(greeting) = greeting else {
+                    // Hold the connection open and silent until the client gives up.
+                    let mut rd = BufReader::new(rd);
+                    let mut sink = String::new();
+                    while rd.read_line(&mut sink).await.unwrap_or(0) > 0 {}
+                    return;
+                };
+                if wr.write_all(greeting.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut lines = BufReader::new(rd).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let answer = if upper.starts_with("QUIT") {
+                        Some("221 bye\r\n".to_string())
+                    } else {
+                        script(&upper)
+                    };
+                    match answer {
+                        Some(a) => {
+                            // A leading '!' means: answer, then hang up.
+                            let (a, hang_up) = match a.strip_prefix('!') {
+                                Some(rest) => (rest.to_string(), true),
+                                None => (a, false),
+                            };
+                            if wr.write_all(a.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            if hang_up || a.starts_with("221") {
+                                return;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            });
+        }
+    });
+    port
+}
