@@ -414,9 +414,14 @@ async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
-    mail.lines()
+/// A header's value, unfolded (long headers continue on indented lines).
+fn header(mail: &str, name: &str) -> Option<String> {
+    let head = mail.split("\r\n\r\n").next().unwrap_or(mail);
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .map(str::to_string)
 }
 
 // 1 ------------------------------------------------------------------------------------
@@ -432,14 +437,14 @@ async fn data_usage_for_a_bound_customer_is_delivered_over_smtp() {
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     let mail = &smtp.received()[0];
     assert_eq!(
-        header(mail, "From"),
+        header(mail, "From").as_deref(),
         Some("\"Example eSIM\" <noreply@example.com>")
     );
-    assert_eq!(header(mail, "To"), Some("Ana <ana@example.com>"));
+    assert_eq!(header(mail, "To").as_deref(), Some("Ana <ana@example.com>"));
     let subject = header(mail, "Subject").unwrap();
     assert!(subject.contains("10%"), "{subject}");
     assert_eq!(
-        header(mail, "Message-ID").map(str::to_string),
+        header(mail, "Message-ID"),
         Some(esim_notify::mailer::message_id_for(
             &queued[0].identity,
             "Example eSIM <noreply@example.com>"
@@ -461,6 +466,32 @@ async fn data_usage_for_a_bound_customer_is_delivered_over_smtp() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn one_click_mode_sends_a_signed_unsubscribe_link() {
+    let (port, smtp) = mailin_server();
+    let h = start(
+        port,
+        "[server]\npublic_url = \"https://notify.example.com\"\n[email]\nlist_unsubscribe = \"one-click\"\n",
+    )
+    .await;
+    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
+    assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
+    let mail = &smtp.received()[0];
+    let target = header(mail, "List-Unsubscribe").unwrap();
+    let token = target
+        .strip_prefix("<https://notify.example.com/unsubscribe?t=")
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("{target}"));
+    let signer = esim_notify::unsubscribe::Signer::new(h.store.secret("unsubscribe").unwrap());
+    assert_eq!(signer.verify(token).as_deref(), Some("ana@example.com"));
+    assert_eq!(
+        header(mail, "List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    h.stop().await;
+}
+
 // 2 ------------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -478,7 +509,7 @@ async fn temporary_refusals_are_retried_with_the_same_message_id() {
     assert!(eventually(|| h.outbox().is_empty()).await);
     let tried = smtp.tried();
     assert_eq!(tried.len(), 3, "two refusals, then accepted");
-    let ids: BTreeSet<&str> = tried
+    let ids: BTreeSet<String> = tried
         .iter()
         .map(|m| header(m, "Message-ID").unwrap())
         .collect();
@@ -660,7 +691,7 @@ async fn over_the_recipient_quota_a_notice_waits_and_others_go() {
     let to: Vec<String> = smtp
         .received()
         .iter()
-        .map(|m| header(m, "To").unwrap().to_string())
+        .map(|m| header(m, "To").unwrap())
         .collect();
     assert_eq!(
         to.iter().filter(|t| t.contains("bob@")).count(),
@@ -706,7 +737,7 @@ async fn a_notice_overtaken_while_queued_is_superseded_not_sent() {
     let received = smtp.received();
     assert_eq!(received.len(), 1);
     assert_eq!(
-        header(&received[0], "Subject"),
+        header(&received[0], "Subject").as_deref(),
         Some("You have used all your data")
     );
     let log = h.decisions("T1");
@@ -762,7 +793,7 @@ async fn quiet_hours_hold_a_notice_but_not_a_bypassing_one_behind_it() {
     h.post(&esim_status("n3", "T1", "USED_UP")).await;
     assert!(eventually(|| smtp.received().len() == 1).await);
     assert_eq!(
-        header(&smtp.received()[0], "Subject"),
+        header(&smtp.received()[0], "Subject").as_deref(),
         Some("You have used all your data")
     );
     assert!(
@@ -941,12 +972,9 @@ async fn killed_with_acknowledged_notices_it_sends_each_once_after_a_restart() {
     let received = smtp.received();
     let ids: BTreeSet<String> = received
         .iter()
-        .map(|m| header(m, "Message-ID").unwrap().to_string())
+        .map(|m| header(m, "Message-ID").unwrap())
         .collect();
-    let to: BTreeSet<String> = received
-        .iter()
-        .map(|m| header(m, "To").unwrap().to_string())
-        .collect();
+    let to: BTreeSet<String> = received.iter().map(|m| header(m, "To").unwrap()).collect();
     assert_eq!(received.len(), N, "each once");
     assert_eq!(ids.len(), N, "distinct Message-IDs");
     assert_eq!(to.len(), N, "every customer");

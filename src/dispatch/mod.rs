@@ -145,7 +145,16 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
         shared: shared.clone(),
     };
     let pool = deps.config.email.smtp.pool_size.max(1) as usize;
+    // The same key the public /unsubscribe endpoint checks against (kept in the store).
+    let unsubscribe = if deps.config.email.list_unsubscribe.trim() == "one-click" {
+        Some(crate::unsubscribe::Signer::new(
+            deps.store.secret("unsubscribe")?,
+        ))
+    } else {
+        None
+    };
     let ctx = Arc::new(Ctx {
+        unsubscribe,
         store: deps.store,
         mailer: deps.mailer,
         live: deps.live,

@@ -19,6 +19,7 @@ use crate::policy;
 use crate::render::brand_vars;
 use crate::startup::{current, Live, SharedLive};
 use crate::store::{QueuedNotice, SendOutcome, Store};
+use crate::unsubscribe::{self, Signer};
 use crate::vars::email_vars;
 
 /// What the dispatcher needs for every send; shared by all send tasks.
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub mailer: Mailer,
     pub live: SharedLive,
     pub config: Arc<Config>,
+    /// Signs one-click unsubscribe links; present in "one-click" mode only.
+    pub unsubscribe: Option<Signer>,
 }
 
 /// What became of a notice's turn, for the schedule.
@@ -170,7 +173,7 @@ pub async fn turn(
         text: rendered.text,
         html: rendered.html,
         message_id: message_id_for(&q.identity, &ctx.config.email.from),
-        list_unsubscribe: list_unsubscribe(&ctx.config, &q),
+        list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
     };
 
     let started = Instant::now();
@@ -288,11 +291,20 @@ fn quiet(
 }
 
 /// `List-Unsubscribe` from `email.list_unsubscribe`.
-fn list_unsubscribe(config: &Config, q: &QueuedNotice) -> Option<ListUnsubscribe> {
+fn list_unsubscribe(
+    config: &Config,
+    signer: Option<&Signer>,
+    q: &QueuedNotice,
+) -> Option<ListUnsubscribe> {
     let target = config.email.list_unsubscribe.trim();
     match target {
         "" => None,
-        "one-click" => one_click_unsubscribe(config, q),
+        // RFC 8058: a per-recipient signed link on our public listener, which
+        // mail clients POST to; the header pair says so.
+        "one-click" => signer.map(|s| ListUnsubscribe {
+            target: unsubscribe::link(&config.public_url(), s, &q.recipient.email),
+            one_click: true,
+        }),
         t if t.starts_with("https://") || t.starts_with("http://") || t.starts_with("mailto:") => {
             Some(ListUnsubscribe {
                 target: t.to_string(),
@@ -301,14 +313,6 @@ fn list_unsubscribe(config: &Config, q: &QueuedNotice) -> Option<ListUnsubscribe
         }
         _ => None,
     }
-}
-
-/// HOOK for `list_unsubscribe = "one-click"` (RFC 8058, served at
-/// /unsubscribe). It needs a signed per-recipient token and the public URL,
-/// which a later issue builds; until then one-click mode sends no header
-/// rather than a link that would not work.
-fn one_click_unsubscribe(_config: &Config, _q: &QueuedNotice) -> Option<ListUnsubscribe> {
-    None
 }
 
 /// Records a wait (not an attempt) and hands the time to the schedule.
@@ -500,17 +504,25 @@ mod tests {
     #[test]
     fn list_unsubscribe_modes() {
         let n = q(0, Utc::now());
-        assert!(list_unsubscribe(&config(""), &n).is_none());
+        let signer = Signer::new(vec![7; 32]);
+        assert!(list_unsubscribe(&config(""), Some(&signer), &n).is_none());
         let u = list_unsubscribe(
             &config("[email]\nlist_unsubscribe = \"mailto:unsub@example.com\"\n"),
+            Some(&signer),
             &n,
         )
         .unwrap();
         assert_eq!(u.target, "mailto:unsub@example.com");
         assert!(!u.one_click);
-        assert!(
-            list_unsubscribe(&config("[email]\nlist_unsubscribe = \"one-click\"\n"), &n).is_none(),
-            "one-click is a later issue"
+        let c = config(
+            "[server]\npublic_url = \"https://notify.example.com/\"\n[email]\nlist_unsubscribe = \"one-click\"\n",
         );
+        let u = list_unsubscribe(&c, Some(&signer), &n).unwrap();
+        assert!(u.one_click);
+        let token = u
+            .target
+            .strip_prefix("https://notify.example.com/unsubscribe?t=")
+            .unwrap();
+        assert_eq!(signer.verify(token).as_deref(), Some("ana@example.com"));
     }
 }
