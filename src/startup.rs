@@ -212,6 +212,17 @@ impl Application {
         let mailer = Mailer::new(mailer_settings(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let metrics = m::install();
         m::reload(true);
+        let public_listener = TcpListener::bind(&config.server.listen)
+            .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
+        let admin_listener = TcpListener::bind(&config.admin.listen)
+            .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
+        let public_addr = public_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+        let mut config = config;
+        if config.server.public_url.is_empty() {
+            // Links must name the address actually bound (port 0 picks one).
+            config.server.public_url = format!("http://{public_addr}");
+        }
         let live: SharedLive = Arc::new(RwLock::new(Arc::new(live)));
         let config = Arc::new(config);
 
@@ -242,13 +253,6 @@ impl Application {
             metrics,
             unsubscribe: unsubscribe_signer,
         });
-
-        let public_listener = TcpListener::bind(&config.server.listen)
-            .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
-        let admin_listener = TcpListener::bind(&config.admin.listen)
-            .with_context(|| format!("admin.listen: cannot listen on {}", config.admin.listen))?;
-        let public_addr = public_listener.local_addr()?;
-        let admin_addr = admin_listener.local_addr()?;
 
         let webhook_path = config.server.webhook_path.clone();
         let s = state.clone();
@@ -358,7 +362,10 @@ pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
         .map_err(|e| vec![e.to_string()])
         .and_then(|c| build_live(&c).map(|l| (c, l)));
     match result {
-        Ok((new, live)) => {
+        Ok((mut new, live)) => {
+            if new.server.public_url.is_empty() {
+                new.server.public_url = state.config.server.public_url.clone();
+            }
             for (section, changed) in [
                 (
                     "[server]",

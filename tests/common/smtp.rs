@@ -20,13 +20,14 @@ pub struct Shared {
     pub rcpt: VecDeque<(u16, &'static str)>,
     /// Answers for the next ends of DATA, OK once empty.
     pub data_end: VecDeque<(u16, &'static str)>,
-    pub current: Vec<u8>,
     pub received: Vec<String>,
     pub rcpt_to: Vec<String>,
 }
 
+/// mailin clones the handler for each connection, so the message being
+/// received lives here, per connection; what tests read is in `Shared`.
 #[derive(Clone, Default)]
-pub struct TestHandler(pub Arc<Mutex<Shared>>);
+pub struct TestHandler(pub Arc<Mutex<Shared>>, Vec<u8>);
 
 impl Handler for TestHandler {
     fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
@@ -51,12 +52,12 @@ impl Handler for TestHandler {
     }
 
     fn data_start(&mut self, _d: &str, _f: &str, _8: bool, _to: &[String]) -> Response {
-        self.0.lock().unwrap().current.clear();
+        self.1.clear();
         mailin_embedded::response::OK
     }
 
     fn data(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.0.lock().unwrap().current.extend_from_slice(buf);
+        self.1.extend_from_slice(buf);
         Ok(())
     }
 
@@ -65,7 +66,7 @@ impl Handler for TestHandler {
         match s.data_end.pop_front() {
             Some((code, msg)) => Response::custom(code, msg.to_string()),
             None => {
-                let mail = String::from_utf8_lossy(&s.current).into_owned();
+                let mail = String::from_utf8_lossy(&self.1).into_owned();
                 s.received.push(mail);
                 mailin_embedded::response::OK
             }

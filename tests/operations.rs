@@ -1,0 +1,106 @@
+//! Operating it (SPEC §9): SIGHUP reload of templates and settings.
+//! The reload metric is process-wide (and every app start sets it to 1), so
+//! this binary starts one app and reloads it in one test, in order.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+async fn metric(app: &TestApp, name: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn preview(app: &TestApp) -> String {
+    app.http
+        .get(app.admin_url("/admin/preview"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
+    let templates = tempfile::tempdir().unwrap();
+    copy_dir(std::path::Path::new(TEMPLATES), templates.path());
+    let app = spawn_app(&format!(
+        "[templates]\ndir = \"{}\"\n",
+        templates.path().display()
+    ))
+    .await;
+    assert_eq!(
+        metric(&app, "esim_notify_config_last_reload_successful").await,
+        Some(1.0)
+    );
+    let subject = templates.path().join("data_usage.subject.hbs");
+
+    // A broken template: the reload is refused, the old set stays in force.
+    std::fs::write(&subject, "Less than {{#if usage.thresholdPercent}}% left").unwrap();
+    app.reload.send(()).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
+    })
+    .await;
+    assert!(refused, "a broken template must set the reload metric to 0");
+    assert!(preview(&app)
+        .await
+        .contains("Less than 10% of your data left"));
+
+    // A good edit is swapped in without a restart.
+    std::fs::write(
+        &subject,
+        "Only {{usage.thresholdPercent}}% of your data is left",
+    )
+    .unwrap();
+    app.reload.send(()).unwrap();
+    let swapped = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(1.0)
+    })
+    .await;
+    assert!(swapped);
+    assert!(preview(&app)
+        .await
+        .contains("Only 10% of your data is left"));
+
+    // An unknown variable inside {{#if}} is refused too (check walks the tree).
+    std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data").unwrap();
+    app.reload.send(()).unwrap();
+    let refused = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
+    })
+    .await;
+    assert!(refused);
+    assert!(preview(&app)
+        .await
+        .contains("Only 10% of your data is left"));
+    app.stop().await;
+}
