@@ -21,7 +21,8 @@ SCALE_ESIMS=${SCALE_ESIMS:-1000000}
 POOL_SIZE=${POOL_SIZE:-4}
 export POOL_SIZE
 
-has() { [[ " $PHASES " == *" $1 "* ]]; }
+has() { [[ " $PHASES " == *" $1 "* ]] && log "load average before phase $1: $(cut -d' ' -f1-3 /proc/loadavg)"; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | $6 |"); }
 met() { awk "BEGIN { exit !($1) }" && echo "met" || echo "**not met**"; }
@@ -195,7 +196,7 @@ if has scale; then
 fi
 
 echo
-echo "esim-notify $(git -C "$ROOT" describe --always --dirty 2>/dev/null), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') RAM"
+echo "esim-notify $(git -C "$ROOT" describe --always --dirty 2>/dev/null), $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(free -h | awk '/^Mem:/ {print $2}') RAM, load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "| # | figure | esim-notify | baseline (same run) | ratio | target |"
 echo "|---|---|---|---|---|---|"
