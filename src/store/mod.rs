@@ -102,6 +102,29 @@ pub struct LogEntry {
     pub detail: String,
 }
 
+impl LogEntry {
+    pub fn new(
+        at: DateTime<Utc>,
+        what: LogKind,
+        template: Option<&str>,
+        detail: impl Into<String>,
+    ) -> LogEntry {
+        LogEntry {
+            at,
+            what,
+            notice: None,
+            template: template.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    /// The queued notice this line is about.
+    pub fn about(mut self, notice: u64) -> LogEntry {
+        self.notice = Some(notice);
+        self
+    }
+}
+
 /// What one webhook delivery did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestOutcome {

@@ -415,13 +415,7 @@ impl SledStore {
                 l,
                 w,
                 rec.id,
-                LogEntry {
-                    at: now,
-                    what: LogKind::Suppressed,
-                    notice: None,
-                    template,
-                    detail,
-                },
+                LogEntry::new(now, LogKind::Suppressed, template.as_deref(), detail),
             );
             return Ok(());
         }
@@ -446,16 +440,44 @@ impl SledStore {
             l,
             w,
             rec.id,
-            LogEntry {
-                at: now,
-                what: how,
-                notice: Some(id),
-                template,
-                detail,
-            },
+            LogEntry::new(now, how, template.as_deref(), detail).about(id),
         );
         queued.push(qn);
         Ok(())
+    }
+
+    /// Drops the notices parked longer than `park_for` (SPEC §6: they
+    /// expire), logging each; returns how many.
+    fn expire_parked(
+        &self,
+        l: &mut Locked,
+        w: &mut Writes,
+        rec: &mut EsimRecord,
+        now: DateTime<Utc>,
+        park_for: Duration,
+    ) -> usize {
+        let (gone, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut rec.parked).into_iter().partition(|p| {
+                now.signed_duration_since(p.parked_at)
+                    .to_std()
+                    .is_ok_and(|age| age >= park_for)
+            });
+        rec.parked = keep;
+        l.counts.parked = l.counts.parked.saturating_sub(gone.len() as u64);
+        for p in &gone {
+            let detail = format!(
+                "{}: parked since {}, longer than customers.park_for, with no recipient",
+                p.identity,
+                p.parked_at.to_rfc3339()
+            );
+            self.log(
+                l,
+                w,
+                rec.id,
+                LogEntry::new(now, LogKind::Expired, Some(&p.notice.template), detail),
+            );
+        }
+        gone.len()
     }
 
     fn esim_key(state: &EsimState, id: EsimId) -> String {
@@ -539,26 +561,14 @@ impl Store for SledStore {
                 &mut l,
                 &mut w,
                 rec.id,
-                LogEntry {
-                    at: now,
-                    what: LogKind::Event,
-                    notice: None,
-                    template: None,
-                    detail: summary,
-                },
+                LogEntry::new(now, LogKind::Event, None, summary),
             );
             for note in outcome.notes {
                 self.log(
                     &mut l,
                     &mut w,
                     rec.id,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Note,
-                        notice: None,
-                        template: None,
-                        detail: note,
-                    },
+                    LogEntry::new(now, LogKind::Note, None, note),
                 );
             }
             let key = Self::esim_key(&rec.state, rec.id);
@@ -584,13 +594,12 @@ impl Store for SledStore {
                             &mut l,
                             &mut w,
                             rec.id,
-                            LogEntry {
-                                at: now,
-                                what: LogKind::Parked,
-                                notice: None,
-                                template,
-                                detail: format!("{identity}: no recipient bound to this eSIM yet"),
-                            },
+                            LogEntry::new(
+                                now,
+                                LogKind::Parked,
+                                template.as_deref(),
+                                format!("{identity}: no recipient bound to this eSIM yet"),
+                            ),
                         );
                         rec.parked.push(Parked {
                             identity,
@@ -666,31 +675,9 @@ impl Store for SledStore {
             let Some(r) = self.recipient_for(&rec.state, Some((ids, &template_binding)))? else {
                 continue;
             };
-            let parked = std::mem::take(&mut rec.parked);
-            l.counts.parked = l.counts.parked.saturating_sub(parked.len() as u64);
-            let (live, expired): (Vec<_>, Vec<_>) = parked.into_iter().partition(|p| {
-                now.signed_duration_since(p.parked_at)
-                    .to_std()
-                    .unwrap_or_default()
-                    < park_for
-            });
-            for p in expired {
-                self.log(
-                    &mut l,
-                    &mut w,
-                    rec.id,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Expired,
-                        notice: None,
-                        template: Some(p.notice.template.clone()),
-                        detail: format!(
-                            "parked since {} (longer than customers.park_for)",
-                            p.parked_at.to_rfc3339()
-                        ),
-                    },
-                );
-            }
+            self.expire_parked(&mut l, &mut w, &mut rec, now, park_for);
+            let live = std::mem::take(&mut rec.parked);
+            l.counts.parked = l.counts.parked.saturating_sub(live.len() as u64);
             let notices: Vec<Notice> = live.iter().map(|p| p.notice.clone()).collect();
             let verdicts = policy::release(&rec.state, &notices, now);
             let mut queued = Vec::new();
@@ -714,13 +701,12 @@ impl Store for SledStore {
                             &mut l,
                             &mut w,
                             rec.id,
-                            LogEntry {
-                                at: now,
-                                what: LogKind::Superseded,
-                                notice: None,
-                                template: Some(p.notice.template.clone()),
-                                detail: format!("{}: {reason}", p.identity),
-                            },
+                            LogEntry::new(
+                                now,
+                                LogKind::Superseded,
+                                Some(&p.notice.template),
+                                format!("{}: {reason}", p.identity),
+                            ),
                         );
                     }
                 }
@@ -771,13 +757,13 @@ impl Store for SledStore {
                     &mut l,
                     &mut w,
                     q.esim,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Cancelled,
-                        notice: Some(q.id),
-                        template: Some(q.notice.template.clone()),
-                        detail: "customer forgotten".into(),
-                    },
+                    LogEntry::new(
+                        now,
+                        LogKind::Cancelled,
+                        Some(&q.notice.template),
+                        "customer forgotten",
+                    )
+                    .about(q.id),
                 );
             }
         }
@@ -860,13 +846,9 @@ impl Store for SledStore {
             return Ok(());
         };
         let mut w = Writes::default();
-        let template = Some(q.notice.template.clone());
-        let entry = |what: LogKind, detail: String| LogEntry {
-            at: now,
-            what,
-            notice: Some(id),
-            template: template.clone(),
-            detail,
+        let template = q.notice.template.clone();
+        let entry = |what: LogKind, detail: String| {
+            LogEntry::new(now, what, Some(&template), detail).about(id)
         };
         let done = match outcome {
             SendOutcome::Sent => {
@@ -973,13 +955,13 @@ impl Store for SledStore {
             &mut l,
             &mut w,
             q.esim,
-            LogEntry {
-                at: now,
-                what: LogKind::Cancelled,
-                notice: Some(id),
-                template: Some(q.notice.template.clone()),
-                detail: "cancelled by the operator".into(),
-            },
+            LogEntry::new(
+                now,
+                LogKind::Cancelled,
+                Some(&q.notice.template),
+                "cancelled by the operator",
+            )
+            .about(id),
         );
         self.commit(&l, w)?;
         Ok(true)
@@ -1011,13 +993,13 @@ impl Store for SledStore {
             &mut l,
             &mut w,
             q.esim,
-            LogEntry {
-                at: now,
-                what: LogKind::Requeued,
-                notice: Some(id),
-                template: Some(q.notice.template.clone()),
-                detail: format!("dead letter ({}) put back in the queue", d.reason),
-            },
+            LogEntry::new(
+                now,
+                LogKind::Requeued,
+                Some(&q.notice.template),
+                format!("dead letter ({}) put back in the queue", d.reason),
+            )
+            .about(id),
         );
         self.commit(&l, w)?;
         Ok(Some(q))
@@ -1194,31 +1176,11 @@ impl Store for SledStore {
                 }
                 report.esims_removed += 1;
             } else {
-                let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut rec.parked)
-                    .into_iter()
-                    .partition(|p| older(p.parked_at, park_for));
-                rec.parked = keep;
-                l.counts.parked = l.counts.parked.saturating_sub(gone.len() as u64);
-                report.parked_expired += gone.len();
-                for p in gone {
-                    self.log(
-                        &mut l,
-                        &mut w,
-                        rec.id,
-                        LogEntry {
-                            at: now,
-                            what: LogKind::Expired,
-                            notice: None,
-                            template: Some(p.notice.template.clone()),
-                            detail: "parked longer than customers.park_for without a recipient"
-                                .into(),
-                        },
-                    );
-                }
+                report.parked_expired +=
+                    self.expire_parked(&mut l, &mut w, &mut rec, now, park_for);
                 w.put(T::Esims, &k, &rec);
             }
             self.commit(&l, w)?;
-            let _ = &k;
         }
         let old_dead: Vec<sled::IVec> = self
             .scan::<DeadLetter>(T::Dead)?
