@@ -3,13 +3,12 @@
 //! listener where it cannot (AUTH over plain TCP, a greeting refusal, a server that hangs).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use esim_notify::mailer::*;
 
 mod common;
-use common::smtp::{mailin_server, scripted_server, Shared};
+use common::smtp::{mailin_server, scripted_server, Mailin};
 
 // ---------------------------------------------------------------------------------------
 
@@ -108,7 +107,7 @@ async fn sent_email_arrives_with_all_headers_and_both_parts() {
 async fn send_with(
     rcpt: Option<(u16, &'static str)>,
     data_end: Option<(u16, &'static str)>,
-) -> (SendError, Arc<Mutex<Shared>>) {
+) -> (SendError, Mailin) {
     send_with_mail(None, rcpt, data_end).await
 }
 
@@ -116,7 +115,7 @@ async fn send_with_mail(
     mail: Option<(u16, &'static str)>,
     rcpt: Option<(u16, &'static str)>,
     data_end: Option<(u16, &'static str)>,
-) -> (SendError, Arc<Mutex<Shared>>) {
+) -> (SendError, Mailin) {
     let (port, shared) = mailin_server();
     {
         let mut s = shared.lock().unwrap();
