@@ -153,7 +153,8 @@ async fn metrics_count_a_sent_email_and_pause_holds_sending_while_intake_goes_on
             .0,
         200
     );
-    let sent = "esim_notify_notices_total{template=\"esim_activated\",outcome=\"sent\"}";
+    // Only this test sends data_usage in this binary, so the delta is exact.
+    let sent = "esim_notify_notices_total{template=\"data_usage\",outcome=\"sent\"}";
     let before = metric(&app, sent).await.unwrap_or(0.0);
 
     let paused = app

@@ -116,6 +116,8 @@ impl Writes {
 struct Locked {
     next_id: u64,
     counts: Counts,
+    /// Log lines written by the operation holding the lock.
+    written: Vec<LogEntry>,
 }
 
 pub struct SledStore {
@@ -182,7 +184,11 @@ impl SledStore {
         Ok(SledStore {
             db,
             trees,
-            lock: Mutex::new(Locked { next_id, counts }),
+            lock: Mutex::new(Locked {
+                next_id,
+                counts,
+                written: Vec::new(),
+            }),
             counts: Mutex::new(counts),
             flusher,
             dedup_window,
@@ -196,7 +202,9 @@ impl SledStore {
     fn lock(&self) -> MutexGuard<'_, Locked> {
         // A panic while holding the lock cannot leave a half-written commit
         // (commits are atomic), so the data behind a poisoned lock is fine.
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        l.written.clear();
+        l
     }
 
     fn get<V: DeserializeOwned>(
@@ -250,6 +258,7 @@ impl SledStore {
     fn log(&self, l: &mut Locked, w: &mut Writes, esim: EsimId, entry: LogEntry) {
         let seq = Self::next_id(l);
         w.put(T::Log, keys::log(esim, seq), &entry);
+        l.written.push(entry);
     }
 
     fn alias(&self, kind: IdKind, value: &str) -> Result<Option<EsimId>, StoreError> {
@@ -628,7 +637,11 @@ impl Store for SledStore {
             },
         );
         self.commit(&l, w)?;
-        Ok(IngestOutcome::Accepted { esim, queued })
+        Ok(IngestOutcome::Accepted {
+            esim,
+            queued,
+            decisions: std::mem::take(&mut l.written),
+        })
     }
 
     fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
@@ -715,6 +728,7 @@ impl Store for SledStore {
             w.put(T::Esims, keys::id(rec.id), &rec);
         }
         self.commit(&l, w)?;
+        report.decisions = std::mem::take(&mut l.written);
         Ok(report)
     }
 
