@@ -16,7 +16,6 @@ use crate::customers::mask_email;
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
 use crate::metrics as m;
 use crate::policy;
-use crate::render::brand_vars;
 use crate::startup::{current, Live, SharedLive};
 use crate::store::{QueuedNotice, SendOutcome, Store};
 use crate::unsubscribe::{self, Signer};
@@ -141,11 +140,7 @@ pub async fn turn(
         }
     }
 
-    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
-    if let Some(obj) = vars.as_object_mut() {
-        // The templates expect the standard brand keys even when the operator removed one.
-        obj.insert("brand".into(), brand_vars(&live.brand, false));
-    }
+    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
     let rendered = match live
         .templates
         .render(&template, q.recipient.locale.as_deref(), &vars)
