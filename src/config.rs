@@ -302,12 +302,27 @@ pub fn config_path(flag: Option<&Path>) -> PathBuf {
 
 impl Config {
     /// Loads defaults + `path` (which must exist) + the process environment, then validates.
+    /// Relative paths in the file (`store.path`, `email.file_dir`,
+    /// `templates.dir`) are taken relative to the file's own directory, so
+    /// `--config /etc/esim-notify/config.toml` means the same from any
+    /// working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Config::from_sources(&text, std::env::vars())
+        let mut config = Config::from_sources(&text, std::env::vars())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [
+            &mut config.store.path,
+            &mut config.email.file_dir,
+            &mut config.templates.dir,
+        ] {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
     }
 
     /// Loads from the text of an operator's file and an environment, then validates.
@@ -807,6 +822,21 @@ mod tests {
     fn status_map_is_replaced_not_merged() {
         let c = load("[notify.esim_status]\nUSED_UP = \"esim_used_up\"\n", &[]).unwrap();
         assert_eq!(c.notify.esim_status.len(), 1);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[store]\npath = \"state\"\n[templates]\ndir = \"/abs/templates\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.store.path, dir.path().join("state"));
+        assert_eq!(c.templates.dir, PathBuf::from("/abs/templates"));
+        assert_eq!(c.email.file_dir, dir.path().join("mail-out"));
     }
 
     #[test]
