@@ -94,7 +94,7 @@ struct EventRecord {
 #[derive(Default)]
 struct Writes {
     batches: [sled::Batch; 10],
-    touched: bool,
+    touched: [bool; 10],
 }
 
 impl Writes {
@@ -104,11 +104,11 @@ impl Writes {
     }
     fn put_raw(&mut self, t: T, key: impl AsRef<[u8]>, bytes: Vec<u8>) {
         self.batches[t as usize].insert(key.as_ref(), bytes);
-        self.touched = true;
+        self.touched[t as usize] = true;
     }
     fn del(&mut self, t: T, key: impl AsRef<[u8]>) {
         self.batches[t as usize].remove(key.as_ref());
-        self.touched = true;
+        self.touched[t as usize] = true;
     }
 }
 
@@ -236,17 +236,22 @@ impl SledStore {
 
     /// Commits a write set together with the id counter and the counts.
     fn commit(&self, l: &Locked, mut w: Writes) -> Result<(), StoreError> {
-        if !w.touched {
+        if !w.touched.contains(&true) {
             return Ok(());
         }
         w.put_raw(T::Meta, META_NEXT_ID, keys::id(l.next_id).to_vec());
         w.put(T::Meta, META_COUNTS, &l.counts);
-        let batches = &w.batches;
-        self.trees
+        // Only the trees written take part: a sled transaction's cost grows
+        // with the number of trees in it.
+        let (trees, batches): (Vec<sled::Tree>, Vec<&sled::Batch>) = (0..TREE_NAMES.len())
+            .filter(|i| w.touched[*i])
+            .map(|i| (self.trees[i].clone(), &w.batches[i]))
+            .unzip();
+        trees
             .as_slice()
             .transaction(|tx| {
-                for (i, b) in batches.iter().enumerate() {
-                    tx[i].apply_batch(b)?;
+                for (t, b) in tx.iter().zip(&batches) {
+                    t.apply_batch(b)?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
