@@ -366,9 +366,8 @@ impl Config {
     /// where templates are loaded (`startup`, `check`).
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Problems::default();
-        match self.server.listen.parse::<SocketAddr>() {
-            Err(e) => p.add("server.listen", format!("`{}`: {e}", self.server.listen)),
-            Ok(_) => {}
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            p.add("server.listen", format!("`{}`: {e}", self.server.listen))
         }
         if !self.server.webhook_path.starts_with('/') {
             p.add("server.webhook_path", "must start with '/'");

@@ -54,7 +54,13 @@ impl Handler for TestHandler {
         }
     }
 
-    fn data_start(&mut self, _d: &str, _f: &str, _8: bool, _to: &[String]) -> Response {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
         self.1.clear();
         mailin_embedded::response::OK
     }
@@ -164,21 +170,18 @@ pub async fn scripted_server(greeting: Option<&'static str>, script: Script) -> 
                     } else {
                         script(&upper)
                     };
-                    match answer {
-                        Some(a) => {
-                            // A leading '!' means: answer, then hang up.
-                            let (a, hang_up) = match a.strip_prefix('!') {
-                                Some(rest) => (rest.to_string(), true),
-                                None => (a, false),
-                            };
-                            if wr.write_all(a.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            if hang_up || a.starts_with("221") {
-                                return;
-                            }
+                    if let Some(a) = answer {
+                        // A leading '!' means: answer, then hang up.
+                        let (a, hang_up) = match a.strip_prefix('!') {
+                            Some(rest) => (rest.to_string(), true),
+                            None => (a, false),
+                        };
+                        if wr.write_all(a.as_bytes()).await.is_err() {
+                            return;
                         }
-                        None => {}
+                        if hang_up || a.starts_with("221") {
+                            return;
+                        }
                     }
                 }
             });
