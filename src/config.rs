@@ -591,6 +591,9 @@ impl Config {
         if loopback_allowed && self.security.trusted_proxies.is_empty() {
             w.push("security.allowed_ips allows loopback while security.trusted_proxies is empty: a reverse proxy on this VM would let everyone through".to_string());
         }
+        if self.provider_enabled() {
+            w.push("provider.access_code is set, but this version does not query the provider API yet: esim_ready emails are recorded as superseded (never sent without an activation code) and plan.* stays null".to_string());
+        }
         if self.security.webhook_token.is_empty() {
             w.push(
                 "security.webhook_token is empty: the webhook URL carries no secret".to_string(),

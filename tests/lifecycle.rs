@@ -347,3 +347,40 @@ async fn one_click_unsubscribe_suppresses_the_next_notice() {
     assert_eq!(app.received().len(), 1, "and not sent");
     app.stop().await;
 }
+
+/// SPEC §7: an esim_ready is never sent without its activation code. With an
+/// access code configured the notice is decided, then superseded, not sent,
+/// until the provider API enrichment exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esim_ready_is_never_sent_without_an_activation_code() {
+    let app = spawn_app("[provider]\naccess_code = \"not-a-real-code\"\n").await;
+    assert_eq!(
+        app.bind(json!({"email": "ana@example.com", "orderNo": "B26042217160011"}))
+            .await
+            .0,
+        200
+    );
+    let body = r#"{"notifyType":"ORDER_STATUS","notifyId":"447602ac1e5c4bb4980f786b0c2934d6","eventGenerateTime":"2026-04-22T17:16:34Z","content":{"orderNo":"B26042217160011","orderStatus":"GOT_RESOURCE","transactionId":"7544949834056-1-TR_50_30"}}"#;
+    assert_eq!(app.post(body).await, (200, json!({"status": "accepted"})));
+    let superseded = eventually(Duration::from_secs(10), || async {
+        let (_, view) = app
+            .get_json(&app.admin_url("/admin/esims/B26042217160011"))
+            .await;
+        view["decisions"].as_array().is_some_and(|d| {
+            d.iter().any(|e| {
+                e["what"] == "superseded"
+                    && e["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("activation code")
+            })
+        })
+    })
+    .await;
+    assert!(
+        superseded,
+        "the esim_ready notice is recorded as superseded"
+    );
+    assert!(app.received().is_empty(), "and nothing is sent");
+    app.stop().await;
+}
