@@ -347,6 +347,7 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpRespons
         Utc::now()
     ));
     tri!(durable(&app).await);
+    m::decisions(&report.decisions);
     tracing::info!(
         recipient = %mask_email(&recipient.email),
         released = report.released.len(),

@@ -302,12 +302,27 @@ pub fn config_path(flag: Option<&Path>) -> PathBuf {
 
 impl Config {
     /// Loads defaults + `path` (which must exist) + the process environment, then validates.
+    /// Relative paths in the file (`store.path`, `email.file_dir`,
+    /// `templates.dir`) are taken relative to the file's own directory, so
+    /// `--config /etc/esim-notify/config.toml` means the same from any
+    /// working directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Config::from_sources(&text, std::env::vars())
+        let mut config = Config::from_sources(&text, std::env::vars())?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [
+            &mut config.store.path,
+            &mut config.email.file_dir,
+            &mut config.templates.dir,
+        ] {
+            if p.is_relative() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
     }
 
     /// Loads from the text of an operator's file and an environment, then validates.
@@ -351,9 +366,8 @@ impl Config {
     /// where templates are loaded (`startup`, `check`).
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Problems::default();
-        match self.server.listen.parse::<SocketAddr>() {
-            Err(e) => p.add("server.listen", format!("`{}`: {e}", self.server.listen)),
-            Ok(_) => {}
+        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+            p.add("server.listen", format!("`{}`: {e}", self.server.listen))
         }
         if !self.server.webhook_path.starts_with('/') {
             p.add("server.webhook_path", "must start with '/'");
@@ -576,6 +590,9 @@ impl Config {
         });
         if loopback_allowed && self.security.trusted_proxies.is_empty() {
             w.push("security.allowed_ips allows loopback while security.trusted_proxies is empty: a reverse proxy on this VM would let everyone through".to_string());
+        }
+        if self.provider_enabled() {
+            w.push("provider.access_code is set, but this version does not query the provider API yet: esim_ready emails are recorded as superseded (never sent without an activation code) and plan.* stays null".to_string());
         }
         if self.security.webhook_token.is_empty() {
             w.push(
@@ -807,6 +824,21 @@ mod tests {
     fn status_map_is_replaced_not_merged() {
         let c = load("[notify.esim_status]\nUSED_UP = \"esim_used_up\"\n", &[]).unwrap();
         assert_eq!(c.notify.esim_status.len(), 1);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[store]\npath = \"state\"\n[templates]\ndir = \"/abs/templates\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.store.path, dir.path().join("state"));
+        assert_eq!(c.templates.dir, PathBuf::from("/abs/templates"));
+        assert_eq!(c.email.file_dir, dir.path().join("mail-out"));
     }
 
     #[test]

@@ -54,13 +54,8 @@ impl NotifyType {
 
     pub fn as_str(&self) -> &str {
         match self {
-            NotifyType::CheckHealth => "CHECK_HEALTH",
-            NotifyType::OrderStatus => "ORDER_STATUS",
-            NotifyType::EsimStatus => "ESIM_STATUS",
-            NotifyType::SmdpEvent => "SMDP_EVENT",
-            NotifyType::DataUsage => "DATA_USAGE",
-            NotifyType::ValidityUsage => "VALIDITY_USAGE",
             NotifyType::Unknown(s) => s,
+            known => known.metric_label(),
         }
     }
 

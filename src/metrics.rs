@@ -44,6 +44,10 @@ fn describe() {
         "esim_notify_notices_total",
         "Notice decisions and send results by template and outcome"
     );
+    metrics::describe_counter!(
+        "esim_notify_unreadable_fields_total",
+        "Webhook fields present but unreadable, by notifyType and field"
+    );
     metrics::describe_gauge!("esim_notify_outbox_depth", "Notices waiting in the queue");
     metrics::describe_gauge!(
         "esim_notify_outbox_oldest_age_seconds",
@@ -79,6 +83,23 @@ pub fn webhook(notify_type: &'static str, outcome: &'static str) {
 
 pub fn notice(template: &str, outcome: &'static str) {
     metrics::counter!("esim_notify_notices_total", "template" => template.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Counts the decisions one operation wrote, by template and outcome.
+pub fn decisions(entries: &[crate::store::LogEntry]) {
+    for e in entries {
+        if let (Some(outcome), Some(template)) = (e.what.notice_outcome(), &e.template) {
+            notice(template, outcome);
+        }
+    }
+}
+
+/// A field present but unreadable: the delivery was accepted, the notices
+/// needing it were not sent (SPEC §5: logged and counted).
+pub fn unreadable(notify_type: &'static str, field: &str) {
+    // Field names come from the reader's fixed list, so the label set is bounded.
+    metrics::counter!("esim_notify_unreadable_fields_total", "type" => notify_type, "field" => field.to_string())
         .increment(1);
 }
 

@@ -220,11 +220,16 @@ pub async fn receive(
             tracing::info!(notify_type = kind, notify_id = ?event.notify_id, outcome = "duplicate", "webhook");
             answer(S::OK, json!({ "status": "duplicate" }))
         }
-        IngestOutcome::Accepted { esim, queued } => {
+        IngestOutcome::Accepted {
+            esim,
+            queued,
+            decisions,
+        } => {
             m::webhook(kind, "accepted");
             m::last_webhook_now();
-            for q in &queued {
-                m::notice(&q.notice.template, "queued");
+            m::decisions(&decisions);
+            for field in &event.unreadable {
+                m::unreadable(kind, field);
             }
             tracing::info!(
                 notify_type = kind,

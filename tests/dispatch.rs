@@ -8,9 +8,7 @@
 //! cannot (AUTH over plain TCP, a server that never answers), switchable to
 //! "behave" mid-test.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::io;
-use std::net::IpAddr;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,98 +22,14 @@ use esim_notify::mailer::Mailer;
 use esim_notify::policy::Rules;
 use esim_notify::startup::{build_live, mailer_settings, open_store, rules_from, SharedLive};
 use esim_notify::store::{IngestOutcome, LogKind, QueuedNotice, SledStore, Store};
-use mailin_embedded::{Handler, Response, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+mod common;
+use common::smtp::{free_port, mailin_on, mailin_server};
+
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1024 * 1024 * 1024;
-
-// ---------------------------------------------------------------------------------------
-// mailin-embedded with scripted answers
-
-#[derive(Default)]
-struct Shared {
-    /// Answers for the next RCPT commands, OK once empty.
-    rcpt: VecDeque<(u16, &'static str)>,
-    /// Answers for the next ends of DATA, OK once empty.
-    data_end: VecDeque<(u16, &'static str)>,
-    /// Every message that reached the end of DATA, accepted or not.
-    tried: Vec<String>,
-    /// The accepted ones.
-    received: Vec<String>,
-}
-
-/// mailin clones the handler for each connection: the message being
-/// received is the connection's own, the rest is shared.
-#[derive(Clone, Default)]
-struct Mailin(Arc<Mutex<Shared>>, Vec<u8>);
-
-impl Handler for Mailin {
-    fn helo(&mut self, _ip: IpAddr, _domain: &str) -> Response {
-        mailin_embedded::response::OK
-    }
-    fn rcpt(&mut self, _to: &str) -> Response {
-        match self.0.lock().unwrap().rcpt.pop_front() {
-            Some((code, msg)) => Response::custom(code, msg.to_string()),
-            None => mailin_embedded::response::OK,
-        }
-    }
-    fn data_start(&mut self, _d: &str, _f: &str, _eight_bit: bool, _to: &[String]) -> Response {
-        self.1.clear();
-        mailin_embedded::response::OK
-    }
-    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.1.extend_from_slice(buf);
-        Ok(())
-    }
-    fn data_end(&mut self) -> Response {
-        let mail = String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned();
-        let mut s = self.0.lock().unwrap();
-        s.tried.push(mail.clone());
-        match s.data_end.pop_front() {
-            Some((code, msg)) => Response::custom(code, msg.to_string()),
-            None => {
-                s.received.push(mail);
-                mailin_embedded::response::OK
-            }
-        }
-    }
-}
-
-impl Mailin {
-    fn received(&self) -> Vec<String> {
-        self.0.lock().unwrap().received.clone()
-    }
-    fn tried(&self) -> Vec<String> {
-        self.0.lock().unwrap().tried.clone()
-    }
-}
-
-fn mailin_on(listener: std::net::TcpListener) -> Mailin {
-    let handler = Mailin::default();
-    let mut server = Server::new(handler.clone());
-    server
-        .with_name("mailin.test")
-        .with_num_threads(4)
-        .with_tcp_listener(listener);
-    std::thread::spawn(move || {
-        let _ = server.serve();
-    });
-    handler
-}
-
-fn mailin_server() -> (u16, Mailin) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    (port, mailin_on(listener))
-}
-
-/// A port nothing listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 // ---------------------------------------------------------------------------------------
 // scripted SMTP server that can misbehave, then behave

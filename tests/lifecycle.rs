@@ -12,14 +12,6 @@ use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The built binary with the shipped `config.toml` and `templates/`, run from
 /// a copy of the checkout (only the ports moved, so tests can run at once).
 struct Shipped {
@@ -91,19 +83,6 @@ fn unsafe_sigterm(pid: u32) {
     assert!(status.success());
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 const SAMPLE_DATA: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime":"2025-07-21T10:57:28Z","notifyId":"f776267e8d6745db8cc316e4c146ea0c","content":{"orderNo":"B25052822150009","transactionId":"unique_id_from_partner","esimTranNo":"25052822150009","iccid":"8943108170001029631","totalVolume":53687091200,"orderUsage":48335585458,"remain":5351505742,"lastUpdateTime":"2025-07-21T09:38:25Z","remainThreshold":0.1}}"#;
 
 /// The README's quick start, literally: shipped config, bind, post the
@@ -165,23 +144,6 @@ fn quick_start_leaves_an_eml_and_logs_mask_addresses() {
     );
 }
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .http
-        .get(app.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_a_sent_email_and_pause_holds_sending_while_intake_goes_on() {
     let app = spawn_app("").await;
@@ -191,8 +153,9 @@ async fn metrics_count_a_sent_email_and_pause_holds_sending_while_intake_goes_on
             .0,
         200
     );
-    let sent = "esim_notify_notices_total{template=\"esim_activated\",outcome=\"sent\"}";
-    let before = metric(&app, sent).await;
+    // Only this test sends data_usage in this binary, so the delta is exact.
+    let sent = "esim_notify_notices_total{template=\"data_usage\",outcome=\"sent\"}";
+    let before = metric(&app, sent).await.unwrap_or(0.0);
 
     let paused = app
         .http
@@ -219,7 +182,7 @@ async fn metrics_count_a_sent_email_and_pause_holds_sending_while_intake_goes_on
         2,
         "intake goes on while paused: {outbox}"
     );
-    assert_eq!(metric(&app, "esim_notify_sending_paused").await, 1.0);
+    assert_eq!(metric(&app, "esim_notify_sending_paused").await, Some(1.0));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.received().is_empty(), "nothing is sent while paused");
 
@@ -238,12 +201,12 @@ async fn metrics_count_a_sent_email_and_pause_holds_sending_while_intake_goes_on
     );
     assert!(
         eventually(Duration::from_secs(5), || async {
-            metric(&app, sent).await == before + 1.0
+            metric(&app, sent).await == Some(before + 1.0)
         })
         .await,
         "the sent email is counted under its template"
     );
-    assert_eq!(metric(&app, "esim_notify_outbox_depth").await, 0.0);
+    assert_eq!(metric(&app, "esim_notify_outbox_depth").await, Some(0.0));
     app.stop().await;
 }
 
@@ -382,5 +345,42 @@ async fn one_click_unsubscribe_suppresses_the_next_notice() {
     .await;
     assert!(suppressed, "the next notice is recorded as suppressed");
     assert_eq!(app.received().len(), 1, "and not sent");
+    app.stop().await;
+}
+
+/// SPEC §7: an esim_ready is never sent without its activation code. With an
+/// access code configured the notice is decided, then superseded, not sent,
+/// until the provider API enrichment exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn esim_ready_is_never_sent_without_an_activation_code() {
+    let app = spawn_app("[provider]\naccess_code = \"not-a-real-code\"\n").await;
+    assert_eq!(
+        app.bind(json!({"email": "ana@example.com", "orderNo": "B26042217160011"}))
+            .await
+            .0,
+        200
+    );
+    let body = r#"{"notifyType":"ORDER_STATUS","notifyId":"447602ac1e5c4bb4980f786b0c2934d6","eventGenerateTime":"2026-04-22T17:16:34Z","content":{"orderNo":"B26042217160011","orderStatus":"GOT_RESOURCE","transactionId":"7544949834056-1-TR_50_30"}}"#;
+    assert_eq!(app.post(body).await, (200, json!({"status": "accepted"})));
+    let superseded = eventually(Duration::from_secs(10), || async {
+        let (_, view) = app
+            .get_json(&app.admin_url("/admin/esims/B26042217160011"))
+            .await;
+        view["decisions"].as_array().is_some_and(|d| {
+            d.iter().any(|e| {
+                e["what"] == "superseded"
+                    && e["detail"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("activation code")
+            })
+        })
+    })
+    .await;
+    assert!(
+        superseded,
+        "the esim_ready notice is recorded as superseded"
+    );
+    assert!(app.received().is_empty(), "and nothing is sent");
     app.stop().await;
 }

@@ -3,13 +3,12 @@
 //! listener where it cannot (AUTH over plain TCP, a greeting refusal, a server that hangs).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use esim_notify::mailer::*;
 
 mod common;
-use common::smtp::{mailin_server, scripted_server, Shared};
+use common::smtp::{mailin_server, scripted_server, Mailin};
 
 // ---------------------------------------------------------------------------------------
 
@@ -108,7 +107,7 @@ async fn sent_email_arrives_with_all_headers_and_both_parts() {
 async fn send_with(
     rcpt: Option<(u16, &'static str)>,
     data_end: Option<(u16, &'static str)>,
-) -> (SendError, Arc<Mutex<Shared>>) {
+) -> (SendError, Mailin) {
     send_with_mail(None, rcpt, data_end).await
 }
 
@@ -116,7 +115,7 @@ async fn send_with_mail(
     mail: Option<(u16, &'static str)>,
     rcpt: Option<(u16, &'static str)>,
     data_end: Option<(u16, &'static str)>,
-) -> (SendError, Arc<Mutex<Shared>>) {
+) -> (SendError, Mailin) {
     let (port, shared) = mailin_server();
     {
         let mut s = shared.lock().unwrap();
@@ -360,13 +359,15 @@ async fn connection_is_reused_and_replaced_after_an_error() {
     assert!(matches!(err, SendError::Transient { .. }), "{err:?}");
 
     mailer.send(&email("carl@example.com")).await.unwrap();
-    let s = shared.lock().unwrap();
+    let (ehlos, received) = {
+        let s = shared.lock().unwrap();
+        (s.ehlos, s.received.len())
+    };
     assert_eq!(
-        s.ehlos, 2,
+        ehlos, 2,
         "the failed connection was dropped, a fresh one opened"
     );
-    assert_eq!(s.received.len(), 3);
-    drop(s);
+    assert_eq!(received, 3);
     mailer.close().await;
 }
 

@@ -51,7 +51,8 @@ async fn sequences_queue_what_spec_section_6_says() {
             .as_u16(),
         200
     );
-    let sequences: Vec<(&str, Vec<String>, Vec<(String, Option<f64>)>)> = vec![
+    type Expected = Vec<(String, Option<f64>)>;
+    let sequences: Vec<(&str, Vec<String>, Expected)> = vec![
         (
             "S1",
             vec![

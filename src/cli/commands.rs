@@ -20,15 +20,9 @@ pub fn operate(path: &Path, command: Command) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return FAILED;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let op = match Operator::connect(&config) {

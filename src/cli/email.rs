@@ -189,15 +189,9 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
         ),
         list_unsubscribe: None,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime(false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return FAILED;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let result = mailer.send(&email).await;

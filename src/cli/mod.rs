@@ -237,15 +237,9 @@ fn serve(path: &std::path::Path) -> u8 {
         Err(code) => return code,
     };
     telemetry::init(Some(&config));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(true) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return FAILED;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async {
         let app = match Application::build_with_path(config, Some(path.to_path_buf())).await {
@@ -264,6 +258,19 @@ fn serve(path: &std::path::Path) -> u8 {
                 FAILED
             }
         }
+    })
+}
+
+/// A tokio runtime for one command; `multi` for the server.
+pub(crate) fn runtime(multi: bool) -> Result<tokio::runtime::Runtime, u8> {
+    let mut b = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        FAILED
     })
 }
 

@@ -16,7 +16,7 @@ use crate::customers::mask_email;
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
 use crate::metrics as m;
 use crate::policy;
-use crate::render::brand_vars;
+use crate::policy::NoticeKind;
 use crate::startup::{current, Live, SharedLive};
 use crate::store::{QueuedNotice, SendOutcome, Store};
 use crate::unsubscribe::{self, Signer};
@@ -110,6 +110,12 @@ pub async fn turn(
     if let Some(reason) = policy::overtaken(&state, &q.notice, now) {
         return finish(&ctx, &q, SendOutcome::Superseded(reason), "superseded");
     }
+    // SPEC §7: an esim_ready is never sent without its activation code, which
+    // only the provider API can supply (not built yet).
+    if q.notice.kind == NoticeKind::Ready && q.vars["install"]["ac"].is_null() {
+        let why = "no activation code: esim_ready needs the provider API enrichment".to_string();
+        return finish(&ctx, &q, SendOutcome::Superseded(why), "superseded");
+    }
     match ctx.store.suppression(&q.recipient.email) {
         Ok(Some(s)) => {
             let why = format!("address suppressed: {}", s.reason);
@@ -141,11 +147,7 @@ pub async fn turn(
         }
     }
 
-    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
-    if let Some(obj) = vars.as_object_mut() {
-        // The templates expect the standard brand keys even when the operator removed one.
-        obj.insert("brand".into(), brand_vars(&live.brand, false));
-    }
+    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
     let rendered = match live
         .templates
         .render(&template, q.recipient.locale.as_deref(), &vars)

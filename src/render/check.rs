@@ -251,19 +251,16 @@ impl<'a> Checker<'a> {
             Parameter::Path(path) => self.path(path, frames, site, pos),
             Parameter::Literal(v) => Shape::Known(v),
             Parameter::Subexpression(s) => {
-                match s.as_element() {
-                    TemplateElement::Expression(h) => {
-                        if h.params.is_empty() && h.hash.is_empty() {
-                            if let Parameter::Path(path) = &h.name {
-                                if !self.is_helper(p_raw(path)) {
-                                    return self.path(path, frames, site, pos);
-                                }
+                if let TemplateElement::Expression(h) = s.as_element() {
+                    if h.params.is_empty() && h.hash.is_empty() {
+                        if let Parameter::Path(path) = &h.name {
+                            if !self.is_helper(p_raw(path)) {
+                                return self.path(path, frames, site, pos);
                             }
-                        } else {
-                            self.helper_call(h, frames, site, pos);
                         }
+                    } else {
+                        self.helper_call(h, frames, site, pos);
                     }
-                    _ => {}
                 }
                 Shape::Unknown
             }

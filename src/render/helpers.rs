@@ -189,7 +189,7 @@ impl HelperDef for PercentHelper {
         let decimals = match optional_param(h, 1, r)?.map(PathAndJson::value) {
             None | Some(Value::Null) => 0,
             Some(d) => match as_number(d) {
-                Some(d) if d >= 0.0 && d <= 10.0 && d.fract() == 0.0 => d as usize,
+                Some(d) if (0.0..=10.0).contains(&d) && d.fract() == 0.0 => d as usize,
                 _ => return Err(other(format!("percent: decimals {d} must be 0 to 10"))),
             },
         };

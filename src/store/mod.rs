@@ -102,6 +102,46 @@ pub struct LogEntry {
     pub detail: String,
 }
 
+impl LogKind {
+    /// The `outcome` label of `esim_notify_notices_total` for a decision, if it counts there.
+    pub fn notice_outcome(self) -> Option<&'static str> {
+        Some(match self {
+            LogKind::Queued => "queued",
+            LogKind::Parked => "parked",
+            LogKind::Released => "released",
+            LogKind::Superseded => "superseded",
+            LogKind::Suppressed => "suppressed",
+            LogKind::Sent => "sent",
+            LogKind::Failed => "failed",
+            LogKind::Dead => "dead",
+            _ => return None,
+        })
+    }
+}
+
+impl LogEntry {
+    pub fn new(
+        at: DateTime<Utc>,
+        what: LogKind,
+        template: Option<&str>,
+        detail: impl Into<String>,
+    ) -> LogEntry {
+        LogEntry {
+            at,
+            what,
+            notice: None,
+            template: template.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    /// The queued notice this line is about.
+    pub fn about(mut self, notice: u64) -> LogEntry {
+        self.notice = Some(notice);
+        self
+    }
+}
+
 /// What one webhook delivery did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IngestOutcome {
@@ -111,6 +151,8 @@ pub enum IngestOutcome {
         esim: Option<EsimId>,
         /// Newly queued notices, for the dispatcher once they are durable.
         queued: Vec<QueuedNotice>,
+        /// The decision log lines this delivery wrote (for metrics and logs).
+        decisions: Vec<LogEntry>,
     },
 }
 
@@ -179,6 +221,8 @@ pub struct BindReport {
     /// Parked notices released into the queue.
     pub released: Vec<QueuedNotice>,
     pub superseded: usize,
+    /// The decision log lines the binding wrote (for metrics and logs).
+    pub decisions: Vec<LogEntry>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

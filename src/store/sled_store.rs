@@ -94,7 +94,7 @@ struct EventRecord {
 #[derive(Default)]
 struct Writes {
     batches: [sled::Batch; 10],
-    touched: bool,
+    touched: [bool; 10],
 }
 
 impl Writes {
@@ -104,11 +104,11 @@ impl Writes {
     }
     fn put_raw(&mut self, t: T, key: impl AsRef<[u8]>, bytes: Vec<u8>) {
         self.batches[t as usize].insert(key.as_ref(), bytes);
-        self.touched = true;
+        self.touched[t as usize] = true;
     }
     fn del(&mut self, t: T, key: impl AsRef<[u8]>) {
         self.batches[t as usize].remove(key.as_ref());
-        self.touched = true;
+        self.touched[t as usize] = true;
     }
 }
 
@@ -116,6 +116,8 @@ impl Writes {
 struct Locked {
     next_id: u64,
     counts: Counts,
+    /// Log lines written by the operation holding the lock.
+    written: Vec<LogEntry>,
 }
 
 pub struct SledStore {
@@ -182,7 +184,11 @@ impl SledStore {
         Ok(SledStore {
             db,
             trees,
-            lock: Mutex::new(Locked { next_id, counts }),
+            lock: Mutex::new(Locked {
+                next_id,
+                counts,
+                written: Vec::new(),
+            }),
             counts: Mutex::new(counts),
             flusher,
             dedup_window,
@@ -196,7 +202,9 @@ impl SledStore {
     fn lock(&self) -> MutexGuard<'_, Locked> {
         // A panic while holding the lock cannot leave a half-written commit
         // (commits are atomic), so the data behind a poisoned lock is fine.
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        let mut l = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        l.written.clear();
+        l
     }
 
     fn get<V: DeserializeOwned>(
@@ -228,17 +236,22 @@ impl SledStore {
 
     /// Commits a write set together with the id counter and the counts.
     fn commit(&self, l: &Locked, mut w: Writes) -> Result<(), StoreError> {
-        if !w.touched {
+        if !w.touched.contains(&true) {
             return Ok(());
         }
         w.put_raw(T::Meta, META_NEXT_ID, keys::id(l.next_id).to_vec());
         w.put(T::Meta, META_COUNTS, &l.counts);
-        let batches = &w.batches;
-        self.trees
+        // Only the trees written take part: a sled transaction's cost grows
+        // with the number of trees in it.
+        let (trees, batches): (Vec<sled::Tree>, Vec<&sled::Batch>) = (0..TREE_NAMES.len())
+            .filter(|i| w.touched[*i])
+            .map(|i| (self.trees[i].clone(), &w.batches[i]))
+            .unzip();
+        trees
             .as_slice()
             .transaction(|tx| {
-                for (i, b) in batches.iter().enumerate() {
-                    tx[i].apply_batch(b)?;
+                for (t, b) in tx.iter().zip(&batches) {
+                    t.apply_batch(b)?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
@@ -250,6 +263,7 @@ impl SledStore {
     fn log(&self, l: &mut Locked, w: &mut Writes, esim: EsimId, entry: LogEntry) {
         let seq = Self::next_id(l);
         w.put(T::Log, keys::log(esim, seq), &entry);
+        l.written.push(entry);
     }
 
     fn alias(&self, kind: IdKind, value: &str) -> Result<Option<EsimId>, StoreError> {
@@ -415,13 +429,7 @@ impl SledStore {
                 l,
                 w,
                 rec.id,
-                LogEntry {
-                    at: now,
-                    what: LogKind::Suppressed,
-                    notice: None,
-                    template,
-                    detail,
-                },
+                LogEntry::new(now, LogKind::Suppressed, template.as_deref(), detail),
             );
             return Ok(());
         }
@@ -446,16 +454,44 @@ impl SledStore {
             l,
             w,
             rec.id,
-            LogEntry {
-                at: now,
-                what: how,
-                notice: Some(id),
-                template,
-                detail,
-            },
+            LogEntry::new(now, how, template.as_deref(), detail).about(id),
         );
         queued.push(qn);
         Ok(())
+    }
+
+    /// Drops the notices parked longer than `park_for` (SPEC §6: they
+    /// expire), logging each; returns how many.
+    fn expire_parked(
+        &self,
+        l: &mut Locked,
+        w: &mut Writes,
+        rec: &mut EsimRecord,
+        now: DateTime<Utc>,
+        park_for: Duration,
+    ) -> usize {
+        let (gone, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut rec.parked).into_iter().partition(|p| {
+                now.signed_duration_since(p.parked_at)
+                    .to_std()
+                    .is_ok_and(|age| age >= park_for)
+            });
+        rec.parked = keep;
+        l.counts.parked = l.counts.parked.saturating_sub(gone.len() as u64);
+        for p in &gone {
+            let detail = format!(
+                "{}: parked since {}, longer than customers.park_for, with no recipient",
+                p.identity,
+                p.parked_at.to_rfc3339()
+            );
+            self.log(
+                l,
+                w,
+                rec.id,
+                LogEntry::new(now, LogKind::Expired, Some(&p.notice.template), detail),
+            );
+        }
+        gone.len()
     }
 
     fn esim_key(state: &EsimState, id: EsimId) -> String {
@@ -539,26 +575,14 @@ impl Store for SledStore {
                 &mut l,
                 &mut w,
                 rec.id,
-                LogEntry {
-                    at: now,
-                    what: LogKind::Event,
-                    notice: None,
-                    template: None,
-                    detail: summary,
-                },
+                LogEntry::new(now, LogKind::Event, None, summary),
             );
             for note in outcome.notes {
                 self.log(
                     &mut l,
                     &mut w,
                     rec.id,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Note,
-                        notice: None,
-                        template: None,
-                        detail: note,
-                    },
+                    LogEntry::new(now, LogKind::Note, None, note),
                 );
             }
             let key = Self::esim_key(&rec.state, rec.id);
@@ -584,13 +608,12 @@ impl Store for SledStore {
                             &mut l,
                             &mut w,
                             rec.id,
-                            LogEntry {
-                                at: now,
-                                what: LogKind::Parked,
-                                notice: None,
-                                template,
-                                detail: format!("{identity}: no recipient bound to this eSIM yet"),
-                            },
+                            LogEntry::new(
+                                now,
+                                LogKind::Parked,
+                                template.as_deref(),
+                                format!("{identity}: no recipient bound to this eSIM yet"),
+                            ),
                         );
                         rec.parked.push(Parked {
                             identity,
@@ -619,7 +642,11 @@ impl Store for SledStore {
             },
         );
         self.commit(&l, w)?;
-        Ok(IngestOutcome::Accepted { esim, queued })
+        Ok(IngestOutcome::Accepted {
+            esim,
+            queued,
+            decisions: std::mem::take(&mut l.written),
+        })
     }
 
     fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
@@ -666,31 +693,9 @@ impl Store for SledStore {
             let Some(r) = self.recipient_for(&rec.state, Some((ids, &template_binding)))? else {
                 continue;
             };
-            let parked = std::mem::take(&mut rec.parked);
-            l.counts.parked = l.counts.parked.saturating_sub(parked.len() as u64);
-            let (live, expired): (Vec<_>, Vec<_>) = parked.into_iter().partition(|p| {
-                now.signed_duration_since(p.parked_at)
-                    .to_std()
-                    .unwrap_or_default()
-                    < park_for
-            });
-            for p in expired {
-                self.log(
-                    &mut l,
-                    &mut w,
-                    rec.id,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Expired,
-                        notice: None,
-                        template: Some(p.notice.template.clone()),
-                        detail: format!(
-                            "parked since {} (longer than customers.park_for)",
-                            p.parked_at.to_rfc3339()
-                        ),
-                    },
-                );
-            }
+            self.expire_parked(&mut l, &mut w, &mut rec, now, park_for);
+            let live = std::mem::take(&mut rec.parked);
+            l.counts.parked = l.counts.parked.saturating_sub(live.len() as u64);
             let notices: Vec<Notice> = live.iter().map(|p| p.notice.clone()).collect();
             let verdicts = policy::release(&rec.state, &notices, now);
             let mut queued = Vec::new();
@@ -714,13 +719,12 @@ impl Store for SledStore {
                             &mut l,
                             &mut w,
                             rec.id,
-                            LogEntry {
-                                at: now,
-                                what: LogKind::Superseded,
-                                notice: None,
-                                template: Some(p.notice.template.clone()),
-                                detail: format!("{}: {reason}", p.identity),
-                            },
+                            LogEntry::new(
+                                now,
+                                LogKind::Superseded,
+                                Some(&p.notice.template),
+                                format!("{}: {reason}", p.identity),
+                            ),
                         );
                     }
                 }
@@ -729,6 +733,7 @@ impl Store for SledStore {
             w.put(T::Esims, keys::id(rec.id), &rec);
         }
         self.commit(&l, w)?;
+        report.decisions = std::mem::take(&mut l.written);
         Ok(report)
     }
 
@@ -771,13 +776,13 @@ impl Store for SledStore {
                     &mut l,
                     &mut w,
                     q.esim,
-                    LogEntry {
-                        at: now,
-                        what: LogKind::Cancelled,
-                        notice: Some(q.id),
-                        template: Some(q.notice.template.clone()),
-                        detail: "customer forgotten".into(),
-                    },
+                    LogEntry::new(
+                        now,
+                        LogKind::Cancelled,
+                        Some(&q.notice.template),
+                        "customer forgotten",
+                    )
+                    .about(q.id),
                 );
             }
         }
@@ -860,13 +865,9 @@ impl Store for SledStore {
             return Ok(());
         };
         let mut w = Writes::default();
-        let template = Some(q.notice.template.clone());
-        let entry = |what: LogKind, detail: String| LogEntry {
-            at: now,
-            what,
-            notice: Some(id),
-            template: template.clone(),
-            detail,
+        let template = q.notice.template.clone();
+        let entry = |what: LogKind, detail: String| {
+            LogEntry::new(now, what, Some(&template), detail).about(id)
         };
         let done = match outcome {
             SendOutcome::Sent => {
@@ -973,13 +974,13 @@ impl Store for SledStore {
             &mut l,
             &mut w,
             q.esim,
-            LogEntry {
-                at: now,
-                what: LogKind::Cancelled,
-                notice: Some(id),
-                template: Some(q.notice.template.clone()),
-                detail: "cancelled by the operator".into(),
-            },
+            LogEntry::new(
+                now,
+                LogKind::Cancelled,
+                Some(&q.notice.template),
+                "cancelled by the operator",
+            )
+            .about(id),
         );
         self.commit(&l, w)?;
         Ok(true)
@@ -1011,13 +1012,13 @@ impl Store for SledStore {
             &mut l,
             &mut w,
             q.esim,
-            LogEntry {
-                at: now,
-                what: LogKind::Requeued,
-                notice: Some(id),
-                template: Some(q.notice.template.clone()),
-                detail: format!("dead letter ({}) put back in the queue", d.reason),
-            },
+            LogEntry::new(
+                now,
+                LogKind::Requeued,
+                Some(&q.notice.template),
+                format!("dead letter ({}) put back in the queue", d.reason),
+            )
+            .about(id),
         );
         self.commit(&l, w)?;
         Ok(Some(q))
@@ -1194,31 +1195,11 @@ impl Store for SledStore {
                 }
                 report.esims_removed += 1;
             } else {
-                let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut rec.parked)
-                    .into_iter()
-                    .partition(|p| older(p.parked_at, park_for));
-                rec.parked = keep;
-                l.counts.parked = l.counts.parked.saturating_sub(gone.len() as u64);
-                report.parked_expired += gone.len();
-                for p in gone {
-                    self.log(
-                        &mut l,
-                        &mut w,
-                        rec.id,
-                        LogEntry {
-                            at: now,
-                            what: LogKind::Expired,
-                            notice: None,
-                            template: Some(p.notice.template.clone()),
-                            detail: "parked longer than customers.park_for without a recipient"
-                                .into(),
-                        },
-                    );
-                }
+                report.parked_expired +=
+                    self.expire_parked(&mut l, &mut w, &mut rec, now, park_for);
                 w.put(T::Esims, &k, &rec);
             }
             self.commit(&l, w)?;
-            let _ = &k;
         }
         let old_dead: Vec<sled::IVec> = self
             .scan::<DeadLetter>(T::Dead)?

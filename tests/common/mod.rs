@@ -5,9 +5,11 @@
 
 pub mod smtp;
 
+#[allow(unused_imports)]
+pub use smtp::free_port;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use esim_notify::config::Config;
@@ -23,7 +25,7 @@ pub struct TestApp {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub smtp_port: u16,
-    pub smtp: Arc<Mutex<smtp::Shared>>,
+    pub smtp: smtp::Mailin,
     pub http: reqwest::Client,
     pub config: Config,
     pub reload: mpsc::UnboundedSender<()>,
@@ -99,11 +101,7 @@ pub async fn spawn_app(extra_toml: &str) -> TestApp {
 
 /// Starts the app against an SMTP port chosen by the test (e.g. one where
 /// nothing listens yet, or a scripted server).
-pub async fn spawn_app_with_smtp(
-    extra_toml: &str,
-    smtp_port: u16,
-    smtp: Arc<Mutex<smtp::Shared>>,
-) -> TestApp {
+pub async fn spawn_app_with_smtp(extra_toml: &str, smtp_port: u16, smtp: smtp::Mailin) -> TestApp {
     spawn_app_in(tempfile::tempdir().unwrap(), extra_toml, smtp_port, smtp).await
 }
 
@@ -112,7 +110,7 @@ pub async fn spawn_app_in(
     dir: tempfile::TempDir,
     extra_toml: &str,
     smtp_port: u16,
-    smtp: Arc<Mutex<smtp::Shared>>,
+    smtp: smtp::Mailin,
 ) -> TestApp {
     let text = test_config_toml(dir.path(), smtp_port, extra_toml);
     let config_path = dir.path().join("config.toml");
@@ -205,7 +203,7 @@ impl TestApp {
 
     /// Messages the SMTP server accepted so far.
     pub fn received(&self) -> Vec<String> {
-        self.smtp.lock().unwrap().received.clone()
+        self.smtp.received()
     }
 
     /// Stops gracefully and starts again on the same store and SMTP server.
@@ -274,4 +272,35 @@ pub fn esim_status(notify_id: &str, tran: &str, iccid: &str, status: &str) -> St
         }
     })
     .to_string()
+}
+
+/// The value of one sample in `/metrics` (exact series name with labels).
+pub async fn metric(app: &TestApp, series: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Copies a directory tree (e.g. the shipped templates, to edit them).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

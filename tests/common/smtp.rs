@@ -20,6 +20,9 @@ pub struct Shared {
     pub rcpt: VecDeque<(u16, &'static str)>,
     /// Answers for the next ends of DATA, OK once empty.
     pub data_end: VecDeque<(u16, &'static str)>,
+    /// Every message that reached the end of DATA, accepted or not.
+    pub tried: Vec<String>,
+    /// The accepted ones.
     pub received: Vec<String>,
     pub rcpt_to: Vec<String>,
 }
@@ -51,7 +54,13 @@ impl Handler for TestHandler {
         }
     }
 
-    fn data_start(&mut self, _d: &str, _f: &str, _8: bool, _to: &[String]) -> Response {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
         self.1.clear();
         mailin_embedded::response::OK
     }
@@ -62,11 +71,12 @@ impl Handler for TestHandler {
     }
 
     fn data_end(&mut self) -> Response {
+        let mail = String::from_utf8_lossy(&std::mem::take(&mut self.1)).into_owned();
         let mut s = self.0.lock().unwrap();
+        s.tried.push(mail.clone());
         match s.data_end.pop_front() {
             Some((code, msg)) => Response::custom(code, msg.to_string()),
             None => {
-                let mail = String::from_utf8_lossy(&self.1).into_owned();
                 s.received.push(mail);
                 mailin_embedded::response::OK
             }
@@ -74,18 +84,39 @@ impl Handler for TestHandler {
     }
 }
 
+/// What a test holds of its SMTP server: the shared state (scripted
+/// answers in, messages out), reachable through `Deref`.
+#[derive(Clone, Default)]
+pub struct Mailin(pub Arc<Mutex<Shared>>);
+
+impl std::ops::Deref for Mailin {
+    type Target = Mutex<Shared>;
+    fn deref(&self) -> &Mutex<Shared> {
+        &self.0
+    }
+}
+
+impl Mailin {
+    pub fn received(&self) -> Vec<String> {
+        self.0.lock().unwrap().received.clone()
+    }
+    pub fn tried(&self) -> Vec<String> {
+        self.0.lock().unwrap().tried.clone()
+    }
+}
+
 /// Starts a mailin server on a free port; the thread lives until the test binary exits.
-pub fn mailin_server() -> (u16, Arc<Mutex<Shared>>) {
+pub fn mailin_server() -> (u16, Mailin) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    mailin_server_on(listener)
+    let port = listener.local_addr().unwrap().port();
+    (port, mailin_on(listener))
 }
 
 /// Starts a mailin server on a listener the test already holds (e.g. a port
 /// that was refusing connections until now).
-pub fn mailin_server_on(listener: std::net::TcpListener) -> (u16, Arc<Mutex<Shared>>) {
+pub fn mailin_on(listener: std::net::TcpListener) -> Mailin {
     let handler = TestHandler::default();
-    let shared = handler.0.clone();
-    let port = listener.local_addr().unwrap().port();
+    let shared = Mailin(handler.0.clone());
     let mut server = Server::new(handler);
     server
         .with_name("mailin.test")
@@ -94,7 +125,16 @@ pub fn mailin_server_on(listener: std::net::TcpListener) -> (u16, Arc<Mutex<Shar
     std::thread::spawn(move || {
         let _ = server.serve();
     });
-    (port, shared)
+    shared
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A scripted server for what mailin-embedded cannot play: one answer per
@@ -130,21 +170,18 @@ pub async fn scripted_server(greeting: Option<&'static str>, script: Script) -> 
                     } else {
                         script(&upper)
                     };
-                    match answer {
-                        Some(a) => {
-                            // A leading '!' means: answer, then hang up.
-                            let (a, hang_up) = match a.strip_prefix('!') {
-                                Some(rest) => (rest.to_string(), true),
-                                None => (a, false),
-                            };
-                            if wr.write_all(a.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            if hang_up || a.starts_with("221") {
-                                return;
-                            }
+                    if let Some(a) = answer {
+                        // A leading '!' means: answer, then hang up.
+                        let (a, hang_up) = match a.strip_prefix('!') {
+                            Some(rest) => (rest.to_string(), true),
+                            None => (a, false),
+                        };
+                        if wr.write_all(a.as_bytes()).await.is_err() {
+                            return;
                         }
-                        None => {}
+                        if hang_up || a.starts_with("221") {
+                            return;
+                        }
                     }
                 }
             });
