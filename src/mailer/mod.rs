@@ -6,6 +6,7 @@
 //! with the notice (retry, dead-letter, suppress, pause sending).
 
 mod smtp;
+mod socket;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::Message;
 use tokio::sync::Semaphore;
 
-use super::{mask_addresses, MailerError, SendError, Tls};
+use super::{mask_addresses, socket, MailerError, SendError, Tls};
 
 /// Servers commonly drop idle clients after 60 s to 5 min; past this we reconnect rather
 /// than find out by a failed NOOP.
@@ -46,6 +46,8 @@ pub(super) struct SmtpPool {
     hello: ClientId,
     pool_size: usize,
     connect_timeout: Duration,
+    /// For `tls = "tls"`: the handshake is ours, since the socket is (see socket.rs).
+    implicit_tls: Option<tokio_rustls::TlsConnector>,
     idle: Mutex<Vec<Idle>>,
     /// Bounds connections open at once to pool_size even if the caller oversubscribes.
     slots: Semaphore,
@@ -101,12 +103,16 @@ impl SmtpPool {
             ));
         }
         let tls_parameters = match p.tls {
-            Tls::None => None,
-            Tls::StartTls | Tls::Implicit => {
-                Some(TlsParameters::new(host.clone()).map_err(|e| {
-                    MailerError::new("email.smtp.host", format!("cannot set up TLS for it: {e}"))
-                })?)
-            }
+            Tls::None | Tls::Implicit => None,
+            Tls::StartTls => Some(TlsParameters::new(host.clone()).map_err(|e| {
+                MailerError::new("email.smtp.host", format!("cannot set up TLS for it: {e}"))
+            })?),
+        };
+        let implicit_tls = match p.tls {
+            Tls::Implicit => Some(socket::implicit_tls_connector().map_err(|e| {
+                MailerError::new("email.smtp.tls", format!("cannot set up TLS: {e}"))
+            })?),
+            _ => None,
         };
         let credentials = if p.username.is_empty() {
             None
@@ -128,6 +134,7 @@ impl SmtpPool {
             hello: ClientId::default(),
             pool_size: p.pool_size as usize,
             connect_timeout: send_timeout,
+            implicit_tls,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(p.pool_size as usize),
         })
@@ -201,19 +208,17 @@ impl SmtpPool {
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
-        let implicit = match self.tls {
-            Tls::Implicit => self.tls_parameters.clone(),
-            _ => None,
+        let tcp = socket::tcp(&self.host, self.port, self.connect_timeout).await?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
+            Some(connector) => Box::new(
+                socket::implicit_tls(connector, &self.host, tcp, self.connect_timeout).await?,
+            ),
+            None => Box::new(tcp),
         };
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.connect_timeout),
-            &self.hello,
-            implicit,
-            None,
-        )
-        .await
-        .map_err(|e| classify(Stage::Connect, &e))?;
+        // Reads the greeting and sends EHLO.
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| classify(Stage::Connect, &e))?;
         if let (Tls::StartTls, Some(params)) = (&self.tls, &self.tls_parameters) {
             if let Err(e) = conn.starttls(params.clone(), &self.hello).await {
                 discard(conn);
