@@ -152,20 +152,34 @@ impl SmtpPool {
             .map_err(|_| SendError::Transient {
                 reason: "mailer is shutting down".into(),
             })?;
-        let mut conn = match self.take_idle().await {
-            Some(conn) => conn,
-            None => self.connect().await?,
+        let body = message.formatted();
+        let (mut conn, reused) = match self.take_idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
         };
-        match transact(&mut conn, message.envelope(), &message.formatted()).await {
+        let mut result = transact(&mut conn, message.envelope(), &body).await;
+        if let Err(Failed {
+            connection_was_gone: true,
+            ..
+        }) = &result
+        {
+            if reused {
+                // The server closed it while it sat idle; nothing was sent.
+                discard(conn);
+                conn = self.connect().await?;
+                result = transact(&mut conn, message.envelope(), &body).await;
+            }
+        }
+        match result {
             Ok(()) => {
                 self.put_idle(conn);
                 Ok(())
             }
-            Err(e) => {
+            Err(failed) => {
                 // Lettre's connection state after an error reply is not something to build on:
                 // drop it and let the next send open a fresh one.
                 discard(conn);
-                Err(e)
+                Err(failed.error)
             }
         }
     }
@@ -177,20 +191,18 @@ impl SmtpPool {
         }
     }
 
-    /// An idle connection the server still answers on (NOOP), as lettre's own pool does.
-    async fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+    /// An idle connection young enough to reuse. No NOOP first (a round trip
+    /// per message): a connection the server closed meanwhile fails at MAIL
+    /// with nothing sent, and `send` then retries once on a fresh one.
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
         loop {
             let idle = self.idle.lock().unwrap().pop()?;
             if idle.since.elapsed() > MAX_IDLE {
                 discard(idle.conn);
                 continue;
             }
-            let mut conn = idle.conn;
-            if conn.test_connected().await {
-                tracing::trace!("reusing SMTP connection");
-                return Some(conn);
-            }
-            discard(conn);
+            tracing::trace!("reusing SMTP connection");
+            return Some(idle.conn);
         }
     }
 
@@ -240,11 +252,28 @@ impl SmtpPool {
 }
 
 /// One mail transaction on an open connection, each step mapped with its stage.
+/// Why a transaction failed, and whether the connection was already gone
+/// when it started (no reply at all to MAIL): then nothing was sent and the
+/// same message may go at once on a fresh connection.
+struct Failed {
+    error: SendError,
+    connection_was_gone: bool,
+}
+
+impl From<SendError> for Failed {
+    fn from(error: SendError) -> Failed {
+        Failed {
+            error,
+            connection_was_gone: false,
+        }
+    }
+}
+
 async fn transact(
     conn: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     body: &[u8],
-) -> Result<(), SendError> {
+) -> Result<(), Failed> {
     let mut params = Vec::new();
     let non_ascii = envelope
         .from()
@@ -257,7 +286,8 @@ async fn transact(
         if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
             return Err(SendError::Invalid {
                 reason: "address with non-ASCII characters, and the server lacks SMTPUTF8".into(),
-            });
+            }
+            .into());
         }
         params.push(MailParameter::SmtpUtfEight);
     }
@@ -266,13 +296,17 @@ async fn transact(
         if !conn.server_info().supports_feature(Extension::EightBitMime) {
             return Err(SendError::Invalid {
                 reason: "8-bit message and the server lacks 8BITMIME".into(),
-            });
+            }
+            .into());
         }
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
     conn.command(Mail::new(envelope.from().cloned(), params))
         .await
-        .map_err(|e| classify(Stage::Mail, &e))?;
+        .map_err(|e| Failed {
+            connection_was_gone: e.status().is_none() && is_connection_trouble(&e),
+            error: classify(Stage::Mail, &e),
+        })?;
     for to in envelope.to() {
         conn.command(Rcpt::new(to.clone(), vec![]))
             .await
