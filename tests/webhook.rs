@@ -131,11 +131,12 @@ async fn store_failure_is_503() {
     {
         drop(open_store(&dir.path().join("data")));
         let db = sled::open(dir.path().join("data")).unwrap();
-        let esims = db.open_tree("esims").unwrap();
-        let keys: Vec<_> = esims.iter().keys().map(|k| k.unwrap()).collect();
+        // All records live in the tree "esim-notify"; eSIM records under the prefix b's'.
+        let tree = db.open_tree("esim-notify").unwrap();
+        let keys: Vec<_> = tree.scan_prefix(b"s").keys().map(|k| k.unwrap()).collect();
         assert!(!keys.is_empty());
         for k in keys {
-            esims.insert(k, &b"{not json"[..]).unwrap();
+            tree.insert(k, &b"{not json"[..]).unwrap();
         }
         db.flush().unwrap();
     }
