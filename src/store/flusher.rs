@@ -14,6 +14,9 @@ use tokio::sync::oneshot;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
+/// How long a flush waits for more requests to join it, under load.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_micros(1000);
+
 /// Owns the flushing thread. Dropping it ends the thread and waits for it,
 /// so that the store's files are closed once the store is dropped (a
 /// restart in the same process can open them again at once).
@@ -32,9 +35,17 @@ impl Flusher {
         let thread = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || {
+                let mut last_batch = 1;
                 while let Ok(first) = rx.recv() {
+                    // Under load (the last flush served several requests) wait a
+                    // moment for more to join: fewer, fuller flushes cost less
+                    // CPU per request. A lone request is flushed at once.
+                    if last_batch > 1 {
+                        thread::sleep(GROUP_WINDOW);
+                    }
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
+                    last_batch = batch.len();
                     let result = flush();
                     for waiter in batch {
                         let _ = waiter.send(result.clone());

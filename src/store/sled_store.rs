@@ -89,6 +89,8 @@ impl Space {
 }
 
 const META_NEXT_ID: &[u8] = b"next_id";
+/// Ids reserved per write of [`META_NEXT_ID`].
+const ID_BLOCK: u64 = 4096;
 const META_COUNTS: &[u8] = b"counts";
 const META_PAUSED: &[u8] = b"paused";
 
@@ -155,7 +157,13 @@ fn prefixed(t: T, key: &[u8]) -> Vec<u8> {
 /// State that only changes under the write lock.
 struct Locked {
     next_id: u64,
+    /// Ids below this are reserved on disk; the counter is persisted only
+    /// when it passes it, a block at a time (as sled's own `generate_id`
+    /// does), not on every commit. After a crash ids resume past the block.
+    reserved: u64,
     counts: Counts,
+    /// The counts as last written.
+    persisted: Counts,
     /// Log lines written by the operation holding the lock.
     written: Vec<LogEntry>,
 }
@@ -231,7 +239,9 @@ impl SledStore {
             spaces,
             lock: Mutex::new(Locked {
                 next_id,
+                reserved: next_id,
                 counts,
+                persisted: counts,
                 written: Vec::new(),
             }),
             counts: Mutex::new(counts),
@@ -279,14 +289,28 @@ impl SledStore {
         id
     }
 
-    /// Commits a write set together with the id counter and the counts.
-    fn commit(&self, l: &Locked, mut w: Writes) -> Result<(), StoreError> {
+    /// Commits a write set together with the id reservation and the counts,
+    /// when those changed: every key written costs sled log space.
+    fn commit(&self, l: &mut Locked, mut w: Writes) -> Result<(), StoreError> {
         if !w.touched {
             return Ok(());
         }
-        w.put_raw(T::Meta, META_NEXT_ID, keys::id(l.next_id).to_vec());
-        w.put(T::Meta, META_COUNTS, &l.counts);
+        let reserve = l.next_id >= l.reserved;
+        if reserve {
+            w.put_raw(
+                T::Meta,
+                META_NEXT_ID,
+                keys::id(l.next_id + ID_BLOCK).to_vec(),
+            );
+        }
+        if l.counts != l.persisted {
+            w.put(T::Meta, META_COUNTS, &l.counts);
+        }
         self.tree.apply_batch(w.batch).map_err(io)?;
+        if reserve {
+            l.reserved = l.next_id + ID_BLOCK;
+        }
+        l.persisted = l.counts;
         *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = l.counts;
         Ok(())
     }
@@ -672,7 +696,7 @@ impl Store for SledStore {
                 body: body.clone(),
             },
         );
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(IngestOutcome::Accepted {
             esim,
             queued,
@@ -763,7 +787,7 @@ impl Store for SledStore {
             report.released.extend(queued);
             w.put(T::Esims, keys::id(rec.id), &rec);
         }
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         report.decisions = std::mem::take(&mut l.written);
         Ok(report)
     }
@@ -775,14 +799,14 @@ impl Store for SledStore {
     }
 
     fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError> {
-        let l = self.lock();
+        let mut l = self.lock();
         let key = keys::ident(kind, value);
         if self.tree(T::Customers).get(&key).map_err(io)?.is_none() {
             return Ok(false);
         }
         let mut w = Writes::default();
         w.del(T::Customers, &key);
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(true)
     }
 
@@ -830,12 +854,12 @@ impl Store for SledStore {
                 report.redacted += 1;
             }
         }
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(report)
     }
 
     fn suppress(&self, email: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let l = self.lock();
+        let mut l = self.lock();
         let mut w = Writes::default();
         let key = suppression_key(email);
         w.put(
@@ -847,18 +871,18 @@ impl Store for SledStore {
                 at: now,
             },
         );
-        self.commit(&l, w)
+        self.commit(&mut l, w)
     }
 
     fn unsuppress(&self, email: &str) -> Result<bool, StoreError> {
-        let l = self.lock();
+        let mut l = self.lock();
         let key = suppression_key(email);
         if self.tree(T::Suppress).get(&key).map_err(io)?.is_none() {
             return Ok(false);
         }
         let mut w = Writes::default();
         w.del(T::Suppress, &key);
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(true)
     }
 
@@ -990,7 +1014,7 @@ impl Store for SledStore {
             w.del(T::Queue, keys::id(id));
             l.counts.outbox = l.counts.outbox.saturating_sub(1);
         }
-        self.commit(&l, w)
+        self.commit(&mut l, w)
     }
 
     fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -1013,7 +1037,7 @@ impl Store for SledStore {
             )
             .about(id),
         );
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(true)
     }
 
@@ -1051,7 +1075,7 @@ impl Store for SledStore {
             )
             .about(id),
         );
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         Ok(Some(q))
     }
 
@@ -1087,14 +1111,14 @@ impl Store for SledStore {
     }
 
     fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        let l = self.lock();
+        let mut l = self.lock();
         let mut w = Writes::default();
         w.put_raw(
             T::Meta,
             META_PAUSED,
             if paused { b"1".to_vec() } else { b"0".to_vec() },
         );
-        self.commit(&l, w)
+        self.commit(&mut l, w)
     }
 
     fn counts(&self) -> Counts {
@@ -1106,14 +1130,14 @@ impl Store for SledStore {
         if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
             return Ok(v.to_vec());
         }
-        let l = self.lock();
+        let mut l = self.lock();
         if let Some(v) = self.tree(T::Meta).get(&key).map_err(io)? {
             return Ok(v.to_vec());
         }
         let fresh: [u8; 32] = rand::random();
         let mut w = Writes::default();
         w.put_raw(T::Meta, &key, fresh.to_vec());
-        self.commit(&l, w)?;
+        self.commit(&mut l, w)?;
         self.flush()?;
         Ok(fresh.to_vec())
     }
@@ -1168,13 +1192,13 @@ impl Store for SledStore {
             .map(|(k, _)| k)
             .collect();
         for chunk in stale.chunks(1000) {
-            let l = self.lock();
+            let mut l = self.lock();
             let mut w = Writes::default();
             for k in chunk {
                 w.del(T::Dedup, k);
             }
             report.dedup_removed += chunk.len();
-            self.commit(&l, w)?;
+            self.commit(&mut l, w)?;
         }
         let mut old_events = Vec::new();
         for r in self.tree(T::Events).iter() {
@@ -1186,13 +1210,13 @@ impl Store for SledStore {
             old_events.push(k);
         }
         for chunk in old_events.chunks(1000) {
-            let l = self.lock();
+            let mut l = self.lock();
             let mut w = Writes::default();
             for k in chunk {
                 w.del(T::Events, k);
             }
             report.events_removed += chunk.len();
-            self.commit(&l, w)?;
+            self.commit(&mut l, w)?;
         }
         let queued: BTreeSet<EsimId> = self.outbox()?.into_iter().map(|q| q.esim).collect();
         for r in self.tree(T::Esims).iter() {
@@ -1228,7 +1252,7 @@ impl Store for SledStore {
                     self.expire_parked(&mut l, &mut w, &mut rec, now, park_for);
                 w.put(T::Esims, &k, &rec);
             }
-            self.commit(&l, w)?;
+            self.commit(&mut l, w)?;
         }
         let old_dead: Vec<sled::IVec> = self
             .scan::<DeadLetter>(T::Dead)?
@@ -1246,7 +1270,7 @@ impl Store for SledStore {
                     report.dead_removed += 1;
                 }
             }
-            self.commit(&l, w)?;
+            self.commit(&mut l, w)?;
         }
         Ok(report)
     }
