@@ -20,14 +20,43 @@ use crate::store::{EsimId, QueuedNotice};
 /// not keep a bypassing USED_UP (which overtakes it) waiting all night.
 const RECHECK_ON_ARRIVAL: [&str; 2] = [super::QUIET_HOURS, super::RECIPIENT_QUOTA];
 
+/// What the plan keeps of a queued notice: enough to order it. The notice
+/// itself (recipient, variables) stays in the store and is read when its
+/// turn comes, so a long queue (a mail server down for a day) costs the
+/// dispatcher tens of bytes per notice, not kilobytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub id: u64,
+    pub esim: EsimId,
+    pub next_attempt: DateTime<Utc>,
+    pub waiting_for: Option<String>,
+}
+
+impl From<&QueuedNotice> for Plan {
+    fn from(q: &QueuedNotice) -> Plan {
+        Plan {
+            id: q.id,
+            esim: q.esim,
+            next_attempt: q.next_attempt,
+            waiting_for: q.waiting_for.clone(),
+        }
+    }
+}
+
+impl From<QueuedNotice> for Plan {
+    fn from(q: QueuedNotice) -> Plan {
+        Plan::from(&q)
+    }
+}
+
 struct Slot {
-    q: QueuedNotice,
+    q: Plan,
     in_flight: bool,
     /// Cancelled while in flight: forgotten once the send comes back.
     cancelled: bool,
     /// Put back in the queue (a retried dead letter) while the previous
     /// attempt was still in flight: scheduled again once it comes back.
-    again: Option<QueuedNotice>,
+    again: Option<Plan>,
 }
 
 #[derive(Default)]
@@ -43,7 +72,8 @@ impl Schedule {
     }
 
     /// Adds a newly queued notice at the back of its eSIM's FIFO.
-    pub fn insert(&mut self, q: QueuedNotice, now: DateTime<Utc>) {
+    pub fn insert(&mut self, q: impl Into<Plan>, now: DateTime<Utc>) {
+        let q: Plan = q.into();
         if let Some(slot) = self.slots.get_mut(&q.id) {
             if slot.in_flight {
                 slot.again = Some(q);
@@ -99,7 +129,7 @@ impl Schedule {
     }
 
     /// Takes the earliest head due by `now` and marks it in flight.
-    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<QueuedNotice> {
+    pub fn pop_due(&mut self, now: DateTime<Utc>) -> Option<Plan> {
         self.clean_top();
         let Reverse((at, id)) = *self.heap.peek()?;
         if at > now {

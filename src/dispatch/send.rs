@@ -69,7 +69,7 @@ const STORE_RETRY: Duration = Duration::from_secs(5);
 
 pub async fn turn(
     ctx: Arc<Ctx>,
-    planned: QueuedNotice,
+    planned: super::schedule::Plan,
     limits: Arc<Limits>,
     mut stop: watch::Receiver<bool>,
 ) -> Turn {
