@@ -7,7 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_esim-notify");
-const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+mod common;
+use common::{copy_dir, TEMPLATES};
 const ADMIN_TOKEN: &str = "cli-test-token";
 
 /// The reference DATA_USAGE sample (reference/payloads.md): 9.97 % left.
@@ -409,6 +410,21 @@ fn check_names_the_broken_template() {
         .run(&["check"])
         .code(1)
         .says("data_usage.txt.hbs");
+
+    // An unknown variable inside an {{#if}} (strict mode alone would not see
+    // it) is reported with its file and line.
+    let unknown = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(TEMPLATES), unknown.path());
+    std::fs::write(
+        unknown.path().join("esim_expired.subject.hbs"),
+        "Your eSIM has expired\n{{#if esim.iccdi}}({{esim.iccid}}){{/if}}\n",
+    )
+    .unwrap();
+    Env::with_templates(unknown.path())
+        .run(&["check"])
+        .code(1)
+        .says("esim_expired.subject.hbs:2")
+        .says("esim.iccdi");
 }
 
 #[test]
@@ -425,19 +441,6 @@ fn bad_usage_exits_2() {
     env.run(&["dead", "retry"]).code(2);
     env.run(&["outbox", "cancel", "abc"]).code(2);
     env.run(&["no-such-command"]).code(2);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 #[test]

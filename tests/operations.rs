@@ -73,5 +73,52 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
     assert!(preview(&app)
         .await
         .contains("Only 10% of your data is left"));
+
+    // A notice queued before a reload survives it and goes out with the new templates.
+    let ok = |r: reqwest::Response| r.status().as_u16() == 200;
+    assert!(ok(app
+        .http
+        .post(app.admin_url("/admin/pause"))
+        .send()
+        .await
+        .unwrap()));
+    let bound = app
+        .bind(serde_json::json!({"email": "ana@example.com", "esimTranNo": "RL1"}))
+        .await;
+    assert_eq!(bound.0, 200);
+    assert_eq!(
+        app.post(&data_usage("rl-1", "RL1", "8900000000000000301", 100, 10))
+            .await
+            .0,
+        200
+    );
+    std::fs::write(
+        &subject,
+        "Just {{usage.thresholdPercent}}% of your data is left",
+    )
+    .unwrap();
+    app.reload.send(()).unwrap();
+    let swapped = eventually(Duration::from_secs(10), || async {
+        metric(&app, "esim_notify_config_last_reload_successful").await == Some(1.0)
+    })
+    .await;
+    assert!(swapped);
+    assert!(ok(app
+        .http
+        .post(app.admin_url("/admin/resume"))
+        .send()
+        .await
+        .unwrap()));
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.received().len() == 1
+        })
+        .await
+    );
+    let mail = app.received().remove(0);
+    assert!(
+        mail.contains("Subject: Just 10% of your data is left"),
+        "{mail}"
+    );
     app.stop().await;
 }
