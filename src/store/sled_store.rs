@@ -549,6 +549,22 @@ impl SledStore {
         gone.len()
     }
 
+    /// Takes a notice out of the queue, unsent, and says why in its log.
+    fn cancel_queued(
+        &self,
+        l: &mut Locked,
+        w: &mut Writes,
+        q: &QueuedNotice,
+        now: DateTime<Utc>,
+        why: &str,
+    ) {
+        w.del(T::Queue, keys::id(q.id));
+        l.counts.outbox = l.counts.outbox.saturating_sub(1);
+        let entry =
+            LogEntry::new(now, LogKind::Cancelled, Some(&q.notice.template), why).about(q.id);
+        self.log(l, w, q.esim, entry);
+    }
+
     fn esim_key(state: &EsimState, id: EsimId) -> String {
         state
             .ids
@@ -821,24 +837,11 @@ impl Store for SledStore {
                 report.bindings += 1;
             }
         }
-        for (k, q) in self.scan::<QueuedNotice>(T::Queue)? {
+        for (_, q) in self.scan::<QueuedNotice>(T::Queue)? {
             if same(&q.recipient.email) {
-                w.del(T::Queue, &k);
-                l.counts.outbox = l.counts.outbox.saturating_sub(1);
+                self.cancel_queued(&mut l, &mut w, &q, now, "customer forgotten");
                 report.cancelled += 1;
                 report.cancelled_ids.push(q.id);
-                self.log(
-                    &mut l,
-                    &mut w,
-                    q.esim,
-                    LogEntry::new(
-                        now,
-                        LogKind::Cancelled,
-                        Some(&q.notice.template),
-                        "customer forgotten",
-                    )
-                    .about(q.id),
-                );
             }
         }
         for (k, mut d) in self.scan::<DeadLetter>(T::Dead)? {
@@ -1023,20 +1026,7 @@ impl Store for SledStore {
             return Ok(false);
         };
         let mut w = Writes::default();
-        w.del(T::Queue, keys::id(id));
-        l.counts.outbox = l.counts.outbox.saturating_sub(1);
-        self.log(
-            &mut l,
-            &mut w,
-            q.esim,
-            LogEntry::new(
-                now,
-                LogKind::Cancelled,
-                Some(&q.notice.template),
-                "cancelled by the operator",
-            )
-            .about(id),
-        );
+        self.cancel_queued(&mut l, &mut w, &q, now, "cancelled by the operator");
         self.commit(&mut l, w)?;
         Ok(true)
     }
