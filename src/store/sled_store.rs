@@ -549,6 +549,20 @@ impl SledStore {
         gone.len()
     }
 
+    /// Deletes keys a thousand per commit, so that retention never holds
+    /// the write lock (and so intake) for a whole scan.
+    fn delete_in_chunks(&self, t: T, keys: &[sled::IVec]) -> Result<usize, StoreError> {
+        for chunk in keys.chunks(1000) {
+            let mut l = self.lock();
+            let mut w = Writes::default();
+            for k in chunk {
+                w.del(t, k);
+            }
+            self.commit(&mut l, w)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Takes a notice out of the queue, unsent, and says why in its log.
     fn cancel_queued(
         &self,
@@ -1181,15 +1195,7 @@ impl Store for SledStore {
             .filter(|(_, v)| (keys::read_id(v).unwrap_or(0) as i64) < dedup_cut)
             .map(|(k, _)| k)
             .collect();
-        for chunk in stale.chunks(1000) {
-            let mut l = self.lock();
-            let mut w = Writes::default();
-            for k in chunk {
-                w.del(T::Dedup, k);
-            }
-            report.dedup_removed += chunk.len();
-            self.commit(&mut l, w)?;
-        }
+        report.dedup_removed = self.delete_in_chunks(T::Dedup, &stale)?;
         let mut old_events = Vec::new();
         for r in self.tree(T::Events).iter() {
             let (k, v) = r.map_err(io)?;
@@ -1199,15 +1205,7 @@ impl Store for SledStore {
             }
             old_events.push(k);
         }
-        for chunk in old_events.chunks(1000) {
-            let mut l = self.lock();
-            let mut w = Writes::default();
-            for k in chunk {
-                w.del(T::Events, k);
-            }
-            report.events_removed += chunk.len();
-            self.commit(&mut l, w)?;
-        }
+        report.events_removed = self.delete_in_chunks(T::Events, &old_events)?;
         let queued: BTreeSet<EsimId> = self.outbox()?.into_iter().map(|q| q.esim).collect();
         for r in self.tree(T::Esims).iter() {
             let (k, v) = r.map_err(io)?;
