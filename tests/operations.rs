@@ -8,6 +8,17 @@ use std::time::Duration;
 
 use common::*;
 
+/// Sends SIGHUP's reload request and waits until the reload gauge says
+/// `accepted` (it flips on each reload, so each step here changes it).
+async fn reload(app: &TestApp, accepted: bool) -> bool {
+    app.reload.send(()).unwrap();
+    let want = Some(if accepted { 1.0 } else { 0.0 });
+    eventually(Duration::from_secs(10), || async {
+        metric(app, "esim_notify_config_last_reload_successful").await == want
+    })
+    .await
+}
+
 async fn preview(app: &TestApp) -> String {
     app.http
         .get(app.admin_url("/admin/preview"))
@@ -36,12 +47,10 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
 
     // A broken template: the reload is refused, the old set stays in force.
     std::fs::write(&subject, "Less than {{#if usage.thresholdPercent}}% left").unwrap();
-    app.reload.send(()).unwrap();
-    let refused = eventually(Duration::from_secs(10), || async {
-        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
-    })
-    .await;
-    assert!(refused, "a broken template must set the reload metric to 0");
+    assert!(
+        reload(&app, false).await,
+        "a broken template must set the reload metric to 0"
+    );
     assert!(preview(&app)
         .await
         .contains("Less than 10% of your data left"));
@@ -52,24 +61,14 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
         "Only {{usage.thresholdPercent}}% of your data is left",
     )
     .unwrap();
-    app.reload.send(()).unwrap();
-    let swapped = eventually(Duration::from_secs(10), || async {
-        metric(&app, "esim_notify_config_last_reload_successful").await == Some(1.0)
-    })
-    .await;
-    assert!(swapped);
+    assert!(reload(&app, true).await);
     assert!(preview(&app)
         .await
         .contains("Only 10% of your data is left"));
 
     // An unknown variable inside {{#if}} is refused too (check walks the tree).
     std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data").unwrap();
-    app.reload.send(()).unwrap();
-    let refused = eventually(Duration::from_secs(10), || async {
-        metric(&app, "esim_notify_config_last_reload_successful").await == Some(0.0)
-    })
-    .await;
-    assert!(refused);
+    assert!(reload(&app, false).await);
     assert!(preview(&app)
         .await
         .contains("Only 10% of your data is left"));
@@ -97,12 +96,7 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
         "Just {{usage.thresholdPercent}}% of your data is left",
     )
     .unwrap();
-    app.reload.send(()).unwrap();
-    let swapped = eventually(Duration::from_secs(10), || async {
-        metric(&app, "esim_notify_config_last_reload_successful").await == Some(1.0)
-    })
-    .await;
-    assert!(swapped);
+    assert!(reload(&app, true).await);
     assert!(ok(app
         .http
         .post(app.admin_url("/admin/resume"))
