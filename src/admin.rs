@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
 use crate::metrics as m;
 use crate::startup::AppState;
-use crate::store::{DeadLetter, EsimId, QueuedNotice, Store, StoreError};
+use crate::store::{DeadLetter, DeadRetry, EsimId, QueuedNotice, Store, StoreError, Suppression};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics)).service(
@@ -45,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/outbox/{id}", web::delete().to(cancel_outbox))
             .route("/dead", web::get().to(list_dead))
             .route("/dead/{id}/retry", web::post().to(retry_dead))
+            .route("/parked", web::get().to(list_parked))
             .route("/pause", web::post().to(pause))
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
@@ -157,6 +158,51 @@ pub struct DeadRow {
     pub died_at: DateTime<Utc>,
 }
 
+/// What `POST /admin/dead/{id}/retry` answers: the requeued notice, and the
+/// automatic suppression its own failure had added, if the retry lifted one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryAnswer {
+    #[serde(flatten)]
+    pub notice: OutboxRow,
+    #[serde(default)]
+    pub lifted_suppression: Option<Suppression>,
+}
+
+/// An eSIM's identifiers under their wire names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EsimIds {
+    #[serde(rename = "esimTranNo")]
+    pub esim_tran_no: Option<String>,
+    pub iccid: Option<String>,
+    #[serde(rename = "orderNo")]
+    pub order_no: Option<String>,
+    #[serde(rename = "transactionId")]
+    pub transaction_id: Option<String>,
+}
+
+/// One parked notice (`GET /admin/parked`, `outbox --parked`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedRow {
+    pub esim: EsimIds,
+    pub template: String,
+    pub level: Option<f64>,
+    pub parked_at: DateTime<Utc>,
+    /// `parked_at + customers.park_for`: bind a customer before then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a dead letter stays where it is, and what lifts the suppression
+/// that keeps it there (the 409 of a retry, and the CLI's message).
+pub fn retry_refused(id: u64, s: &Suppression) -> String {
+    format!(
+        "dead letter {id} stays: {email} is suppressed ({reason}, since {at}), which a retry never lifts; \
+         `esim-notify suppress remove {email}` lifts it, then retry",
+        email = s.email,
+        reason = s.reason,
+        at = s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
 /// What `PUT /admin/customers` answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindSummary {
@@ -208,9 +254,47 @@ impl<'a> EsimLabels<'a> {
     }
 }
 
-pub fn outbox_rows(store: &dyn Store) -> Result<Vec<OutboxRow>, StoreError> {
+/// `paused`: the operator's pause holds every notice, whatever it waited for before.
+pub fn outbox_rows(store: &dyn Store, paused: bool) -> Result<Vec<OutboxRow>, StoreError> {
     let mut labels = EsimLabels::new(store);
-    store.outbox()?.iter().map(|q| labels.row(q)).collect()
+    store
+        .outbox()?
+        .iter()
+        .map(|q| {
+            let mut row = labels.row(q)?;
+            if paused {
+                row.waiting_for = Some(crate::dispatch::PAUSED_BY_OPERATOR.into());
+            }
+            Ok(row)
+        })
+        .collect()
+}
+
+pub fn parked_rows(
+    store: &dyn Store,
+    park_for: std::time::Duration,
+) -> Result<Vec<ParkedRow>, StoreError> {
+    let park_for = chrono::Duration::from_std(park_for).unwrap_or(chrono::Duration::MAX);
+    Ok(store
+        .parked()?
+        .into_iter()
+        .map(|p| ParkedRow {
+            esim: EsimIds {
+                esim_tran_no: p.ids.esim_tran_no,
+                iccid: p.ids.iccid,
+                order_no: p.ids.order_no,
+                transaction_id: p.ids.transaction_id,
+            },
+            template: p.parked.notice.template,
+            level: p.parked.notice.level,
+            parked_at: p.parked.parked_at,
+            expires_at: p
+                .parked
+                .parked_at
+                .checked_add_signed(park_for)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        })
+        .collect())
 }
 
 pub fn dead_rows(store: &dyn Store) -> Result<Vec<DeadRow>, StoreError> {
@@ -475,7 +559,13 @@ async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) 
 }
 
 async fn list_outbox(app: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(store!(outbox_rows(app.store.as_ref())))
+    let paused = app.dispatch.is_operator_paused();
+    HttpResponse::Ok().json(store!(outbox_rows(app.store.as_ref(), paused)))
+}
+
+async fn list_parked(app: web::Data<AppState>) -> HttpResponse {
+    let park_for = app.config.customers.park_for.0;
+    HttpResponse::Ok().json(store!(parked_rows(app.store.as_ref(), park_for)))
 }
 
 async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
@@ -494,16 +584,29 @@ async fn list_dead(app: web::Data<AppState>) -> HttpResponse {
 
 async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = tri!(parse_id(&id));
-    let Some(q) = store!(app.store.retry_dead(id, Utc::now())) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no dead letter {id} (or its customer was forgotten)"),
-        );
+    let (q, lifted) = match store!(app.store.retry_dead(id, Utc::now())) {
+        DeadRetry::Requeued { notice, lifted } => (notice, lifted),
+        DeadRetry::NotFound => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no dead letter {id} (or its customer was forgotten)"),
+            )
+        }
+        DeadRetry::Suppressed(s) => {
+            return HttpResponse::Conflict()
+                .json(json!({ "error": retry_refused(id, &s), "suppression": s }))
+        }
     };
     tri!(durable(&app).await);
+    if let Some(s) = &lifted {
+        tracing::info!(notice = id, recipient = %mask_email(&s.email), "automatic suppression lifted by a dead-letter retry");
+    }
     let row = store!(EsimLabels::new(app.store.as_ref()).row(&q));
     app.dispatch.enqueue(vec![q]);
-    HttpResponse::Ok().json(row)
+    HttpResponse::Ok().json(RetryAnswer {
+        notice: row,
+        lifted_suppression: lifted,
+    })
 }
 
 async fn set_paused(app: &AppState, paused: bool) -> HttpResponse {

@@ -21,7 +21,9 @@ use esim_notify::event::{Event, Identifiers};
 use esim_notify::mailer::Mailer;
 use esim_notify::policy::Rules;
 use esim_notify::startup::{build_live, mailer_settings, open_store, rules_from, SharedLive};
-use esim_notify::store::{IngestOutcome, LogKind, QueuedNotice, SledStore, Store};
+use esim_notify::store::{
+    DeadRetry, IngestOutcome, LogKind, QueuedNotice, SendOutcome, SledStore, Store,
+};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -438,7 +440,7 @@ async fn temporary_refusals_are_retried_with_the_same_message_id() {
 // 3 ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn user_unknown_is_a_dead_letter_and_a_suppression_until_retried() {
+async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
     let (port, smtp) = mailin_server();
     smtp.0
         .lock()
@@ -459,21 +461,69 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_until_retried() {
         .unwrap()
         .expect("suppressed");
     assert!(s.reason.contains("user unknown"), "{}", s.reason);
+    assert!(s.added_by(queued[0].id), "{s:?}");
     assert!(h.outbox().is_empty());
     assert!(smtp.received().is_empty());
 
-    // The mailbox exists again (the scripted 550 was used up): the operator
-    // lifts the suppression and retries the dead letter.
-    assert!(h.store.unsuppress("ana@example.com").unwrap());
-    let back = h
-        .store
-        .retry_dead(queued[0].id, Utc::now())
-        .unwrap()
-        .expect("put back");
-    h.dispatch.enqueue(vec![back]);
+    // The mailbox exists again (the scripted 550 was used up): retrying the
+    // dead letter lifts the suppression its own refusal added, and delivers.
+    let DeadRetry::Requeued { notice, lifted } =
+        h.store.retry_dead(queued[0].id, Utc::now()).unwrap()
+    else {
+        panic!("not requeued");
+    };
+    assert_eq!(lifted.map(|s| s.reason), Some(s.reason.clone()));
+    assert_eq!(h.store.suppression("ana@example.com").unwrap(), None);
+    h.dispatch.enqueue(vec![notice]);
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
     assert!(h.store.dead().unwrap().is_empty());
+    let log = h.decisions("T1");
+    assert!(
+        log.iter().any(|(k, _, d)| *k == LogKind::Note
+            && d.contains("suppression of a***@example.com")
+            && d.contains("lifted")),
+        "{log:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_retry_never_lifts_a_suppression_made_for_another_reason() {
+    let (port, smtp) = mailin_server();
+    let h = start(port, "").await;
+    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.dispatch.set_paused(true);
+    let queued = h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
+    let id = queued[0].id;
+    // The customer unsubscribed while the send was out, and the send then
+    // came back "user unknown": the unsubscribe stays what it was.
+    h.store
+        .suppress("ana@example.com", "unsubscribed (one-click)", Utc::now())
+        .unwrap();
+    h.store
+        .record(
+            id,
+            &SendOutcome::Dead {
+                reason: "550 at RCPT: user unknown".into(),
+                suppress: Some("user unknown (550 5.1.1)".into()),
+            },
+            Utc::now(),
+        )
+        .unwrap();
+    let s = h.store.suppression("ana@example.com").unwrap().unwrap();
+    assert_eq!(s.reason, "unsubscribed (one-click)");
+    assert!(s.auto_for.is_empty(), "{s:?}");
+
+    match h.store.retry_dead(id, Utc::now()).unwrap() {
+        DeadRetry::Suppressed(s) => assert_eq!(s.reason, "unsubscribed (one-click)"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.store.dead().unwrap().len(), 1, "the dead letter stays");
+    assert!(h.outbox().is_empty());
+    assert!(h.store.suppression("ana@example.com").unwrap().is_some());
+    h.dispatch.set_paused(false);
+    assert!(smtp.tried().is_empty());
     h.stop().await;
 }
 
@@ -482,9 +532,11 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_until_retried() {
 #[tokio::test]
 async fn refused_authentication_pauses_sending_without_dead_letters() {
     let (port, smtp) = scripted_server(Mode::AuthFails).await;
+    // A quota of one per recipient: the refused attempts must not spend it
+    // (SPEC §8: the quota counts messages the mail server accepted).
     let h = start(
         port,
-        "[email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n",
+        "[email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n[rate_limit]\nper_recipient_per_hour = 1\n",
     )
     .await;
     bind(&*h.store, "ana@example.com", "Ana", "T1");
@@ -523,6 +575,38 @@ async fn refused_authentication_pauses_sending_without_dead_letters() {
     assert!(eventually(|| h.outbox().is_empty()).await);
     assert!(eventually(|| !h.dispatch.is_paused()).await);
     assert!(h.store.dead().unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn refused_attempts_do_not_spend_the_recipient_quota() {
+    let (port, smtp) = mailin_server();
+    smtp.0.lock().unwrap().data_end.extend([
+        (451, "4.7.1 greylisted, try later"),
+        (451, "4.7.1 greylisted, try later"),
+    ]);
+    let h = start(port, "[rate_limit]\nper_recipient_per_hour = 1\n").await;
+    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
+    assert!(
+        eventually(|| smtp.received().len() == 1).await,
+        "delivered on the third attempt, not held for the quota: {:?}",
+        h.outbox()
+    );
+    assert_eq!(smtp.tried().len(), 3);
+    assert!(eventually(|| h.outbox().is_empty()).await);
+    // The accepted one did spend it.
+    bind(&*h.store, "ana@example.com", "Ana", "T2");
+    h.post(&data_usage("n2", "T2", 10 * GIB, GIB)).await;
+    assert!(
+        eventually(|| h
+            .outbox()
+            .first()
+            .is_some_and(|q| q.waiting_for.as_deref() == Some("recipient quota")))
+        .await,
+        "{:?}",
+        h.outbox()
+    );
     h.stop().await;
 }
 

@@ -4,8 +4,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::admin::{DeadRow, OutboxRow};
+use crate::admin::{DeadRow, OutboxRow, ParkedRow};
 use crate::customers::{Binding, IdKind};
+use crate::store::Suppression;
 
 use super::operator::{OpError, Operator};
 use super::{
@@ -51,7 +52,22 @@ async fn run(op: &Operator, command: Command) -> Result<u8, OpError> {
     match command {
         Command::Customers(c) => customers(op, c).await,
         Command::Suppress(c) => suppress(op, c).await,
-        Command::Outbox { command, json } => match command {
+        Command::Outbox {
+            command,
+            json,
+            parked,
+        } => match command {
+            None if parked => {
+                let rows = op.parked().await?;
+                if json {
+                    print_json(&rows);
+                } else if rows.is_empty() {
+                    println!("No parked notices.");
+                } else {
+                    print_table(&parked_header(), rows.iter().map(parked_cells).collect());
+                }
+                Ok(OK)
+            }
             None => {
                 let rows = op.outbox().await?;
                 if json {
@@ -84,16 +100,22 @@ async fn run(op: &Operator, command: Command) -> Result<u8, OpError> {
         }
         Command::Dead(DeadCommand::Retry { id, all }) => {
             if let (Some(id), false) = (id, all) {
-                op.retry_dead(id).await?;
+                let lifted = op.retry_dead(id).await?;
                 println!("Notice {id} is back in the queue.");
+                say_lifted(id, lifted.as_ref());
                 return Ok(OK);
             }
+            // Every one that can go goes; each refusal is reported, and any
+            // refusal makes the command fail.
             let rows = op.dead().await?;
             let mut failed = 0;
             for row in &rows {
-                if let Err(e) = op.retry_dead(row.notice.id).await {
-                    eprintln!("notice {}: {e}", row.notice.id);
-                    failed += 1;
+                match op.retry_dead(row.notice.id).await {
+                    Ok(lifted) => say_lifted(row.notice.id, lifted.as_ref()),
+                    Err(e) => {
+                        eprintln!("notice {}: {e}", row.notice.id);
+                        failed += 1;
+                    }
                 }
             }
             println!(
@@ -379,6 +401,45 @@ fn print_json<T: Serialize>(v: &T) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("cannot print JSON: {e}"),
     }
+}
+
+fn say_lifted(id: u64, lifted: Option<&Suppression>) {
+    if let Some(s) = lifted {
+        println!(
+            "Notice {id}: the suppression of {} its own failure added ({}) is lifted.",
+            s.email, s.reason
+        );
+    }
+}
+
+fn parked_header() -> Vec<&'static str> {
+    vec![
+        "ESIMTRANNO",
+        "ICCID",
+        "ORDERNO",
+        "TRANSACTIONID",
+        "TEMPLATE",
+        "PARKED AT",
+        "EXPIRES AT",
+    ]
+}
+
+fn parked_cells(r: &ParkedRow) -> Vec<String> {
+    let id = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    vec![
+        id(&r.esim.esim_tran_no),
+        id(&r.esim.iccid),
+        id(&r.esim.order_no),
+        id(&r.esim.transaction_id),
+        match r.level {
+            Some(l) => format!("{} ({}%)", r.template, (l * 100.0).round()),
+            None => r.template.clone(),
+        },
+        at(r.parked_at),
+        at(r.expires_at),
+    ]
 }
 
 fn outbox_header() -> Vec<&'static str> {

@@ -57,12 +57,15 @@ pub enum Command {
     /// The suppression list: a suppressed address is never emailed
     #[command(subcommand)]
     Suppress(SuppressCommand),
-    /// List queued notices, or cancel one
+    /// List queued notices (or, with --parked, the parked ones), or cancel one
     Outbox {
         #[command(subcommand)]
         command: Option<OutboxCommand>,
         #[arg(long)]
         json: bool,
+        /// List the notices parked for want of a customer, with when each expires
+        #[arg(long)]
+        parked: bool,
     },
     /// Dead letters: list them or put them back in the queue
     #[command(subcommand)]

@@ -15,11 +15,11 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::admin::{self, BindSummary, DeadRow, OutboxRow};
+use crate::admin::{self, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer};
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
 use crate::startup;
-use crate::store::{ForgetReport, SledStore, Store, StoreError, Suppression};
+use crate::store::{DeadRetry, ForgetReport, SledStore, Store, StoreError, Suppression};
 
 use super::{FAILED, USAGE};
 
@@ -215,7 +215,7 @@ impl Operator {
 
     pub async fn outbox(&self) -> Result<Vec<OutboxRow>, OpError> {
         match self {
-            Operator::Local { store, .. } => Ok(admin::outbox_rows(store)?),
+            Operator::Local { store, .. } => Ok(admin::outbox_rows(store, store.paused()?)?),
             Operator::Remote(r) => r.json(Method::GET, r.url(&["outbox"]), None).await,
         }
     }
@@ -243,25 +243,36 @@ impl Operator {
         }
     }
 
-    pub async fn retry_dead(&self, id: u64) -> Result<(), OpError> {
-        let found = match self {
-            Operator::Local { store, .. } => store.retry_dead(id, Utc::now())?.is_some(),
+    /// The parked notices, with when each expires.
+    pub async fn parked(&self) -> Result<Vec<ParkedRow>, OpError> {
+        match self {
+            Operator::Local { store, park_for } => Ok(admin::parked_rows(store, *park_for)?),
+            Operator::Remote(r) => r.json(Method::GET, r.url(&["parked"]), None).await,
+        }
+    }
+
+    /// Requeues one dead letter; answers the automatic suppression the retry
+    /// lifted, if any. A suppression for any other reason is a failure
+    /// (exit 1) that names it and the command that lifts it.
+    pub async fn retry_dead(&self, id: u64) -> Result<Option<Suppression>, OpError> {
+        match self {
+            Operator::Local { store, .. } => match store.retry_dead(id, Utc::now())? {
+                DeadRetry::Requeued { lifted, .. } => Ok(lifted),
+                DeadRetry::Suppressed(s) => Err(OpError::Failed(admin::retry_refused(id, &s))),
+                DeadRetry::NotFound => Err(OpError::NotFound(format!(
+                    "no dead letter {id} (or its customer was forgotten)"
+                ))),
+            },
             Operator::Remote(r) => {
-                r.call(
-                    Method::POST,
-                    r.url(&["dead", &id.to_string(), "retry"]),
-                    None,
-                )
-                .await?;
-                true
+                let answer: RetryAnswer = r
+                    .json(
+                        Method::POST,
+                        r.url(&["dead", &id.to_string(), "retry"]),
+                        None,
+                    )
+                    .await?;
+                Ok(answer.lifted_suppression)
             }
-        };
-        if found {
-            Ok(())
-        } else {
-            Err(OpError::NotFound(format!(
-                "no dead letter {id} (or its customer was forgotten)"
-            )))
         }
     }
 
@@ -375,6 +386,9 @@ impl Remote {
             .unwrap_or_else(|| format!("server answered {status}"));
         Err(match status {
             StatusCode::NOT_FOUND => OpError::NotFound(reason),
+            // The server's reason says what to do (e.g. a retry of a dead
+            // letter whose address is suppressed).
+            StatusCode::CONFLICT => OpError::Failed(reason),
             StatusCode::BAD_REQUEST => OpError::Rejected(reason),
             StatusCode::UNAUTHORIZED => OpError::Failed(format!(
                 "the server refused the admin token ({reason}); check admin.token"

@@ -3,12 +3,20 @@
 //! governor's own `until_ready` sleeps on its own clock, which neither a
 //! shutdown nor tokio's test clock can interrupt; so only `check` is used
 //! here, and callers turn a refusal into a wait they schedule themselves.
+//!
+//! The per-recipient quota counts messages the mail server accepted, not
+//! attempts (SPEC §8): a send reserves one message of the quota, and the
+//! reservation is given back unless the send is accepted. governor cannot
+//! give a cell back, so this limiter is our own GCRA (the algorithm
+//! governor implements): per address a "theoretical arrival time" that each
+//! accepted message pushes one emission interval (an hour / quota) ahead.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use rand::Rng;
@@ -17,14 +25,53 @@ use crate::config::{RateLimit, Retry};
 use crate::customers::suppression_key;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
-type Keyed = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 
 /// The global limiter and the per-recipient one, built from one
 /// `[rate_limit]` section; a reload that changes it builds a new set.
 pub struct Limits {
     pub settings: RateLimit,
     global: Direct,
-    per_recipient: Option<Keyed>,
+    per_recipient: Option<Recipients>,
+}
+
+/// GCRA per address: `n` messages at once, then one per `interval`.
+struct Recipients {
+    interval: Duration,
+    /// How far ahead of now an address's arrival time may be while it still
+    /// has room: `interval * (n - 1)`, the burst.
+    tolerance: Duration,
+    tat: Mutex<HashMap<String, Instant>>,
+}
+
+impl Recipients {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.tat.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One message of a recipient's quota, held while its send is out. Dropped
+/// without [`Reservation::accepted`], it is given back.
+pub struct Reservation<'a> {
+    limits: &'a Limits,
+    key: Option<String>,
+}
+
+impl Reservation<'_> {
+    /// The mail server accepted the message: the quota keeps it.
+    pub fn accepted(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let (Some(key), Some(r)) = (self.key.take(), &self.limits.per_recipient) else {
+            return;
+        };
+        if let Some(t) = r.map().get_mut(&key) {
+            *t = t.checked_sub(r.interval).unwrap_or(*t);
+        }
+    }
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -34,8 +81,14 @@ fn nz(n: u32) -> NonZeroU32 {
 impl Limits {
     pub fn new(settings: &RateLimit) -> Limits {
         let global = Quota::per_second(nz(settings.per_second)).allow_burst(nz(settings.burst));
-        let per_recipient = NonZeroU32::new(settings.per_recipient_per_hour)
-            .map(|n| RateLimiter::keyed(Quota::per_hour(n)));
+        let per_recipient = NonZeroU32::new(settings.per_recipient_per_hour).map(|n| {
+            let interval = Duration::from_secs(3600) / n.get();
+            Recipients {
+                interval,
+                tolerance: interval * (n.get() - 1),
+                tat: Mutex::new(HashMap::new()),
+            }
+        });
         Limits {
             settings: settings.clone(),
             global: RateLimiter::direct(global),
@@ -50,21 +103,38 @@ impl Limits {
             .map_err(|nu| nu.wait_time_from(self.global.clock().now()))
     }
 
-    /// Takes one send from the recipient's hourly quota (0 = no quota).
-    pub fn recipient(&self, email: &str) -> Result<(), Duration> {
-        let Some(l) = &self.per_recipient else {
-            return Ok(());
+    /// Reserves one message of the recipient's hourly quota (0 = no quota),
+    /// or says how long until one is free.
+    pub fn recipient(&self, email: &str) -> Result<Reservation<'_>, Duration> {
+        let Some(r) = &self.per_recipient else {
+            return Ok(Reservation {
+                limits: self,
+                key: None,
+            });
         };
-        l.check_key(&suppression_key(email))
-            .map_err(|nu| nu.wait_time_from(l.clock().now()))
+        let key = suppression_key(email);
+        let now = Instant::now();
+        let mut map = r.map();
+        let tat = map.get(&key).copied().unwrap_or(now).max(now);
+        let earliest = tat.checked_sub(r.tolerance).unwrap_or(now);
+        if earliest > now {
+            return Err(earliest - now);
+        }
+        map.insert(key.clone(), tat + r.interval);
+        Ok(Reservation {
+            limits: self,
+            key: Some(key),
+        })
     }
 
     /// Forgets recipients whose quota is full again, so the map stays as
     /// small as the set of recent recipients.
     pub fn retain_recent(&self) {
-        if let Some(l) = &self.per_recipient {
-            l.retain_recent();
-            l.shrink_to_fit();
+        if let Some(r) = &self.per_recipient {
+            let now = Instant::now();
+            let mut map = r.map();
+            map.retain(|_, tat| *tat > now);
+            map.shrink_to_fit();
         }
     }
 }
@@ -139,12 +209,27 @@ mod tests {
             burst: 100,
             per_recipient_per_hour: 2,
         });
-        assert!(l.recipient("ana@example.com").is_ok());
-        assert!(l.recipient("ANA@example.com").is_ok());
-        let wait = l.recipient("ana@example.com").unwrap_err();
+        l.recipient("ana@example.com").unwrap().accepted();
+        l.recipient("ANA@example.com").unwrap().accepted();
+        let wait = l.recipient("ana@example.com").err().unwrap();
         // One send comes back every 30 minutes.
         assert!(wait > Duration::from_secs(29 * 60) && wait <= Duration::from_secs(30 * 60));
         assert!(l.recipient("bob@example.com").is_ok());
+    }
+
+    #[test]
+    fn a_send_not_accepted_gives_its_quota_back() {
+        let l = Limits::new(&RateLimit {
+            per_second: 100,
+            burst: 100,
+            per_recipient_per_hour: 1,
+        });
+        for _ in 0..5 {
+            // Reserved, then dropped: the attempt failed.
+            drop(l.recipient("ana@example.com").unwrap());
+        }
+        l.recipient("ana@example.com").unwrap().accepted();
+        assert!(l.recipient("ana@example.com").is_err());
     }
 
     #[test]
@@ -155,7 +240,7 @@ mod tests {
             per_recipient_per_hour: 0,
         });
         for _ in 0..50 {
-            assert!(l.recipient("ana@example.com").is_ok());
+            l.recipient("ana@example.com").unwrap().accepted();
         }
     }
 

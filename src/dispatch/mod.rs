@@ -41,6 +41,10 @@ use send::{Ctx, Fate, Turn};
 /// `waiting_for` values, as `store.outbox()` shows them.
 pub const QUIET_HOURS: &str = "quiet hours";
 pub const RECIPIENT_QUOTA: &str = "recipient quota";
+/// Shown for every queued notice while the operator's pause holds them all.
+pub const PAUSED_BY_OPERATOR: &str = "paused by operator";
+/// The start of the reason a notice waits for a broken transport.
+pub const TRANSPORT_BROKEN: &str = "transport broken";
 
 /// How often the per-recipient limiter forgets recipients back at full quota.
 const RETAIN_EVERY: Duration = Duration::from_secs(600);
@@ -134,9 +138,30 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
     });
     let mut schedule = Schedule::default();
     let now = Utc::now();
-    for q in deps.store.outbox()? {
+    // A broken transport is a fact about the previous run, not this one: the
+    // notices it held are due now, and one probe send (as after a pause)
+    // tells whether the transport works before the rest go.
+    let mut held = Vec::new();
+    for mut q in deps.store.outbox()? {
+        if is_transport_wait(q.waiting_for.as_deref()) {
+            held.push(q.id);
+            q.next_attempt = now;
+            q.waiting_for = None;
+        }
         schedule.insert(q, now);
     }
+    if !held.is_empty() {
+        deps.store.make_due(&held, now)?;
+        tracing::info!(
+            held = held.len(),
+            "notices held for a broken transport in the previous run: one probe send first"
+        );
+    }
+    let broken = (!held.is_empty()).then_some(Broken {
+        until: now,
+        backoff: Duration::ZERO,
+        probing: false,
+    });
     if schedule.len() > 0 {
         tracing::info!(queued = schedule.len(), "dispatcher resumes the queue");
     }
@@ -168,7 +193,7 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
             schedule,
             pool,
             in_flight: 0,
-            broken: None,
+            broken,
             stop: stop_rx,
         }
         .run(rx)
@@ -335,7 +360,7 @@ impl Loop {
                     tracing::warn!(reason = %reason, retry_in = ?b.backoff, "transport broken: sending paused");
                 }
                 self.shared.transport_broken.store(true, Ordering::SeqCst);
-                let why = format!("transport broken: {reason}");
+                let why = format!("{TRANSPORT_BROKEN}: {reason}");
                 let until = b.until;
                 send::record(
                     &self.ctx,
@@ -365,6 +390,10 @@ impl Loop {
         let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         Some(tokio::time::Instant::now() + wait.min(MAX_SLEEP))
     }
+}
+
+fn is_transport_wait(why: Option<&str>) -> bool {
+    why.is_some_and(|w| w.starts_with(TRANSPORT_BROKEN))
 }
 
 async fn sleep_until(at: Option<tokio::time::Instant>) {

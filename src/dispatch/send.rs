@@ -132,9 +132,11 @@ pub async fn turn(
     if let Some(until) = quiet(&ctx.config, &live, &q, now) {
         return wait(&ctx, &q, until, QUIET_HOURS);
     }
-    if let Err(wait_for) = limits.recipient(&q.recipient.email) {
-        return wait(&ctx, &q, now + wait_for, RECIPIENT_QUOTA);
-    }
+    // Held until the mail server answers: only an accepted message keeps it.
+    let quota = match limits.recipient(&q.recipient.email) {
+        Ok(r) => r,
+        Err(wait_for) => return wait(&ctx, &q, now + wait_for, RECIPIENT_QUOTA),
+    };
     // The global limit is a pace, not a per-notice wait: the turn holds its
     // send slot until the pace allows it (no other send could go anyway),
     // and gives up only when the dispatcher stops.
@@ -198,6 +200,7 @@ pub async fn turn(
     let now = Utc::now();
     match result {
         Ok(()) => {
+            quota.accepted();
             log("sent", None);
             let mut t = finish(&ctx, &q, SendOutcome::Sent, "sent");
             t.transport_ok = true;

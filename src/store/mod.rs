@@ -184,6 +184,43 @@ pub struct Suppression {
     pub email: String,
     pub reason: String,
     pub at: DateTime<Utc>,
+    /// The dead letters whose refusal at RCPT ("user unknown") put the
+    /// address here automatically; a retry of one of them may lift it.
+    /// Empty for every other source (an operator, an unsubscribe, a
+    /// complaint) and for records written before this field existed: those
+    /// only an operator lifts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_for: Vec<u64>,
+}
+
+impl Suppression {
+    /// Whether the refusal of notice `id` is what put the address here.
+    pub fn added_by(&self, id: u64) -> bool {
+        self.auto_for.contains(&id)
+    }
+}
+
+/// What [`Store::retry_dead`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadRetry {
+    /// Back in the queue; `lifted` is the automatic suppression this
+    /// notice's own failure had added, now removed.
+    Requeued {
+        notice: QueuedNotice,
+        lifted: Option<Suppression>,
+    },
+    /// No such dead letter (or its customer was forgotten).
+    NotFound,
+    /// The address is suppressed for another reason: the dead letter stays.
+    Suppressed(Suppression),
+}
+
+/// A parked notice as operators see it (`outbox --parked`, `GET /admin/parked`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedNotice {
+    pub esim: EsimId,
+    pub ids: Identifiers,
+    pub parked: Parked,
 }
 
 /// What the engine knows of one eSIM, for `GET /admin/esims/{id}`.
@@ -276,8 +313,15 @@ pub trait Store: Send + Sync {
     fn record(&self, id: u64, outcome: &SendOutcome, now: DateTime<Utc>) -> Result<(), StoreError>;
     fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError>;
     fn dead(&self) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Puts a dead letter back in the queue with its attempts reset.
-    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<Option<QueuedNotice>, StoreError>;
+    /// Puts a dead letter back in the queue with its attempts reset, lifting
+    /// the suppression its own "user unknown" added; refuses (and keeps the
+    /// dead letter) when the address is suppressed for any other reason.
+    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError>;
+    /// Makes queued notices due at `now` with nothing to wait for (at start,
+    /// for notices a previous run held back for a broken transport).
+    fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every parked notice, with its eSIM's identifiers, oldest eSIM first.
+    fn parked(&self) -> Result<Vec<ParkedNotice>, StoreError>;
 
     /// By any identifier (`kind` None tries each kind in lookup order).
     fn esim_view(&self, kind: Option<IdKind>, value: &str) -> Result<Option<EsimView>, StoreError>;
@@ -299,4 +343,19 @@ pub trait Store: Send + Sync {
         history: std::time::Duration,
         park_for: std::time::Duration,
     ) -> Result<RetentionReport, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suppression_written_before_auto_for_existed_reads_as_not_automatic() {
+        let old = r#"{"email":"ana@example.com","reason":"user unknown (550 5.1.1)","at":"2026-04-22T17:21:59Z"}"#;
+        let s: Suppression = serde_json::from_str(old).unwrap();
+        assert!(s.auto_for.is_empty());
+        assert!(!s.added_by(1));
+        // And a manual one still serializes as before.
+        assert!(!serde_json::to_string(&s).unwrap().contains("auto_for"));
+    }
 }

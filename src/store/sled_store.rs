@@ -886,6 +886,7 @@ impl Store for SledStore {
                 email: key.clone(),
                 reason: reason.to_string(),
                 at: now,
+                auto_for: Vec::new(),
             },
         );
         self.commit(&mut l, w)
@@ -985,15 +986,26 @@ impl Store for SledStore {
                 self.log(&mut l, &mut w, q.esim, e);
                 if let Some(why) = suppress {
                     let key = suppression_key(&q.recipient.email);
-                    w.put(
-                        T::Suppress,
-                        &key,
-                        &Suppression {
+                    // Never turn a suppression an operator or the customer
+                    // made into an automatic one a retry could lift.
+                    let s = match self.get::<Suppression>(T::Suppress, &key)? {
+                        Some(s) if s.auto_for.is_empty() => None,
+                        Some(mut s) => {
+                            if !s.added_by(id) {
+                                s.auto_for.push(id);
+                            }
+                            Some(s)
+                        }
+                        None => Some(Suppression {
                             email: key.clone(),
                             reason: why.clone(),
                             at: now,
-                        },
-                    );
+                            auto_for: vec![id],
+                        }),
+                    };
+                    if let Some(s) = s {
+                        w.put(T::Suppress, &key, &s);
+                    }
                 }
                 q.attempts += 1;
                 w.put(
@@ -1049,24 +1061,50 @@ impl Store for SledStore {
         Ok(self.scan(T::Dead)?.into_iter().map(|(_, d)| d).collect())
     }
 
-    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<Option<QueuedNotice>, StoreError> {
+    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError> {
         let mut l = self.lock();
         let Some(d) = self.get::<DeadLetter>(T::Dead, keys::id(id))? else {
-            return Ok(None);
+            return Ok(DeadRetry::NotFound);
         };
         if d.notice.recipient.email == "forgotten" {
-            return Ok(None);
+            return Ok(DeadRetry::NotFound);
         }
+        let mut w = Writes::default();
+        let key = suppression_key(&d.notice.recipient.email);
+        let lifted = match self.get::<Suppression>(T::Suppress, &key)? {
+            Some(s) if s.added_by(id) => {
+                w.del(T::Suppress, &key);
+                Some(s)
+            }
+            // Requeued it would only be dropped as suppressed, and the dead
+            // letter lost with it.
+            Some(s) => return Ok(DeadRetry::Suppressed(s)),
+            None => None,
+        };
         let mut q = d.notice;
         q.attempts = 0;
         q.queued_at = now;
         q.next_attempt = now;
         q.waiting_for = None;
-        let mut w = Writes::default();
         w.del(T::Dead, keys::id(id));
         w.put(T::Queue, keys::id(id), &q);
         l.counts.dead = l.counts.dead.saturating_sub(1);
         l.counts.outbox += 1;
+        let template = q.notice.template.clone();
+        if let Some(s) = &lifted {
+            let e = LogEntry::new(
+                now,
+                LogKind::Note,
+                Some(&template),
+                format!(
+                    "suppression of {} ({}) lifted by the retry of the dead letter it came from",
+                    mask_email(&s.email),
+                    s.reason
+                ),
+            )
+            .about(id);
+            self.log(&mut l, &mut w, q.esim, e);
+        }
         self.log(
             &mut l,
             &mut w,
@@ -1074,13 +1112,40 @@ impl Store for SledStore {
             LogEntry::new(
                 now,
                 LogKind::Requeued,
-                Some(&q.notice.template),
+                Some(&template),
                 format!("dead letter ({}) put back in the queue", d.reason),
             )
             .about(id),
         );
         self.commit(&mut l, w)?;
-        Ok(Some(q))
+        Ok(DeadRetry::Requeued { notice: q, lifted })
+    }
+
+    fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut l = self.lock();
+        let mut w = Writes::default();
+        for &id in ids {
+            if let Some(mut q) = self.get::<QueuedNotice>(T::Queue, keys::id(id))? {
+                q.next_attempt = now;
+                q.waiting_for = None;
+                w.put(T::Queue, keys::id(id), &q);
+            }
+        }
+        self.commit(&mut l, w)
+    }
+
+    fn parked(&self) -> Result<Vec<ParkedNotice>, StoreError> {
+        let mut out = Vec::new();
+        for (_, rec) in self.scan::<EsimRecord>(T::Esims)? {
+            for p in rec.parked {
+                out.push(ParkedNotice {
+                    esim: rec.id,
+                    ids: rec.state.ids.clone(),
+                    parked: p,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn esim_view(&self, kind: Option<IdKind>, value: &str) -> Result<Option<EsimView>, StoreError> {
