@@ -977,3 +977,98 @@ async fn killed_with_acknowledged_notices_it_sends_each_once_after_a_restart() {
     assert_eq!(ids.len(), N, "distinct Message-IDs");
     assert_eq!(to.len(), N, "every customer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_working_transport_is_probed_at_once_not_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_port(), free_port());
+    let (smtp_port, smtp) = scripted_server(Mode::AuthFails).await;
+    // The transport pause's backoff is an hour: the stored next attempt is
+    // an hour away when the first run stops.
+    let text = config_text(
+        dir.path(),
+        smtp_port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n\
+             [retry]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n"
+        ),
+    );
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, &text).unwrap();
+    let log = dir.path().join("server.log");
+    {
+        let config = load_config(&text);
+        let store =
+            SledStore::open(&config.store.path, 8 << 20, Duration::from_secs(3600)).unwrap();
+        bind(&store, "ana@example.com", "Ana", "T1");
+        store.flush().unwrap();
+    }
+    let http = reqwest::Client::new();
+    let outbox = || async {
+        http.get(format!("http://127.0.0.1:{admin}/admin/outbox"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Vec<Value>>()
+            .await
+            .unwrap()
+    };
+    let broken = |rows: &[Value]| {
+        rows.iter().any(|r| {
+            r["waiting_for"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("transport broken"))
+        })
+    };
+
+    let mut child = start_binary(&config_path, &log, public).await;
+    let r = http
+        .post(format!("http://127.0.0.1:{public}/webhooks/esimaccess"))
+        .header("content-type", "application/json")
+        .body(data_usage("n1", "T1", 10 * GIB, GIB))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut held = false;
+    for _ in 0..500 {
+        if broken(&outbox().await) {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(held, "{:?}", outbox().await);
+    // A graceful stop (SIGTERM), the password fixed, a new start.
+    let pid = child.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.child.wait().unwrap().success());
+    drop(child);
+    smtp.set(Mode::Behaves);
+
+    let _child = start_binary(&config_path, &log, public).await;
+    let rows = outbox().await;
+    assert!(
+        !broken(&rows),
+        "nothing is shown as broken from the previous run: {rows:?}"
+    );
+    let mut delivered = false;
+    for _ in 0..500 {
+        if smtp.received().len() == 1 && outbox().await.is_empty() {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        delivered,
+        "sent at once, not an hour later: {:?}\n{}",
+        outbox().await,
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
