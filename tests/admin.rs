@@ -534,3 +534,183 @@ async fn preview_renders_every_mapped_template_for_a_browser() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn parked_notices_are_listed_with_when_they_expire() {
+    let app = spawn_app("[customers]\npark_for = \"72h\"\n").await;
+    pause(&app).await;
+    let (s, v) = call(&app, Method::GET, "/admin/parked", None).await;
+    assert_eq!((s, v), (200, json!([])));
+    park_three(&app, "26042216320015", "8910300000059824319").await;
+
+    let (s, v) = call(&app, Method::GET, "/admin/parked", None).await;
+    assert_eq!(s, 200, "{v}");
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{v}");
+    let levels: Vec<f64> = rows.iter().map(|r| r["level"].as_f64().unwrap()).collect();
+    assert_eq!(levels, vec![0.5, 0.2, 0.1]);
+    for r in rows {
+        assert_eq!(
+            r["esim"],
+            json!({"esimTranNo": "26042216320015", "iccid": "8910300000059824319",
+                   "orderNo": "B26042216320015", "transactionId": "tx-26042216320015"}),
+            "{r}"
+        );
+        assert_eq!(r["template"], "data_usage");
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
+        assert_eq!(
+            at("expires_at") - at("parked_at"),
+            chrono::Duration::hours(72)
+        );
+    }
+
+    app.bind(json!({"email": "ana@example.com", "iccid": "8910300000059824319"}))
+        .await;
+    let (s, v) = call(&app, Method::GET, "/admin/parked", None).await;
+    assert_eq!((s, v), (200, json!([])), "released or superseded");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_notice_waits_for_the_operator_while_paused() {
+    let app = spawn_app("").await;
+    app.bind(json!({"email": "ana@example.com", "esimTranNo": "T1"}))
+        .await;
+    pause(&app).await;
+    let (s, _) = app
+        .post(&data_usage("n1", "T1", "8900001", 10 * GB, GB))
+        .await;
+    assert_eq!(s, 200);
+    let (_, outbox) = call(&app, Method::GET, "/admin/outbox", None).await;
+    assert_eq!(outbox.as_array().unwrap().len(), 1, "{outbox}");
+    assert_eq!(outbox[0]["waiting_for"], "paused by operator", "{outbox}");
+
+    call(&app, Method::POST, "/admin/resume", None).await;
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || async {
+            app.received().len() == 1
+        })
+        .await
+    );
+    app.stop().await;
+}
+
+/// Posts one notice for `email` and waits until it is a dead letter; its id.
+async fn one_dead_letter(app: &TestApp, email: &str, tran: &str) -> u64 {
+    app.bind(json!({"email": email, "esimTranNo": tran})).await;
+    let (s, _) = app
+        .post(&data_usage(
+            &format!("{tran}-n"),
+            tran,
+            "8900002",
+            10 * GB,
+            GB,
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let found = common::eventually(std::time::Duration::from_secs(20), || async {
+        let dead = call(app, Method::GET, "/admin/dead", None).await.1;
+        dead.as_array().is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    let dead = call(app, Method::GET, "/admin/dead", None).await.1;
+    assert!(found, "{dead}");
+    dead[0]["id"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn a_dead_letter_retry_lifts_the_suppression_its_own_user_unknown_added() {
+    let app = spawn_app("").await;
+    app.smtp
+        .0
+        .lock()
+        .unwrap()
+        .rcpt
+        .push_back((550, "5.1.1 user unknown"));
+    let id = one_dead_letter(&app, "ana@example.com", "T1").await;
+    let (s, v) = call(
+        &app,
+        Method::GET,
+        "/admin/suppressions/ana@example.com",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, v) = call(&app, Method::POST, &format!("/admin/dead/{id}/retry"), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["id"], id);
+    assert!(
+        v["lifted_suppression"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("user unknown")),
+        "{v}"
+    );
+    let (s, _) = call(
+        &app,
+        Method::GET,
+        "/admin/suppressions/ana@example.com",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "lifted");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || async {
+            app.received().len() == 1
+        })
+        .await,
+        "delivered"
+    );
+    let (_, view) = call(&app, Method::GET, "/admin/esims/T1", None).await;
+    assert!(
+        view["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["what"] == "note" && d["detail"].as_str().unwrap().contains("lifted")),
+        "{view}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_retry_is_409_while_an_operator_suppression_holds_it() {
+    let app = spawn_app("").await;
+    app.smtp
+        .0
+        .lock()
+        .unwrap()
+        .data_end
+        .push_back((554, "5.6.0 message refused"));
+    let id = one_dead_letter(&app, "bob@example.com", "T2").await;
+    let (s, _) = call(
+        &app,
+        Method::PUT,
+        "/admin/suppressions/bob@example.com",
+        Some(json!({"reason": "complaint"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+
+    let (s, v) = call(&app, Method::POST, &format!("/admin/dead/{id}/retry"), None).await;
+    assert_eq!(s, 409, "{v}");
+    let reason = error_of(&v);
+    assert!(reason.contains("complaint"), "{reason}");
+    assert!(
+        reason.contains("esim-notify suppress remove bob@example.com"),
+        "{reason}"
+    );
+    let (_, dead) = call(&app, Method::GET, "/admin/dead", None).await;
+    assert_eq!(dead.as_array().unwrap().len(), 1, "the dead letter stays");
+    let (_, outbox) = call(&app, Method::GET, "/admin/outbox", None).await;
+    assert_eq!(outbox, json!([]));
+    let (s, _) = call(
+        &app,
+        Method::GET,
+        "/admin/suppressions/bob@example.com",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "never lifted by a retry");
+    app.stop().await;
+}
