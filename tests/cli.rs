@@ -17,6 +17,7 @@ const DATA_USAGE_SAMPLE: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime
 struct Env {
     dir: tempfile::TempDir,
     admin_port: u16,
+    public_port: u16,
 }
 
 fn free_port() -> u16 {
@@ -53,7 +54,11 @@ dir = "{templates}"
             templates = templates.display(),
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        Env { dir, admin_port }
+        Env {
+            dir,
+            admin_port,
+            public_port,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -101,6 +106,47 @@ dir = "{templates}"
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Sends email over SMTP to a test server on `port` instead of files.
+    fn use_smtp(&self, port: u16) {
+        let path = self.path("config.toml");
+        let config = std::fs::read_to_string(&path).unwrap().replace(
+            "transport = \"file\"",
+            "transport = \"smtp\"\nsend_timeout = \"5s\"",
+        );
+        let smtp = format!("\n[email.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n");
+        std::fs::write(path, config + &smtp).unwrap();
+    }
+
+    /// Posts a webhook body to the running server; its status.
+    fn webhook(&self, body: &str) -> u16 {
+        reqwest::blocking::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/webhooks/esimaccess",
+                self.public_port
+            ))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Polls `dead list --json` until it holds `n` dead letters; their ids.
+    fn wait_dead(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let run = self.run(&["dead", "list", "--json"]);
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str(&run.stdout).unwrap_or_default();
+            if rows.len() == n {
+                return rows.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+            }
+            assert!(Instant::now() < deadline, "{}", run.stdout);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn admin_get(&self, path: &str) -> u16 {
@@ -466,4 +512,138 @@ fn send_test_reports_the_transport_result() {
     env.run(&["send-test", "--to", "ops@example.com"])
         .code(1)
         .says("failed");
+}
+
+const GB: u64 = 1024 * 1024 * 1024;
+
+#[test]
+fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
+    let env = Env::new();
+    let (port, smtp) = common::smtp::mailin_server();
+    env.use_smtp(port);
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "ana@example.com",
+        "--esim-tran-no",
+        "T1",
+    ])
+    .code(0);
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "bob@example.com",
+        "--esim-tran-no",
+        "T2",
+    ])
+    .code(0);
+    let server = env.serve();
+
+    // Ana's mailbox is unknown at RCPT: dead, and suppressed automatically.
+    smtp.lock()
+        .unwrap()
+        .rcpt
+        .push_back((550, "5.1.1 user unknown"));
+    assert_eq!(
+        env.webhook(&common::data_usage("n1", "T1", "8901", 10 * GB, GB)),
+        200
+    );
+    let ana = env.wait_dead(1)[0];
+    // Bob's message is refused after DATA; then he complains.
+    smtp.lock()
+        .unwrap()
+        .data_end
+        .push_back((554, "5.6.0 refused"));
+    assert_eq!(
+        env.webhook(&common::data_usage("n2", "T2", "8902", 10 * GB, GB)),
+        200
+    );
+    let bob = *env.wait_dead(2).iter().find(|id| **id != ana).unwrap();
+    env.run(&[
+        "suppress",
+        "add",
+        "bob@example.com",
+        "--reason",
+        "complaint",
+    ])
+    .code(0);
+
+    env.run(&["dead", "retry", "--all"])
+        .code(1)
+        .says(&format!("notice {bob}: dead letter {bob} stays"))
+        .says("complaint")
+        .says("`esim-notify suppress remove bob@example.com` lifts it")
+        .says("the suppression of ana@example.com its own failure added (user unknown")
+        .says("Requeued 1 of 2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while smtp.received().is_empty() {
+        assert!(Instant::now() < deadline, "ana's notice was not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.wait_dead(1), vec![bob], "bob's dead letter stays");
+    env.run(&["suppress", "list"])
+        .code(0)
+        .says("bob@example.com");
+    server.stop();
+
+    // The same answer on the store itself.
+    env.run(&["dead", "retry", &bob.to_string()])
+        .code(1)
+        .says("complaint")
+        .says("esim-notify suppress remove bob@example.com");
+    env.run(&["dead", "list"]).code(0).says(&bob.to_string());
+}
+
+/// What `outbox` and `outbox --parked` show for one queued notice (paused)
+/// and one parked for T9; the same through a server and on the store.
+fn paused_and_parked(env: &Env) {
+    env.run(&["outbox"]).code(0).says("paused by operator");
+    env.run(&["outbox", "--parked"])
+        .code(0)
+        .says("T9")
+        .says("8909")
+        .says("data_usage (10%)")
+        .says("EXPIRES AT");
+    let json = env.run(&["outbox", "--parked", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(rows.len(), 1, "{}", json.stdout);
+    assert_eq!(rows[0]["esim"]["esimTranNo"], "T9");
+    let at = |k: &str| chrono::DateTime::parse_from_rfc3339(rows[0][k].as_str().unwrap()).unwrap();
+    assert_eq!(
+        at("expires_at") - at("parked_at"),
+        chrono::Duration::hours(72)
+    );
+}
+
+#[test]
+fn outbox_shows_the_operator_pause_and_lists_parked_notices() {
+    let env = Env::new();
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "ana@example.com",
+        "--esim-tran-no",
+        "T1",
+    ])
+    .code(0);
+    env.run(&["pause"]).code(0);
+    env.run(&["outbox", "--parked"])
+        .code(0)
+        .says("No parked notices");
+    let server = env.serve();
+    assert_eq!(
+        env.webhook(&common::data_usage("n1", "T1", "8901", 10 * GB, GB)),
+        200
+    );
+    // Nobody is bound to T9 yet: parked.
+    assert_eq!(
+        env.webhook(&common::data_usage("n2", "T9", "8909", 10 * GB, GB)),
+        200
+    );
+    paused_and_parked(&env);
+    server.stop();
+    paused_and_parked(&env);
 }
