@@ -585,7 +585,7 @@ async fn list_dead(app: web::Data<AppState>) -> HttpResponse {
 async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = tri!(parse_id(&id));
     let (q, lifted) = match store!(app.store.retry_dead(id, Utc::now())) {
-        DeadRetry::Requeued { notice, lifted } => (notice, lifted),
+        DeadRetry::Requeued { notice, lifted } => (*notice, lifted),
         DeadRetry::NotFound => {
             return error(
                 StatusCode::NOT_FOUND,

@@ -474,7 +474,7 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
     };
     assert_eq!(lifted.map(|s| s.reason), Some(s.reason.clone()));
     assert_eq!(h.store.suppression("ana@example.com").unwrap(), None);
-    h.dispatch.enqueue(vec![notice]);
+    h.dispatch.enqueue(vec![*notice]);
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
     assert!(h.store.dead().unwrap().is_empty());

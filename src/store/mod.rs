@@ -206,7 +206,7 @@ pub enum DeadRetry {
     /// Back in the queue; `lifted` is the automatic suppression this
     /// notice's own failure had added, now removed.
     Requeued {
-        notice: QueuedNotice,
+        notice: Box<QueuedNotice>,
         lifted: Option<Suppression>,
     },
     /// No such dead letter (or its customer was forgotten).

@@ -1118,7 +1118,10 @@ impl Store for SledStore {
             .about(id),
         );
         self.commit(&mut l, w)?;
-        Ok(DeadRetry::Requeued { notice: q, lifted })
+        Ok(DeadRetry::Requeued {
+            notice: Box::new(q),
+            lifted,
+        })
     }
 
     fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError> {
