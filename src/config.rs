@@ -247,7 +247,7 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // An environment override such as PASSWORD=123456 arrives as a number.
+        // A file may write `password = 123456`: that is the string of the digits.
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
