@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Format, Toml};
+use figment::providers::Serialized;
 use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,6 +40,10 @@ pub struct Config {
     pub delivery: Delivery,
     pub provider: Provider,
     pub log: Log,
+    /// `ESIM_NOTIFY_*` variables that name no key: found while loading (the
+    /// environment is gone by then), reported by [`Config::warnings`].
+    #[serde(skip)]
+    pub env_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +233,10 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// Empty or only whitespace: as good as no secret at all.
+    pub fn is_blank(&self) -> bool {
+        self.0.trim().is_empty()
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -239,7 +247,7 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // An environment override such as PASSWORD=123456 arrives as a number.
+        // A file may write `password = 123456`: that is the string of the digits.
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -280,15 +288,6 @@ pub enum ConfigError {
     Invalid(Vec<ConfigProblem>),
 }
 
-impl ConfigError {
-    fn one(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid(vec![ConfigProblem {
-            key: key.into(),
-            reason: reason.into(),
-        }])
-    }
-}
-
 /// Where the config file is: `--config`, else `$ESIM_NOTIFY_CONFIG`, else `./config.toml`.
 pub fn config_path(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = flag {
@@ -325,41 +324,86 @@ impl Config {
         Ok(config)
     }
 
-    /// Loads from the text of an operator's file and an environment, then validates.
+    /// Loads from the text of an operator's file and an environment, then
+    /// validates. Every problem is collected before anything is refused, so
+    /// one run of `check` lists them all: keys are checked against the
+    /// defaults (which hold every key) one by one, a bad value is reported
+    /// and the default kept in its place so the rest can still be validated.
     pub fn from_sources(
         file: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let defaults: toml::Table = toml::from_str(DEFAULT_TOML).expect("embedded defaults parse");
         let user: toml::Table = toml::from_str(file)
-            .map_err(|e| ConfigError::one("config.toml", e.message().to_string()))?;
-        let overrides: Vec<(String, String)> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("ESIM_NOTIFY_") && k.contains("__"))
-            .collect();
-        let figment = Figment::from(Toml::string(DEFAULT_TOML))
-            .merge(Toml::string(file))
-            .merge(EnvVars { vars: overrides });
-        let mut config: Config = figment.extract().map_err(figment_problems)?;
-
-        // Status maps are replaced, not merged: an operator who deletes a
-        // line from [notify.esim_status] means "send nothing for it".
-        if let Some(notify) = user.get("notify").and_then(|v| v.as_table()) {
-            for (name, target) in [
-                ("esim_status", &mut config.notify.esim_status),
-                ("order_status", &mut config.notify.order_status),
-            ] {
-                if let Some(t) = notify.get(name).and_then(|v| v.as_table()) {
-                    target.retain(|k, _| t.contains_key(k));
-                }
-            }
+            .map_err(|e| ConfigError::Invalid(vec![syntax_problem(file, &e)]))?;
+        let mut problems = Problems::default();
+        let mut merged = defaults.clone();
+        merge_table(&defaults, &mut merged, user, "", None, &mut problems);
+        let (overrides, env_warnings) = env_overrides(&defaults, env, &mut problems);
+        for o in overrides {
+            merge_env(&defaults, &mut merged, o, &mut problems);
         }
-
-        let problems = config.validate();
-        if problems.is_empty() {
+        let mut config: Config = Figment::from(Serialized::defaults(toml::Value::Table(merged)))
+            .extract()
+            .map_err(|e| {
+                let mut all = problems.0.clone();
+                all.extend(figment_problems(e));
+                ConfigError::Invalid(all)
+            })?;
+        config.env_warnings = env_warnings;
+        if config.admin.token.is_blank() {
+            config.admin.token = Secret::default();
+        }
+        problems.0.extend(config.validate());
+        if problems.0.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid(problems))
+            Err(ConfigError::Invalid(problems.0))
         }
+    }
+
+    /// What differs from `new` that only a restart applies, as keys or
+    /// sections. Secrets are compared by value: their `Debug` is redacted,
+    /// so a changed token would otherwise go unnoticed.
+    pub fn restart_changes(&self, new: &Config) -> Vec<String> {
+        let d = |a: &dyn fmt::Debug, b: &dyn fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut out: Vec<String> = [
+            ("[server]", d(&self.server, &new.server)),
+            ("[admin]", d(&self.admin, &new.admin)),
+            ("[security]", d(&self.security, &new.security)),
+            ("[store]", d(&self.store, &new.store)),
+            ("[email]", d(&self.email, &new.email)),
+            ("[retry]", d(&self.retry, &new.retry)),
+            ("[customers]", d(&self.customers, &new.customers)),
+            ("[provider]", d(&self.provider, &new.provider)),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(s, _)| s.to_string())
+        .collect();
+        for (key, a, b) in [
+            ("admin.token", &self.admin.token, &new.admin.token),
+            (
+                "security.webhook_token",
+                &self.security.webhook_token,
+                &new.security.webhook_token,
+            ),
+            (
+                "email.smtp.password",
+                &self.email.smtp.password,
+                &new.email.smtp.password,
+            ),
+            (
+                "provider.access_code",
+                &self.provider.access_code,
+                &new.provider.access_code,
+            ),
+        ] {
+            if a.expose() != b.expose() {
+                out.push(key.to_string());
+            }
+        }
+        out
     }
 
     /// Every impossible value, each with its key. Template existence is checked
@@ -384,7 +428,7 @@ impl Config {
         }
         match self.admin.listen.parse::<SocketAddr>() {
             Err(e) => p.add("admin.listen", format!("`{}`: {e}", self.admin.listen)),
-            Ok(a) if !a.ip().is_loopback() && self.admin.token.is_empty() => p.add(
+            Ok(a) if !a.ip().is_loopback() && self.admin.token.is_blank() => p.add(
                 "admin.token",
                 format!("required when admin.listen ({a}) is not a loopback address"),
             ),
@@ -489,6 +533,12 @@ impl Config {
                 p.add(
                     format!("notify.data_usage.thresholds[{i}]"),
                     format!("{t} is outside (0, 1]: thresholds are fractions of the allowance remaining"),
+                );
+            }
+            if self.notify.data_usage.thresholds[..i].contains(t) {
+                p.add(
+                    format!("notify.data_usage.thresholds[{i}]"),
+                    format!("{t} is listed twice"),
                 );
             }
         }
@@ -599,8 +649,63 @@ impl Config {
                 "security.webhook_token is empty: the webhook URL carries no secret".to_string(),
             );
         }
+        for proxy in self.trusted_proxy_nets() {
+            for sender in allowed.iter().filter(|a| overlaps(a, &proxy)) {
+                w.push(format!("{sender} in security.allowed_ips overlaps {proxy} in security.trusted_proxies: a request from the proxy without X-Forwarded-For is judged as the proxy itself and let in"));
+            }
+        }
+        for (i, net) in allowed.iter().enumerate() {
+            if let IpNet::V6(v6) = net {
+                if let (Some(v4), true) = (v6.network().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                    let as_v4 = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                        .map(|n| {
+                            if n.prefix_len() == 32 {
+                                v4.to_string()
+                            } else {
+                                n.to_string()
+                            }
+                        })
+                        .unwrap_or_else(|_| v4.to_string());
+                    w.push(format!("security.allowed_ips[{i}] = {net} is IPv4-mapped IPv6: senders are matched as IPv4, so it never matches; write it as {as_v4}"));
+                }
+            }
+        }
+        let smtp = &self.email.smtp;
+        let credentials = !smtp.username.is_empty() || !smtp.password.is_empty();
+        if self.email.transport == TransportKind::Smtp
+            && smtp.tls == TlsMode::None
+            && credentials
+            && !is_loopback_host(&smtp.host)
+        {
+            w.push(format!("email.smtp.tls = \"none\" with a username or password: the credentials travel unencrypted to {}", smtp.host));
+        }
+        if self.email.list_unsubscribe == "one-click" {
+            let pu = self.server.public_url.trim();
+            let host = reqwest::Url::parse(pu)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string));
+            if pu.is_empty() {
+                w.push(format!("email.list_unsubscribe = \"one-click\" with server.public_url empty: emails link to http://{}, which customers cannot reach; set server.public_url", self.server.listen));
+            } else if host.is_some_and(|h| is_loopback_host(&h)) {
+                w.push(format!("email.list_unsubscribe = \"one-click\" with server.public_url = {pu}: a loopback address customers cannot reach"));
+            }
+        }
+        w.extend(self.env_warnings.iter().cloned());
         w
     }
+}
+
+/// Whether two networks share an address.
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// `localhost` or a loopback address (`[::1]` with or without brackets).
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.to_ascii_lowercase().ends_with(".localhost")
+        || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An IP address or a CIDR network.
@@ -660,9 +765,8 @@ impl Problems {
 }
 
 /// Turns figment's errors into key + reason pairs (figment names the path).
-fn figment_problems(err: figment::Error) -> ConfigError {
-    let problems = err
-        .into_iter()
+fn figment_problems(err: figment::Error) -> Vec<ConfigProblem> {
+    err.into_iter()
         .map(|e| {
             let key = if e.path.is_empty() {
                 "config".to_string()
@@ -679,53 +783,372 @@ fn figment_problems(err: figment::Error) -> ConfigError {
                 reason: format!("{}{source}", e.kind),
             }
         })
-        .collect();
-    ConfigError::Invalid(problems)
+        .collect()
 }
 
-/// `ESIM_NOTIFY_<SECTION>__<KEY>` variables as a figment provider. figment's
-/// own `Env` reads only the process environment; taking the variables as a
-/// value lets tests and `check` pass an explicit one.
-struct EnvVars {
-    vars: Vec<(String, String)>,
-}
-
-impl figment::Provider for EnvVars {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named("environment variable(s)")
-    }
-
-    fn data(
-        &self,
-    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
-        use figment::value::{Dict, Value};
-        let mut root = Dict::new();
-        for (k, v) in &self.vars {
-            let Some(rest) = k.strip_prefix("ESIM_NOTIFY_") else {
-                continue;
-            };
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            if path.len() < 2 || path.iter().any(|s| s.is_empty()) {
-                continue;
-            }
-            let value: Value = v.parse().unwrap_or_else(|_| Value::from(v.clone()));
-            insert(&mut root, &path, value);
+/// A TOML syntax error with the line and column it is at.
+fn syntax_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
+    let key = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}")
         }
-        Ok(figment::Profile::Default.collect(root))
+        None => "config file".to_string(),
+    };
+    ConfigProblem {
+        key,
+        reason: format!("TOML syntax: {}", e.message().trim()),
     }
 }
 
-fn insert(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
-    use figment::value::{Dict, Value};
-    if path.len() == 1 {
-        dict.insert(path[0].clone(), value);
+/// Tables whose keys are the operator's to choose (all values strings).
+const FREE_MAPS: [&str; 3] = ["brand", "notify.esim_status", "notify.order_status"];
+/// Free maps a file replaces as a whole: deleting a status line means "send nothing for it".
+const REPLACED_MAPS: [&str; 2] = ["notify.esim_status", "notify.order_status"];
+const SECRETS: [&str; 4] = [
+    "admin.token",
+    "security.webhook_token",
+    "email.smtp.password",
+    "provider.access_code",
+];
+const DURATIONS: [&str; 8] = [
+    "store.delivery_dedup",
+    "store.history",
+    "email.send_timeout",
+    "retry.initial_backoff",
+    "retry.max_backoff",
+    "retry.max_age",
+    "customers.park_for",
+    "provider.timeout",
+];
+const ENUMS: [(&str, &[&str]); 3] = [
+    ("email.transport", &["smtp", "file"]),
+    ("email.smtp.tls", &["starttls", "tls", "none"]),
+    ("log.format", &["human", "json"]),
+];
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn kind(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::String(_) => "a string",
+        toml::Value::Integer(_) => "an integer",
+        toml::Value::Float(_) => "a number",
+        toml::Value::Boolean(_) => "true or false",
+        toml::Value::Datetime(_) => "a date",
+        toml::Value::Array(_) => "an array",
+        toml::Value::Table(_) => "a table",
+    }
+}
+
+/// Merges the file's `given` table into `target` (which starts as the
+/// defaults), reporting every unknown key and every value of the wrong
+/// kind; a bad value leaves the default in place.
+fn merge_table(
+    default: &toml::Table,
+    target: &mut toml::Table,
+    given: toml::Table,
+    path: &str,
+    source: Option<&str>,
+    p: &mut Problems,
+) {
+    if REPLACED_MAPS.contains(&path) {
+        target.clear();
+    }
+    for (k, v) in given {
+        let key = join(path, &k);
+        if FREE_MAPS.contains(&path) {
+            match v {
+                toml::Value::String(_) => {
+                    target.insert(k, v);
+                }
+                other => p.add(key, mismatch("a string", &other, source)),
+            }
+            continue;
+        }
+        let Some(d) = default.get(&k) else {
+            p.add(key, format!("unknown key{}", from(source)));
+            continue;
+        };
+        match (d, v) {
+            (toml::Value::Table(dt), toml::Value::Table(gt)) => {
+                let Some(toml::Value::Table(tt)) = target.get_mut(&k) else {
+                    continue;
+                };
+                merge_table(dt, tt, gt, &key, source, p);
+            }
+            (d, v) => {
+                if let Some(v) = check_leaf(&key, d, v, source, p) {
+                    target.insert(k, v);
+                }
+            }
+        }
+    }
+}
+
+/// The value if it has the kind of the default `d` (and is a valid
+/// duration or choice where the key takes one); else reports it.
+fn check_leaf(
+    key: &str,
+    d: &toml::Value,
+    v: toml::Value,
+    source: Option<&str>,
+    p: &mut Problems,
+) -> Option<toml::Value> {
+    use toml::Value as V;
+    let secret = SECRETS.contains(&key);
+    let v = match (d, v) {
+        // A file may write `token = 123456`; it is the string of those digits.
+        (V::String(_), V::Integer(i)) if secret => V::String(i.to_string()),
+        (V::Float(_), V::Integer(i)) => V::Float(i as f64),
+        (V::Array(da), V::Array(va)) => {
+            let want = da.first().cloned().unwrap_or(V::String(String::new()));
+            let mut out = Vec::with_capacity(va.len());
+            let mut ok = true;
+            for (i, e) in va.into_iter().enumerate() {
+                match check_leaf(&format!("{key}[{i}]"), &want, e, source, p) {
+                    Some(e) => out.push(e),
+                    None => ok = false,
+                }
+            }
+            return ok.then_some(V::Array(out));
+        }
+        (d, v) if std::mem::discriminant(d) == std::mem::discriminant(&v) => v,
+        (d, v) => {
+            let shown = if secret {
+                format!("expected {}, found {}{}", kind(d), kind(&v), from(source))
+            } else {
+                mismatch(kind(d), &v, source)
+            };
+            p.add(key, shown);
+            return None;
+        }
+    };
+    if let V::String(s) = &v {
+        if DURATIONS.contains(&key) {
+            if let Err(e) = humantime::parse_duration(s.trim()) {
+                p.add(
+                    key,
+                    format!(
+                        "`{s}` is not a duration like \"30s\", \"72h\" or \"7d\": {e}{}",
+                        from(source)
+                    ),
+                );
+                return None;
+            }
+        }
+        if let Some((_, choices)) = ENUMS.iter().find(|(k, _)| *k == key) {
+            if !choices.contains(&s.as_str()) {
+                p.add(
+                    key,
+                    format!(
+                        "`{s}` must be one of {}{}",
+                        choices.join(", "),
+                        from(source)
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    Some(v)
+}
+
+fn from(source: Option<&str>) -> String {
+    source.map(|s| format!(" (from {s})")).unwrap_or_default()
+}
+
+fn mismatch(want: &str, v: &toml::Value, source: Option<&str>) -> String {
+    format!("expected {want}, found {}{}", shown(v), from(source))
+}
+
+/// A short rendering of a (non-secret) value for a problem.
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(_) => "a table".to_string(),
+        toml::Value::String(s) => format!("\"{s}\""),
+        other => format!("{} ({other})", kind(other)),
+    }
+}
+
+/// One `ESIM_NOTIFY_<SECTION>__<KEY>` variable, typed by its key.
+struct EnvOverride {
+    var: String,
+    path: Vec<String>,
+    value: toml::Value,
+}
+
+/// The environment variables that name keys, each parsed by the type of its
+/// key: a string key takes the text as written (`007` stays `007`, `[pa55]`
+/// is a password), numbers, booleans and arrays are parsed. A variable with
+/// the prefix that names no key is a warning, not an error: it may belong to
+/// another version, but it is probably a typo worth seeing.
+fn env_overrides(
+    defaults: &toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    p: &mut Problems,
+) -> (Vec<EnvOverride>, Vec<String>) {
+    let mut overrides = Vec::new();
+    let mut warnings = Vec::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("ESIM_NOTIFY_") && k != CONFIG_ENV)
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let rest = &var["ESIM_NOTIFY_".len()..];
+        let parts: Vec<&str> = rest.split("__").collect();
+        let mut path: Vec<String> = Vec::new();
+        for part in &parts {
+            // Status names are upper case (IN_USE), every other key lower case.
+            let parent = path.join(".");
+            path.push(if REPLACED_MAPS.contains(&parent.as_str()) {
+                part.to_string()
+            } else {
+                part.to_ascii_lowercase()
+            });
+        }
+        let declared = if parts.len() < 2 || parts.iter().any(|s| s.is_empty()) {
+            None
+        } else {
+            declared(defaults, &path)
+        };
+        let Some(declared) = declared else {
+            warnings.push(unknown_var(defaults, &var));
+            continue;
+        };
+        let key = path.join(".");
+        let value = match &declared {
+            toml::Value::String(_) => Some(toml::Value::String(raw.clone())),
+            toml::Value::Integer(_) => raw.trim().parse().ok().map(toml::Value::Integer),
+            toml::Value::Float(_) => raw.trim().parse().ok().map(toml::Value::Float),
+            toml::Value::Boolean(_) => raw.trim().parse().ok().map(toml::Value::Boolean),
+            toml::Value::Array(a) => Some(env_array(&raw, a)),
+            _ => None,
+        };
+        match value {
+            Some(value) => overrides.push(EnvOverride { var, path, value }),
+            None => {
+                let shown = if SECRETS.contains(&key.as_str()) {
+                    String::new()
+                } else {
+                    format!(", found `{raw}`")
+                };
+                p.add(
+                    key,
+                    format!("expected {}{shown} (from {var})", kind(&declared)),
+                );
+            }
+        }
+    }
+    (overrides, warnings)
+}
+
+/// The default value at `path` when it is a key (not a section); a key of a
+/// free map is a string.
+fn declared(defaults: &toml::Table, path: &[String]) -> Option<toml::Value> {
+    let parent = path[..path.len() - 1].join(".");
+    if FREE_MAPS.contains(&parent.as_str()) {
+        return Some(toml::Value::String(String::new()));
+    }
+    let mut table = defaults;
+    for (i, part) in path.iter().enumerate() {
+        match table.get(part)? {
+            toml::Value::Table(t) if i + 1 < path.len() => table = t,
+            toml::Value::Table(_) => return None,
+            v if i + 1 == path.len() => return Some(v.clone()),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// An array from the environment: TOML (`["10.0.0.1", "10.0.0.0/8"]`), or
+/// for lists of strings also bare (`[10.0.0.1, ::1]` or `10.0.0.1,::1`).
+fn env_array(raw: &str, default: &[toml::Value]) -> toml::Value {
+    if let Ok(t) = toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        if let Some(v @ toml::Value::Array(_)) = t.get("v") {
+            return v.clone();
+        }
+    }
+    let strings = default.first().is_none_or(|d| d.is_str());
+    let inner = raw.trim();
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(inner);
+    if !strings {
+        // Let the per-key check report it with the variable's name.
+        return toml::Value::String(raw.to_string());
+    }
+    toml::Value::Array(
+        inner
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').trim_matches('\'').to_string())
+            .filter(|s| !s.is_empty())
+            .map(toml::Value::String)
+            .collect(),
+    )
+}
+
+/// The warning for a variable with the prefix that names no key, with the
+/// spelling meant when only the double underscores are missing.
+fn unknown_var(defaults: &toml::Table, var: &str) -> String {
+    fn names(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let name = format!("{prefix}__{}", k.to_ascii_uppercase());
+            match v {
+                toml::Value::Table(inner) => names(inner, &name, out),
+                _ => out.push(name),
+            }
+        }
+    }
+    let mut all = Vec::new();
+    names(defaults, "ESIM_NOTIFY", &mut all);
+    let flat = |s: &str| s.replace("__", "_");
+    let meant = all
+        .iter()
+        .map(|n| n.replacen("ESIM_NOTIFY__", "ESIM_NOTIFY_", 1))
+        .find(|n| flat(n) == flat(var));
+    match meant {
+        Some(m) => format!("environment variable {var} names no key and is ignored; did you mean {m}?"),
+        None => format!("environment variable {var} names no key and is ignored (keys are ESIM_NOTIFY_<SECTION>__<KEY>, with double underscores)"),
+    }
+}
+
+/// Applies one environment override over the merged file, with the same
+/// checks a file value gets.
+fn merge_env(defaults: &toml::Table, merged: &mut toml::Table, o: EnvOverride, p: &mut Problems) {
+    let (last, parents) = o.path.split_last().expect("at least two parts");
+    let mut d = defaults;
+    let mut t = merged;
+    for part in parents {
+        t = match t.get_mut(part) {
+            Some(toml::Value::Table(inner)) => inner,
+            _ => return,
+        };
+        d = match d.get(part) {
+            Some(toml::Value::Table(inner)) => inner,
+            _ => return,
+        };
+    }
+    let key = o.path.join(".");
+    let parent = parents.join(".");
+    if FREE_MAPS.contains(&parent.as_str()) {
+        t.insert(last.clone(), o.value);
         return;
     }
-    let entry = dict
-        .entry(path[0].clone())
-        .or_insert_with(|| Value::from(Dict::new()));
-    if let Value::Dict(_, inner) = entry {
-        insert(inner, &path[1..], value);
+    let Some(dv) = d.get(last) else { return };
+    if let Some(v) = check_leaf(&key, dv, o.value, Some(&o.var), p) {
+        t.insert(last.clone(), v);
     }
 }
 
@@ -847,5 +1270,223 @@ mod tests {
         assert_eq!(k, vec!["retry.max_age".to_string()]);
         assert_eq!(parse_quiet_hours("21:00-08:00"), Ok(Some((1260, 480))));
         assert!(parse_quiet_hours("25:00-08:00").is_err());
+    }
+
+    fn reasons(e: ConfigError) -> Vec<String> {
+        match e {
+            ConfigError::Invalid(p) => p.into_iter().map(|p| p.to_string()).collect(),
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn env_overrides_of_string_keys_stay_as_written() {
+        for v in ["007", "[pa55]", "0123", "true", "1.50", "\"quoted\""] {
+            let c = load(
+                "",
+                &[
+                    ("ESIM_NOTIFY_SECURITY__WEBHOOK_TOKEN", v),
+                    ("ESIM_NOTIFY_EMAIL__SMTP__PASSWORD", v),
+                    ("ESIM_NOTIFY_BRAND__NAME", v),
+                ],
+            )
+            .unwrap();
+            assert_eq!(c.security.webhook_token.expose(), v);
+            assert_eq!(c.email.smtp.password.expose(), v);
+            assert_eq!(c.brand["name"], v);
+        }
+    }
+
+    #[test]
+    fn env_overrides_of_other_keys_follow_their_type() {
+        let c = load(
+            "",
+            &[
+                (
+                    "ESIM_NOTIFY_SECURITY__ALLOWED_IPS",
+                    "[\"10.0.0.1\", \"10.1.0.0/16\"]",
+                ),
+                ("ESIM_NOTIFY_SECURITY__TRUSTED_PROXIES", "127.0.0.1, ::1"),
+                ("ESIM_NOTIFY_EMAIL__SMTP__PORT", "2525"),
+                ("ESIM_NOTIFY_NOTIFY__DATA_USAGE__ENABLED", "false"),
+                ("ESIM_NOTIFY_NOTIFY__DATA_USAGE__THRESHOLDS", "[0.3, 1]"),
+                ("ESIM_NOTIFY_NOTIFY__ESIM_STATUS__IN_USE", "esim_used_up"),
+                ("ESIM_NOTIFY_RETRY__MAX_AGE", "3d"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.security.allowed_ips, ["10.0.0.1", "10.1.0.0/16"]);
+        assert_eq!(c.security.trusted_proxies, ["127.0.0.1", "::1"]);
+        assert_eq!(c.email.smtp.port, 2525);
+        assert!(!c.notify.data_usage.enabled);
+        assert_eq!(c.notify.data_usage.thresholds, [0.3, 1.0]);
+        assert_eq!(c.notify.esim_status["IN_USE"], "esim_used_up");
+        assert_eq!(c.retry.max_age.0, Duration::from_secs(3 * 86400));
+
+        let r = reasons(load("", &[("ESIM_NOTIFY_EMAIL__SMTP__PORT", "smtp")]).unwrap_err());
+        assert_eq!(
+            r,
+            ["email.smtp.port: expected an integer, found `smtp` (from ESIM_NOTIFY_EMAIL__SMTP__PORT)"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let r = reasons(
+            load(
+                "[server]\nlisten_addr = \"x\"\n[retry]\nmax_age = \"soon\"\ninitial_backoff = 5\n[email]\ntransport = \"smtpx\"\n[rate_limit]\nper_second = 0\n",
+                &[("ESIM_NOTIFY_STORE__HISTORY", "forever")],
+            )
+            .unwrap_err(),
+        );
+        for want in [
+            "server.listen_addr: unknown key",
+            "retry.max_age: `soon` is not a duration",
+            "retry.initial_backoff: expected a string, found an integer (5)",
+            "email.transport: `smtpx` must be one of smtp, file",
+            "rate_limit.per_second: must be at least 1",
+            "store.history: `forever` is not a duration",
+        ] {
+            assert!(
+                r.iter().any(|r| r.starts_with(want)),
+                "{want:?} not in {r:#?}"
+            );
+        }
+        assert!(
+            r.iter()
+                .any(|r| r.ends_with("(from ESIM_NOTIFY_STORE__HISTORY)")),
+            "{r:#?}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_names_line_and_column() {
+        let r = reasons(
+            load(
+                "[server]\nlisten = \"127.0.0.1:8080\"\nwebhook_path = /x\n",
+                &[],
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(r.len(), 1);
+        assert!(r[0].starts_with("line 3, column 16: TOML syntax"), "{r:?}");
+    }
+
+    #[test]
+    fn duplicate_thresholds_are_refused() {
+        let k = keys(load("[notify.data_usage]\nthresholds = [0.5, 0.2, 0.5]\n", &[]).unwrap_err());
+        assert_eq!(k, ["notify.data_usage.thresholds[2]"]);
+    }
+
+    #[test]
+    fn a_variable_naming_no_key_is_a_warning() {
+        let c = load(
+            "",
+            &[
+                ("ESIM_NOTIFY_SERVER_LISTEN", "0.0.0.0:80"),
+                ("ESIM_NOTIFY_SERVER__LISTN", "0.0.0.0:80"),
+                ("ESIM_NOTIFY_EMAIL__SMTP", "x"),
+                ("ESIM_NOTIFY_CONFIG", "/etc/esim-notify/config.toml"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        let w = c.warnings();
+        let about: Vec<_> = w.iter().filter(|w| w.contains("ESIM_NOTIFY_")).collect();
+        assert_eq!(about.len(), 3, "{w:#?}");
+        assert!(about.iter().any(|w| w.contains(
+            "ESIM_NOTIFY_SERVER_LISTEN names no key and is ignored; did you mean ESIM_NOTIFY_SERVER__LISTEN?"
+        )), "{w:#?}");
+        assert!(!w.iter().any(|w| w.contains("ESIM_NOTIFY_CONFIG")));
+    }
+
+    #[test]
+    fn a_whitespace_admin_token_is_none() {
+        let k =
+            keys(load("[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"   \"\n", &[]).unwrap_err());
+        assert_eq!(k, ["admin.token"]);
+        let c = load("[admin]\ntoken = \" \\t \"\n", &[]).unwrap();
+        assert!(c.admin.token.is_empty());
+    }
+
+    fn warned(file: &str, about: &str) -> bool {
+        load(file, &[])
+            .unwrap()
+            .warnings()
+            .iter()
+            .any(|w| w.contains(about))
+    }
+
+    #[test]
+    fn sender_check_warnings() {
+        // The defaults allow loopback; trusting a loopback proxy overlaps it.
+        assert!(warned(
+            "[security]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            "overlaps 127.0.0.1/32 in security.trusted_proxies"
+        ));
+        assert!(!warned(
+            "[security]\nallowed_ips = [\"3.1.131.226\"]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+            "overlaps"
+        ));
+        assert!(warned(
+            "[security]\nallowed_ips = [\"::ffff:3.1.131.226\", \"::ffff:10.0.0.0/104\"]\n",
+            "write it as 3.1.131.226"
+        ));
+        assert!(warned(
+            "[security]\nallowed_ips = [\"::ffff:10.0.0.0/104\"]\n",
+            "write it as 10.0.0.0/8"
+        ));
+        assert!(!warned("", "IPv4-mapped"));
+    }
+
+    #[test]
+    fn smtp_credentials_without_tls_are_warned_off_loopback() {
+        let base =
+            "[email]\ntransport = \"smtp\"\n[email.smtp]\ntls = \"none\"\nusername = \"u\"\n";
+        assert!(warned(
+            &format!("{base}host = \"mail.example.com\"\n"),
+            "travel unencrypted to mail.example.com"
+        ));
+        assert!(!warned(
+            &format!("{base}host = \"127.0.0.1\"\n"),
+            "unencrypted"
+        ));
+        assert!(!warned(
+            &format!("{base}host = \"localhost\"\n"),
+            "unencrypted"
+        ));
+        assert!(!warned(
+            "[email]\ntransport = \"smtp\"\n[email.smtp]\nhost = \"mail.example.com\"\nusername = \"u\"\n",
+            "unencrypted"
+        ));
+    }
+
+    #[test]
+    fn one_click_with_an_unreachable_public_url_is_warned() {
+        let oc = "[email]\nlist_unsubscribe = \"one-click\"\n";
+        assert!(warned(oc, "server.public_url empty"));
+        assert!(warned(
+            &format!("{oc}[server]\npublic_url = \"http://[::1]:8080\"\n"),
+            "loopback"
+        ));
+        assert!(warned(
+            &format!("{oc}[server]\npublic_url = \"http://localhost:8080\"\n"),
+            "loopback"
+        ));
+        assert!(!warned(
+            &format!("{oc}[server]\npublic_url = \"https://notify.example.com\"\n"),
+            "one-click"
+        ));
+    }
+
+    #[test]
+    fn restart_changes_compare_secrets_by_value() {
+        let a = load("[admin]\ntoken = \"old\"\n", &[]).unwrap();
+        let b = load("[admin]\ntoken = \"new\"\n", &[]).unwrap();
+        assert_eq!(format!("{:?}", a.admin), format!("{:?}", b.admin));
+        assert_eq!(a.restart_changes(&b), ["admin.token"]);
+        assert!(a.restart_changes(&a.clone()).is_empty());
+        let c = load("[admin]\ntoken = \"old\"\n[email.smtp]\nport = 25\n", &[]).unwrap();
+        assert_eq!(a.restart_changes(&c), ["[email]"]);
     }
 }

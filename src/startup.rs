@@ -366,43 +366,8 @@ pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
             if new.server.public_url.is_empty() {
                 new.server.public_url = state.config.server.public_url.clone();
             }
-            for (section, changed) in [
-                (
-                    "[server]",
-                    format!("{:?}", new.server) != format!("{:?}", state.config.server),
-                ),
-                (
-                    "[admin]",
-                    format!("{:?}", new.admin) != format!("{:?}", state.config.admin),
-                ),
-                (
-                    "[security]",
-                    format!("{:?}", new.security) != format!("{:?}", state.config.security),
-                ),
-                (
-                    "[store]",
-                    format!("{:?}", new.store) != format!("{:?}", state.config.store),
-                ),
-                (
-                    "[email]",
-                    format!("{:?}", new.email) != format!("{:?}", state.config.email),
-                ),
-                (
-                    "[retry]",
-                    format!("{:?}", new.retry) != format!("{:?}", state.config.retry),
-                ),
-                (
-                    "[customers]",
-                    format!("{:?}", new.customers) != format!("{:?}", state.config.customers),
-                ),
-                (
-                    "[provider]",
-                    format!("{:?}", new.provider) != format!("{:?}", state.config.provider),
-                ),
-            ] {
-                if changed {
-                    tracing::warn!("{section} changed: it takes effect after a restart");
-                }
+            for what in state.config.restart_changes(&new) {
+                tracing::warn!("{what} changed: it takes effect after a restart");
             }
             *state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
             m::reload(true);

@@ -82,7 +82,16 @@ dir = "{templates}"
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        let out = self.command(args).output().expect("the binary runs");
+        self.run_with(args, &[])
+    }
+
+    /// As [`Env::run`] with extra environment variables.
+    fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let out = self
+            .command(args)
+            .envs(vars.iter().copied())
+            .output()
+            .expect("the binary runs");
         Run::from(args, out)
     }
 
@@ -646,4 +655,163 @@ fn outbox_shows_the_operator_pause_and_lists_parked_notices() {
     paused_and_parked(&env);
     server.stop();
     paused_and_parked(&env);
+}
+
+#[test]
+fn check_prints_every_configuration_warning() {
+    let env = Env::new();
+    env.run_with(
+        &["check"],
+        &[
+            ("ESIM_NOTIFY_SERVER_LISTEN", "0.0.0.0:80"),
+            ("ESIM_NOTIFY_CONFIG", "/ignored/because/of/--config"),
+            ("ESIM_NOTIFY_EMAIL__TRANSPORT", "smtp"),
+            ("ESIM_NOTIFY_EMAIL__SMTP__HOST", "mail.example.com"),
+            ("ESIM_NOTIFY_EMAIL__SMTP__TLS", "none"),
+            ("ESIM_NOTIFY_EMAIL__SMTP__USERNAME", "mailer"),
+            ("ESIM_NOTIFY_EMAIL__SMTP__PASSWORD", "0123"),
+            ("ESIM_NOTIFY_EMAIL__LIST_UNSUBSCRIBE", "one-click"),
+            (
+                "ESIM_NOTIFY_SECURITY__ALLOWED_IPS",
+                r#"["::ffff:3.1.131.226", "127.0.0.1"]"#,
+            ),
+            ("ESIM_NOTIFY_SECURITY__TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .code(0)
+    .says("warning: environment variable ESIM_NOTIFY_SERVER_LISTEN names no key and is ignored; did you mean ESIM_NOTIFY_SERVER__LISTEN?")
+    .says("warning: email.smtp.tls = \"none\" with a username or password: the credentials travel unencrypted to mail.example.com")
+    .says("warning: email.list_unsubscribe = \"one-click\" with server.public_url empty")
+    .says("warning: security.allowed_ips[0] = ::ffff:3.1.131.226/128 is IPv4-mapped IPv6")
+    .says("write it as 3.1.131.226")
+    .says("warning: 127.0.0.1/32 in security.allowed_ips overlaps 127.0.0.1/32 in security.trusted_proxies");
+    let quiet = env.run(&["check"]);
+    quiet.code(0);
+    for new_kind in [
+        "names no key",
+        "unencrypted",
+        "one-click",
+        "IPv4-mapped",
+        "overlaps",
+    ] {
+        assert!(!quiet.stdout.contains(new_kind), "{}", quiet.stdout);
+    }
+}
+
+#[test]
+fn check_refuses_every_config_problem_at_once() {
+    let env = Env::new();
+    let good = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    let bad = good.replace("[server]\n", "[server]\nlisten_addr = \"x\"\n")
+        + "[retry]\nmax_age = \"soon\"\n";
+    std::fs::write(env.path("config.toml"), bad).unwrap();
+    env.run_with(
+        &["check"],
+        &[(
+            "ESIM_NOTIFY_NOTIFY__DATA_USAGE__THRESHOLDS",
+            "[0.5, 0.2, 0.5]",
+        )],
+    )
+    .code(1)
+    .says("server.listen_addr: unknown key")
+    .says("retry.max_age: `soon` is not a duration")
+    .says("notify.data_usage.thresholds[2]: 0.5 is listed twice");
+
+    std::fs::write(env.path("config.toml"), good.replace("[store]", "[store")).unwrap();
+    let lines_before = good[..good.find("[store]").unwrap()].matches('\n').count();
+    env.run(&["check"])
+        .code(1)
+        .says(&format!("line {}, column 7: TOML syntax", lines_before + 1));
+
+    // A token of spaces is no token: refused off loopback like an empty one.
+    std::fs::write(env.path("config.toml"), &good).unwrap();
+    env.run_with(
+        &["check"],
+        &[
+            ("ESIM_NOTIFY_ADMIN__LISTEN", "0.0.0.0:0"),
+            ("ESIM_NOTIFY_ADMIN__TOKEN", "   "),
+        ],
+    )
+    .code(1)
+    .says("admin.token: required when admin.listen");
+}
+
+/// An admin token of `007` from the environment is `007` (not 7), and a
+/// SIGHUP after the webhook token changed says it needs a restart.
+#[test]
+fn env_secrets_stay_as_written_and_sighup_notices_a_changed_secret() {
+    use std::io::BufRead;
+    let env = Env::new();
+    let mut child = env
+        .command(&["serve"])
+        .env("ESIM_NOTIFY_ADMIN__TOKEN", "007")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let server = Server { child };
+    let url = format!("http://127.0.0.1:{}/healthz", env.admin_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::blocking::get(&url)
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let admin = |token: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/admin/customers?iccid=77",
+                env.admin_port
+            ))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(admin("7"), 401);
+    assert_eq!(admin("007"), 404);
+
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    std::fs::write(
+        env.path("config.toml"),
+        config + "[security]\nwebhook_token = \"new-hook-secret\"\n",
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) {
+        let done = line.contains("configuration and templates reloaded");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let all = seen.join("\n");
+    assert!(
+        all.contains("security.webhook_token changed: it takes effect after a restart"),
+        "{all}"
+    );
+    assert!(!all.contains("new-hook-secret"), "{all}");
+    server.stop();
 }
