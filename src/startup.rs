@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -258,6 +259,7 @@ impl Application {
         let s = state.clone();
         let public = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::http::conventions))
                 .app_data(s.clone())
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
@@ -274,6 +276,7 @@ impl Application {
         let s = state.clone();
         let admin = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::http::conventions))
                 .app_data(s.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -534,3 +534,77 @@ async fn preview_renders_every_mapped_template_for_a_browser() {
     );
     app.stop().await;
 }
+
+/// What lettre cannot send to is never bound: these used to be bound and
+/// then dead-lettered as an invalid envelope at every notice.
+#[tokio::test]
+async fn only_sendable_addresses_and_sane_names_are_bound() {
+    let app = spawn_app("").await;
+    for email in ["\"a,b\"@example.com", "ana@[127.0.0.1]"] {
+        let (s, v) = app.bind(json!({"email": email, "iccid": "8901"})).await;
+        assert_eq!(s, 400, "{email}: {v}");
+        assert!(error_of(&v).contains(email), "{v}");
+    }
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "x".repeat(200_000), "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("at most 200"), "{v}");
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "Ana\r\nBcc: x@example.net", "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("control character"), "{v}");
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "Ana López", "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A body over the limit is refused by actix before any handler runs; it
+/// used to answer text/plain.
+#[tokio::test]
+async fn an_over_large_admin_body_is_a_json_413() {
+    let app = spawn_app("").await;
+    let r = app
+        .http
+        .put(app.admin_url("/admin/customers"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"email\":\"ana@example.com\",\"iccid\":\"{}\"}}",
+            "8".repeat(300_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let v: Value = r.json().await.unwrap();
+    assert!(!error_of(&v).is_empty());
+}
+
+/// `HEAD` answers where `GET` does, with the same status and no body.
+#[tokio::test]
+async fn head_works_where_get_does() {
+    let app = spawn_app("").await;
+    for url in [
+        app.admin_url("/healthz"),
+        app.admin_url("/admin/outbox"),
+        format!("http://{}/healthz", app.public),
+        format!("http://{}/readyz", app.public),
+    ] {
+        let r = app.http.head(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+        assert!(r.bytes().await.unwrap().is_empty(), "{url}");
+    }
+    let r = app
+        .http
+        .head(app.admin_url("/admin/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
