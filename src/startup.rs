@@ -51,6 +51,9 @@ pub struct AppState {
     pub dispatch: DispatchHandle,
     pub metrics: PrometheusHandle,
     pub unsubscribe: Signer,
+    /// The config file, if any: relative paths given at run time (`backup`)
+    /// are resolved against its directory, as the config's own paths are.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -253,6 +256,7 @@ impl Application {
             dispatch,
             metrics,
             unsubscribe: unsubscribe_signer,
+            config_path: config_path.clone(),
         });
 
         let webhook_path = config.server.webhook_path.clone();

@@ -451,6 +451,42 @@ async fn a_backup_is_a_store_that_opens() {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(error_of(&v).contains("not empty"), "{v}");
+    // File-system trouble about the target is the client's: a 400 with why.
+    std::os::unix::fs::symlink(
+        target.path().join("nowhere"),
+        target.path().join("dangling"),
+    )
+    .unwrap();
+    for (bad, why) in [
+        (json!(app.store_path().join("inside")), "inside the store"),
+        (
+            json!(app.config.templates.dir.join("x")),
+            "inside the templates",
+        ),
+        (json!(target.path().join("dangling")), "symbolic link"),
+        (json!("copy\u{0}x"), "NUL"),
+    ] {
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/admin/backup",
+            Some(json!({"dir": bad})),
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(error_of(&v).contains(why), "{bad}: {v}");
+    }
+    // A relative dir is taken from the config file's directory.
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/admin/backup",
+        Some(json!({"dir": "relative-copy"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let written = app.dir.path().join("relative-copy");
+    assert!(written.join("db").exists(), "{v}");
     let (s, _) = call(
         &app,
         Method::POST,
