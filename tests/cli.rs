@@ -538,3 +538,36 @@ fn send_test_reports_the_transport_result() {
         .code(1)
         .says("failed");
 }
+
+/// The README's `render` example names a shipped file, and every shipped
+/// sample body (one per notifyType) renders.
+#[test]
+fn the_shipped_webhook_samples_render() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("render examples/webhooks/data_usage.json"));
+    let dir = root.join("examples/webhooks");
+    let mut types = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let body: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        types.push(body["notifyType"].as_str().unwrap().to_string());
+        env.run(&["render", path.to_str().unwrap()]).code(0);
+    }
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "CHECK_HEALTH",
+            "DATA_USAGE",
+            "ESIM_STATUS",
+            "ORDER_STATUS",
+            "VALIDITY_USAGE"
+        ]
+    );
+    env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
+        .code(0)
+        .says("Subject: Less than 10% of your data left");
+}
