@@ -644,3 +644,34 @@ async fn head_works_where_get_does() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
+
+/// A non-ASCII address is bound (lettre can send it with SMTPUTF8), and
+/// with a relay that does not announce SMTPUTF8 it ends as a dead letter
+/// that says so, rather than being sent mangled.
+#[tokio::test]
+async fn a_non_ascii_address_needs_smtputf8() {
+    let app = spawn_app("").await;
+    let (s, v) = app
+        .bind(json!({"email": "josé@example.com", "esimTranNo": "N1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app
+        .post(&common::esim_status(
+            "n-1",
+            "N1",
+            "8900000000000000401",
+            "IN_USE",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let died = common::eventually(std::time::Duration::from_secs(20), || async {
+        let (_, dead) = call(&app, Method::GET, "/admin/dead", None).await;
+        dead.as_array().is_some_and(|d| {
+            d.iter()
+                .any(|r| r["reason"].as_str().unwrap_or("").contains("SMTPUTF8"))
+        })
+    })
+    .await;
+    assert!(died, "dead letter naming SMTPUTF8");
+    assert!(app.received().is_empty());
+}
