@@ -7,7 +7,7 @@
 //! `GET /admin/preview` lives in `preview.rs`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -339,21 +339,110 @@ pub fn identifier_from_query(query: &str) -> Result<(IdKind, String), String> {
     })
 }
 
-/// Whether `dir` may receive a backup: absent, or an empty directory.
-pub fn backup_target_ok(dir: &std::path::Path) -> Result<(), String> {
-    if !dir.exists() {
-        return Ok(());
+/// Where a backup into `dir` goes, or why it may not: the path made absolute
+/// as the config makes its own paths (relative to the config file's
+/// directory, `base`), and the directory created empty so that sled's copy
+/// can only fail for reasons of the store. Refused: a path with NUL, a
+/// target inside the store, the templates or the mail-out folder (the copy
+/// would be copied into itself, reloaded as templates, or sent), a symbolic
+/// link, anything but a new or empty directory, and whatever the file
+/// system refuses about the target. Each is the operator's to fix, so a 4xx.
+pub fn prepare_backup_target(
+    dir: &Path,
+    base: Option<&Path>,
+    config: &crate::config::Config,
+) -> Result<PathBuf, String> {
+    if dir.as_os_str().is_empty() {
+        return Err("the backup directory is empty".into());
     }
-    if !dir.is_dir() {
-        return Err(format!("{} exists and is not a directory", dir.display()));
+    if dir.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err("the backup directory contains a NUL character".into());
     }
-    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(format!(
-            "{} is not empty: back up into a new or empty directory",
-            dir.display()
-        )),
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+    let joined = match base {
+        Some(b) if dir.is_relative() && !b.as_os_str().is_empty() => b.join(dir),
+        _ => dir.to_path_buf(),
+    };
+    let target = real_path(&joined).map_err(|e| format!("{}: {e}", joined.display()))?;
+    let protected = [
+        ("the store", &config.store.path),
+        ("the templates directory", &config.templates.dir),
+        (
+            "the mail-out folder (email.file_dir)",
+            &config.email.file_dir,
+        ),
+    ];
+    for (what, p) in protected {
+        if p.as_os_str().is_empty() {
+            continue;
+        }
+        let Ok(p) = real_path(p) else { continue };
+        if target.starts_with(&p) {
+            return Err(format!(
+                "{} is inside {what} ({}): back up somewhere else",
+                target.display(),
+                p.display()
+            ));
+        }
+    }
+    let shown = target.display();
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(format!("{shown} is a symbolic link: name a real directory"))
+        }
+        Ok(m) if !m.is_dir() => return Err(format!("{shown} exists and is not a directory")),
+        Ok(_) => match std::fs::read_dir(&target).map(|mut e| e.next().is_none()) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "{shown} is not empty: back up into a new or empty directory"
+                ))
+            }
+            Err(e) => return Err(format!("{shown}: {e}")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&target).map_err(|e| format!("cannot create {shown}: {e}"))?
+        }
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    Ok(target)
+}
+
+/// `p` made absolute with `.` and `..` taken out and the symbolic links of
+/// its existing part resolved, so that "inside the store" is decided on
+/// what the path really names. A last component that is itself a symbolic
+/// link is kept as it is, for the caller to refuse.
+fn real_path(p: &Path) -> std::io::Result<PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(p)?;
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    // The longest existing ancestor, canonicalized, plus the rest.
+    let mut head = clean.clone();
+    let mut rest = Vec::new();
+    loop {
+        let is_link = std::fs::symlink_metadata(&head).is_ok_and(|m| m.file_type().is_symlink());
+        if !rest.is_empty() || !is_link {
+            if let Ok(real) = head.canonicalize() {
+                let mut out = real;
+                out.extend(rest.iter().rev());
+                return Ok(out);
+            }
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return Ok(clean),
+        }
     }
 }
 
@@ -636,12 +725,11 @@ struct BackupBody {
 
 async fn backup(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let BackupBody { dir } = tri!(parse_json(&body));
-    if dir.as_os_str().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "`dir` is empty");
-    }
-    if let Err(e) = backup_target_ok(&dir) {
-        return error(StatusCode::BAD_REQUEST, e);
-    }
+    let base = app.config_path.as_deref().and_then(Path::parent);
+    let dir = match prepare_backup_target(&dir, base, &app.config) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     // The copy holds the store's write lock for as long as it takes; keep it
     // off the async workers so the listeners stay responsive meanwhile.
     let store = app.store.clone();

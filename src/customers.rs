@@ -101,13 +101,23 @@ impl IdKind {
 pub enum BindingError {
     #[error("`{0}` is not an email address")]
     Email(String),
+    #[error("`{0}` cannot be sent to: {1}")]
+    Unsendable(String, String),
     #[error("no identifier given: name at least one of iccid, esimTranNo, orderNo, transactionId")]
     NoIdentifier,
     #[error("`{0}` is not an IANA timezone such as \"Europe/Madrid\"")]
     Timezone(String),
     #[error("`{0}` is not a locale such as \"en\" or \"es-MX\"")]
     Locale(String),
+    #[error("the name is {0} characters long; at most {MAX_NAME_CHARS} are allowed")]
+    NameTooLong(usize),
+    #[error("the name contains a control character (a line break, tab or similar)")]
+    NameControl,
 }
+
+/// Longest name accepted: it goes into the `To:` line, and a name far longer
+/// than any person's would only make a header no relay accepts.
+pub const MAX_NAME_CHARS: usize = 200;
 
 impl Binding {
     /// Trims fields, turns empty strings into "not given", lower-cases the
@@ -141,10 +151,23 @@ impl Binding {
                 return Err(BindingError::Locale(l.clone()));
             }
         }
+        let name = clean(self.name.take());
+        if let Some(n) = &name {
+            let chars = n.chars().count();
+            if chars > MAX_NAME_CHARS {
+                return Err(BindingError::NameTooLong(chars));
+            }
+            if n.chars().any(char::is_control) {
+                return Err(BindingError::NameControl);
+            }
+        }
+        if let Err(reason) = sendable(&email, name.as_deref()) {
+            return Err(BindingError::Unsendable(email, reason));
+        }
         Ok((
             Recipient {
                 email,
-                name: clean(self.name.take()),
+                name,
                 locale,
                 timezone,
             },
@@ -155,15 +178,49 @@ impl Binding {
 
 /// A deliverable address, with its domain lower-cased so that suppression and
 /// forgetting match however the address was typed.
+///
+/// "Deliverable" is decided by lettre, which sends the mail: an address is
+/// accepted only if a message to it builds, so nothing is bound that would
+/// later dead-letter as an invalid envelope (a quoted local part holding a
+/// comma, a domain literal such as `[127.0.0.1]`).
 pub fn normalize_email(s: &str) -> Result<String, BindingError> {
     let s = s.trim();
-    let parsed: email_address::EmailAddress =
-        s.parse().map_err(|_| BindingError::Email(s.to_string()))?;
-    let (local, domain) = (parsed.local_part(), parsed.domain());
+    let refused = || BindingError::Email(s.to_string());
     if s.contains(['<', '>', ' ']) {
-        return Err(BindingError::Email(s.to_string()));
+        return Err(refused());
     }
-    Ok(format!("{local}@{}", domain.to_ascii_lowercase()))
+    let parsed: lettre::Address = s.parse().map_err(|_| refused())?;
+    let email = format!("{}@{}", parsed.user(), parsed.domain().to_ascii_lowercase());
+    if let Err(reason) = sendable(&email, None) {
+        return Err(BindingError::Unsendable(s.to_string(), reason));
+    }
+    Ok(email)
+}
+
+/// Whether lettre builds a message to this mailbox. Its builder writes the
+/// `To:` header and reads the envelope back from it, which is where the
+/// addresses the bare address parser accepts but the header parser does not
+/// fail; the reason is lettre's.
+fn sendable(email: &str, name: Option<&str>) -> Result<(), String> {
+    use lettre::message::Mailbox;
+    let address: lettre::Address = email.parse().map_err(|e| format!("{e}"))?;
+    if address.domain().starts_with('[') {
+        return Err(
+            "a domain literal such as [127.0.0.1] is not accepted; use a domain name".into(),
+        );
+    }
+    let from: lettre::Address = "check@example.com".parse().map_err(|e| format!("{e}"))?;
+    let built = lettre::Message::builder()
+        .from(Mailbox::new(None, from))
+        .to(Mailbox::new(name.map(str::to_string), address.clone()))
+        .subject("check")
+        .body(String::new())
+        .map_err(|e| e.to_string())?;
+    // The envelope is what RCPT TO will name: it must be this address.
+    match built.envelope().to() {
+        [only] if only == &address => Ok(()),
+        _ => Err("the address does not survive the To: header unchanged".into()),
+    }
 }
 
 /// The key under which suppressions are kept: the whole address lower-cased.
@@ -229,6 +286,46 @@ mod tests {
             ..binding("a@b.co")
         };
         assert!(matches!(tz.validate(), Err(BindingError::Timezone(_))));
+    }
+
+    #[test]
+    fn only_what_lettre_can_send_is_bound() {
+        for bad in [
+            "\"a,b\"@example.com",
+            "ana@[127.0.0.1]",
+            "a@b@c.com",
+            "a@-x.com",
+        ] {
+            assert!(
+                matches!(
+                    binding(bad).validate(),
+                    Err(BindingError::Email(_) | BindingError::Unsendable(..))
+                ),
+                "{bad} was accepted"
+            );
+        }
+        for good in [
+            "ana.lopez+esim@example.com",
+            "o'brien@example.ie",
+            "a@sub.example.co",
+        ] {
+            assert!(binding(good).validate().is_ok(), "{good} was refused");
+        }
+        let long = Binding {
+            name: Some("x".repeat(201)),
+            ..binding("a@b.co")
+        };
+        assert_eq!(long.validate(), Err(BindingError::NameTooLong(201)));
+        let ok = Binding {
+            name: Some("é".repeat(200)),
+            ..binding("a@b.co")
+        };
+        assert!(ok.validate().is_ok());
+        let ctl = Binding {
+            name: Some("Ana\r\nBcc: x@y.z".into()),
+            ..binding("a@b.co")
+        };
+        assert_eq!(ctl.validate(), Err(BindingError::NameControl));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod config;
 pub mod customers;
 pub mod dispatch;
 pub mod event;
+pub mod http;
 pub mod mailer;
 pub mod metrics;
 pub mod policy;

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub dispatch: DispatchHandle,
     pub metrics: PrometheusHandle,
     pub unsubscribe: Signer,
+    /// The config file, if any: relative paths given at run time (`backup`)
+    /// are resolved against its directory, as the config's own paths are.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -252,12 +256,14 @@ impl Application {
             dispatch,
             metrics,
             unsubscribe: unsubscribe_signer,
+            config_path: config_path.clone(),
         });
 
         let webhook_path = config.server.webhook_path.clone();
         let s = state.clone();
         let public = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::http::conventions))
                 .app_data(s.clone())
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
@@ -274,6 +280,7 @@ impl Application {
         let s = state.clone();
         let admin = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::http::conventions))
                 .app_data(s.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -1,8 +1,11 @@
 //! One-click unsubscribe (RFC 8058) on the public listener.
 //!
-//! The link names the address in a token signed with a key kept in the
-//! store, so nobody can unsubscribe someone else by guessing, and nothing
-//! needs to be looked up to check it. GET shows a confirmation page (mail
+//! The link carries the address encrypted and authenticated
+//! (ChaCha20-Poly1305) with a key kept in the store: nobody can unsubscribe
+//! someone else by guessing, nothing needs to be looked up to check it, and
+//! the address does not appear readable in proxy or mail logs that record
+//! the URL. Tokens of the older signed-but-readable form (`base64(address).mac`)
+//! still work, so links in emails already sent keep working. GET shows a confirmation page (mail
 //! scanners follow links; they must not unsubscribe anyone); POST, which is
 //! what a mail client's one-click button sends, suppresses the address.
 
@@ -11,10 +14,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use sha2::Sha256;
 
 use crate::customers::mask_email;
-use crate::startup::AppState;
+use crate::startup::{current, AppState};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -29,19 +33,61 @@ impl Signer {
         Signer { key }
     }
 
+    /// The encryption key, derived from the stored secret so that the one
+    /// secret serves both token forms without the two uses sharing a key.
+    fn aead_key(&self) -> LessSafeKey {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"esim-notify unsubscribe token v2");
+        let bytes = mac.finalize().into_bytes();
+        LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &bytes).expect("32 bytes is a ChaCha20 key"),
+        )
+    }
+
+    #[cfg(test)]
     fn mac(&self, email: &str) -> Vec<u8> {
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(email.to_ascii_lowercase().as_bytes());
         mac.finalize().into_bytes()[..16].to_vec()
     }
 
-    /// `base64url(email).base64url(mac)`
+    /// `base64url(nonce || ciphertext || tag)`, a fresh random nonce each time.
     pub fn token(&self, email: &str) -> String {
-        format!("{}.{}", B64.encode(email), B64.encode(self.mac(email)))
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut sealed = email.as_bytes().to_vec();
+        self.aead_key()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut sealed,
+            )
+            .expect("an address is far below ChaCha20's message limit");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        B64.encode(out)
     }
 
-    /// The address a token names, if the signature holds.
+    /// The address a token names, if it is authentic.
     pub fn verify(&self, token: &str) -> Option<String> {
+        if token.contains('.') {
+            return self.verify_v1(token);
+        }
+        let raw = B64.decode(token).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let mut sealed = sealed.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let plain = self
+            .aead_key()
+            .open_in_place(nonce, Aad::empty(), &mut sealed)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    /// The first form, `base64url(email).base64url(mac)`, still in old emails.
+    fn verify_v1(&self, token: &str) -> Option<String> {
         let (who, sig) = token.split_once('.')?;
         let email = String::from_utf8(B64.decode(who).ok()?).ok()?;
         let sig = B64.decode(sig).ok()?;
@@ -72,12 +118,44 @@ struct Query {
     t: Option<String>,
 }
 
-fn page(status: actix_web::http::StatusCode, title: &str, body: &str) -> HttpResponse {
+/// A page for a person: the brand's name heads it and its support address
+/// and website close it, so the customer sees who they are dealing with.
+fn page(
+    app: &AppState,
+    status: actix_web::http::StatusCode,
+    title: &str,
+    body: &str,
+) -> HttpResponse {
+    let live = current(&app.live);
+    let brand = |k: &str| {
+        live.brand
+            .get(k)
+            .map(|v| escape(v.trim()))
+            .filter(|v| !v.is_empty())
+    };
+    let name = brand("name").unwrap_or_default();
+    let mut footer = String::new();
+    if let Some(support) = brand("support_email") {
+        footer.push_str(&format!("<a href=\"mailto:{support}\">{support}</a>"));
+    }
+    if let Some(site) = brand("website") {
+        if !footer.is_empty() {
+            footer.push_str(" · ");
+        }
+        footer.push_str(&format!("<a href=\"{site}\">{site}</a>"));
+    }
+    let full_title = if name.is_empty() {
+        title.to_string()
+    } else {
+        format!("{title} · {name}")
+    };
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .body(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-             <body style=\"font-family:sans-serif;max-width:32em;margin:3em auto\"><h1>{title}</h1>{body}</body></html>"
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{full_title}</title></head>\
+             <body style=\"font-family:sans-serif;max-width:32em;margin:3em auto\">\
+             <p style=\"font-weight:bold\">{name}</p><h1>{title}</h1>{body}\
+             <hr><p style=\"font-size:small\">{footer}</p></body></html>"
         ))
 }
 
@@ -96,6 +174,7 @@ async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse
     use actix_web::http::StatusCode as S;
     if !enabled(&app) {
         return page(
+            &app,
             S::NOT_FOUND,
             "Not found",
             "<p>Unsubscribing by link is not enabled.</p>",
@@ -103,6 +182,7 @@ async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse
     }
     let Some(token) = q.t.as_deref() else {
         return page(
+            &app,
             S::BAD_REQUEST,
             "Link incomplete",
             "<p>This unsubscribe link is incomplete.</p>",
@@ -110,6 +190,7 @@ async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse
     };
     match app.unsubscribe.verify(token) {
         Some(email) => page(
+            &app,
             S::OK,
             "Unsubscribe",
             &format!(
@@ -119,7 +200,7 @@ async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse
                 escape(token)
             ),
         ),
-        None => page(S::BAD_REQUEST, "Link not valid", "<p>This unsubscribe link is not valid.</p>"),
+        None => page(&app, S::BAD_REQUEST, "Link not valid", "<p>This unsubscribe link is not valid.</p>"),
     }
 }
 
@@ -127,6 +208,7 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
     use actix_web::http::StatusCode as S;
     if !enabled(&app) {
         return page(
+            &app,
             S::NOT_FOUND,
             "Not found",
             "<p>Unsubscribing by link is not enabled.</p>",
@@ -134,6 +216,7 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
     }
     let Some(email) = q.t.as_deref().and_then(|t| app.unsubscribe.verify(t)) else {
         return page(
+            &app,
             S::BAD_REQUEST,
             "Link not valid",
             "<p>This unsubscribe link is not valid.</p>",
@@ -145,6 +228,7 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
     {
         tracing::error!(error = %e, "unsubscribe not recorded");
         return page(
+            &app,
             S::SERVICE_UNAVAILABLE,
             "Try again",
             "<p>Please try again in a few minutes.</p>",
@@ -157,6 +241,7 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
         .unwrap_or_else(|_| Err("flusher stopped".into()));
     if flushed.is_err() {
         return page(
+            &app,
             S::SERVICE_UNAVAILABLE,
             "Try again",
             "<p>Please try again in a few minutes.</p>",
@@ -164,6 +249,7 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
     }
     tracing::info!(recipient = %mask_email(&email), "unsubscribed (one-click)");
     page(
+        &app,
         S::OK,
         "Unsubscribed",
         "<p>You will not receive these emails any more.</p>",
@@ -181,9 +267,32 @@ mod tests {
         assert_eq!(s.verify(&t).as_deref(), Some("Ana@Example.com"));
         let other = Signer::new(b"other".to_vec());
         assert_eq!(other.verify(&t), None);
-        let (_, sig) = t.split_once('.').unwrap();
-        let forged = format!("{}.{sig}", B64.encode("mallory@example.com"));
-        assert_eq!(s.verify(&forged), None);
         assert_eq!(s.verify("garbage"), None);
+        // A flipped bit anywhere is refused.
+        let mut raw = B64.decode(&t).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        assert_eq!(s.verify(&B64.encode(raw)), None);
+    }
+
+    #[test]
+    fn tokens_do_not_show_the_address() {
+        let s = Signer::new(b"k".to_vec());
+        let t = s.token("ana.lopez@example.com");
+        let raw = B64.decode(&t).unwrap();
+        let shown = String::from_utf8_lossy(&raw);
+        assert!(!shown.contains("ana.lopez"), "{shown}");
+        assert!(!t.contains('.'));
+    }
+
+    /// Links in emails sent before tokens were encrypted still unsubscribe.
+    #[test]
+    fn first_form_tokens_still_verify_and_forgeries_do_not() {
+        let s = Signer::new(b"k".to_vec());
+        let v1 = |email: &str, mac: &[u8]| format!("{}.{}", B64.encode(email), B64.encode(mac));
+        let good = v1("Ana@Example.com", &s.mac("Ana@Example.com"));
+        assert_eq!(s.verify(&good).as_deref(), Some("Ana@Example.com"));
+        let forged = v1("mallory@example.com", &s.mac("Ana@Example.com"));
+        assert_eq!(s.verify(&forged), None);
     }
 }

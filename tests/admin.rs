@@ -451,6 +451,42 @@ async fn a_backup_is_a_store_that_opens() {
     .await;
     assert_eq!(s, 400, "{v}");
     assert!(error_of(&v).contains("not empty"), "{v}");
+    // File-system trouble about the target is the client's: a 400 with why.
+    std::os::unix::fs::symlink(
+        target.path().join("nowhere"),
+        target.path().join("dangling"),
+    )
+    .unwrap();
+    for (bad, why) in [
+        (json!(app.store_path().join("inside")), "inside the store"),
+        (
+            json!(app.config.templates.dir.join("x")),
+            "inside the templates",
+        ),
+        (json!(target.path().join("dangling")), "symbolic link"),
+        (json!("copy\u{0}x"), "NUL"),
+    ] {
+        let (s, v) = call(
+            &app,
+            Method::POST,
+            "/admin/backup",
+            Some(json!({"dir": bad})),
+        )
+        .await;
+        assert_eq!(s, 400, "{bad}: {v}");
+        assert!(error_of(&v).contains(why), "{bad}: {v}");
+    }
+    // A relative dir is taken from the config file's directory.
+    let (s, v) = call(
+        &app,
+        Method::POST,
+        "/admin/backup",
+        Some(json!({"dir": "relative-copy"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let written = app.dir.path().join("relative-copy");
+    assert!(written.join("db").exists(), "{v}");
     let (s, _) = call(
         &app,
         Method::POST,
@@ -713,4 +749,109 @@ async fn a_dead_letter_retry_is_409_while_an_operator_suppression_holds_it() {
     .await;
     assert_eq!(s, 200, "never lifted by a retry");
     app.stop().await;
+}
+
+/// What lettre cannot send to is never bound: these used to be bound and
+/// then dead-lettered as an invalid envelope at every notice.
+#[tokio::test]
+async fn only_sendable_addresses_and_sane_names_are_bound() {
+    let app = spawn_app("").await;
+    for email in ["\"a,b\"@example.com", "ana@[127.0.0.1]"] {
+        let (s, v) = app.bind(json!({"email": email, "iccid": "8901"})).await;
+        assert_eq!(s, 400, "{email}: {v}");
+        assert!(error_of(&v).contains(email), "{v}");
+    }
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "x".repeat(200_000), "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("at most 200"), "{v}");
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "Ana\r\nBcc: x@example.net", "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("control character"), "{v}");
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "name": "Ana López", "iccid": "8901"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// A body over the limit is refused by actix before any handler runs; it
+/// used to answer text/plain.
+#[tokio::test]
+async fn an_over_large_admin_body_is_a_json_413() {
+    let app = spawn_app("").await;
+    let r = app
+        .http
+        .put(app.admin_url("/admin/customers"))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"email\":\"ana@example.com\",\"iccid\":\"{}\"}}",
+            "8".repeat(300_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    let v: Value = r.json().await.unwrap();
+    assert!(!error_of(&v).is_empty());
+}
+
+/// `HEAD` answers where `GET` does, with the same status and no body.
+#[tokio::test]
+async fn head_works_where_get_does() {
+    let app = spawn_app("").await;
+    for url in [
+        app.admin_url("/healthz"),
+        app.admin_url("/admin/outbox"),
+        format!("http://{}/healthz", app.public),
+        format!("http://{}/readyz", app.public),
+    ] {
+        let r = app.http.head(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{url}");
+        assert!(r.bytes().await.unwrap().is_empty(), "{url}");
+    }
+    let r = app
+        .http
+        .head(app.admin_url("/admin/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+/// A non-ASCII address is bound (lettre can send it with SMTPUTF8), and
+/// with a relay that does not announce SMTPUTF8 it ends as a dead letter
+/// that says so, rather than being sent mangled.
+#[tokio::test]
+async fn a_non_ascii_address_needs_smtputf8() {
+    let app = spawn_app("").await;
+    let (s, v) = app
+        .bind(json!({"email": "josé@example.com", "esimTranNo": "N1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app
+        .post(&common::esim_status(
+            "n-1",
+            "N1",
+            "8900000000000000401",
+            "IN_USE",
+        ))
+        .await;
+    assert_eq!(s, 200);
+    let died = common::eventually(std::time::Duration::from_secs(20), || async {
+        let (_, dead) = call(&app, Method::GET, "/admin/dead", None).await;
+        dead.as_array().is_some_and(|d| {
+            d.iter()
+                .any(|r| r["reason"].as_str().unwrap_or("").contains("SMTPUTF8"))
+        })
+    })
+    .await;
+    assert!(died, "dead letter naming SMTPUTF8");
+    assert!(app.received().is_empty());
 }

@@ -270,6 +270,9 @@ fn customer_round_trip(env: &Env) {
     env.run(&["customers", "forget", "--email", "ana@example.com"])
         .code(0)
         .says("2 binding(s) removed");
+    env.run(&["customers", "forget", "--email", "ana@example.com"])
+        .code(1)
+        .says("No customer is bound to ana@example.com");
     env.run(&["customers", "get", "--iccid", "8943108170001029631"])
         .code(1);
 }
@@ -352,6 +355,30 @@ fn import_reports_each_rejected_row_by_line() {
         .says("line 1");
 }
 
+/// Through a running server, a row too large for the admin body limit is
+/// one rejected row with its line number; the rows after it are imported.
+#[test]
+fn import_through_a_server_rejects_an_over_large_row_and_goes_on() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("big.csv"),
+        format!(
+            "email,iccid\nana@example.com,{}\nbob@example.com,222\n",
+            "8".repeat(300_000)
+        ),
+    )
+    .unwrap();
+    let server = env.serve();
+    env.run(&["customers", "import", "big.csv"])
+        .code(1)
+        .says("line 2: rejected")
+        .says("imported 1, rejected 1");
+    env.run(&["customers", "get", "--iccid", "222"])
+        .code(0)
+        .says("bob@example.com");
+    server.stop();
+}
+
 #[test]
 fn the_suppression_list_is_managed_from_the_command_line() {
     let env = Env::new();
@@ -399,7 +426,47 @@ fn queue_commands_work_on_an_idle_store() {
     env.run(&["resume"]).code(0).says("resumed");
     env.run(&["backup", "copy"]).code(0);
     assert!(env.path("copy").join("db").exists());
-    env.run(&["backup", "copy"]).code(2).says("not empty");
+    env.run(&["backup", "copy"]).code(1).says("not empty");
+}
+
+/// `backup DIR` refuses, as a reported failure, a target inside what the
+/// config names, resolves a relative DIR against the config file's
+/// directory (as the config's own paths), and says where it wrote; on the
+/// store and through a running server alike.
+#[test]
+fn backup_refuses_bad_targets_and_says_where_it_wrote() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("elsewhere")).unwrap();
+    let from_elsewhere = |args: &[&str]| {
+        let out = env
+            .command(args)
+            .current_dir(env.path("elsewhere"))
+            .output()
+            .unwrap();
+        Run::from(args, out)
+    };
+    std::os::unix::fs::symlink(env.path("nowhere"), env.path("dangling")).unwrap();
+    for round in ["store", "server"] {
+        let server = (round == "server").then(|| env.serve());
+        let copy = format!("copy-{round}");
+        from_elsewhere(&["backup", &copy])
+            .code(0)
+            .says(&format!("Backup written to {}", env.path(&copy).display()));
+        assert!(env.path(&copy).join("db").exists(), "{round}");
+        assert!(!env.path("elsewhere").join(&copy).exists(), "{round}");
+        env.run(&["backup", "data/inside"])
+            .code(1)
+            .says("inside the store");
+        env.run(&["backup", "mail-out/inside"])
+            .code(1)
+            .says("inside the mail-out folder");
+        env.run(&["backup", "dangling"])
+            .code(1)
+            .says("symbolic link");
+        if let Some(s) = server {
+            s.stop();
+        }
+    }
 }
 
 #[test]
@@ -496,6 +563,9 @@ fn bad_usage_exits_2() {
     env.run(&["dead", "retry"]).code(2);
     env.run(&["outbox", "cancel", "abc"]).code(2);
     env.run(&["no-such-command"]).code(2);
+    env.run(&["send-test", "--to", "not an address"])
+        .code(2)
+        .says("not an email address");
 }
 
 #[test]
@@ -503,7 +573,8 @@ fn send_test_reports_the_transport_result() {
     let env = Env::new();
     env.run(&["send-test", "--to", "ops@example.com"])
         .code(0)
-        .says("ops@example.com");
+        .says("ops@example.com")
+        .says("via the file transport (into ");
     let sent: Vec<_> = std::fs::read_dir(env.path("mail-out"))
         .expect("the file transport wrote something")
         .collect();
@@ -814,4 +885,37 @@ fn env_secrets_stay_as_written_and_sighup_notices_a_changed_secret() {
     );
     assert!(!all.contains("new-hook-secret"), "{all}");
     server.stop();
+}
+
+/// The README's `render` example names a shipped file, and every shipped
+/// sample body (one per notifyType) renders.
+#[test]
+fn the_shipped_webhook_samples_render() {
+    let env = Env::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("render examples/webhooks/data_usage.json"));
+    let dir = root.join("examples/webhooks");
+    let mut types = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let body: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        types.push(body["notifyType"].as_str().unwrap().to_string());
+        env.run(&["render", path.to_str().unwrap()]).code(0);
+    }
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "CHECK_HEALTH",
+            "DATA_USAGE",
+            "ESIM_STATUS",
+            "ORDER_STATUS",
+            "VALIDITY_USAGE"
+        ]
+    );
+    env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
+        .code(0)
+        .says("Subject: Less than 10% of your data left");
 }

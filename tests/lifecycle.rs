@@ -307,11 +307,30 @@ async fn one_click_unsubscribe_suppresses_the_next_notice() {
         "{url}"
     );
 
+    // The address is not readable in the link (proxy and mail logs keep URLs).
+    let token = url.rsplit_once("t=").unwrap().1;
+    for shown in [
+        "ana".to_string(),
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            "ana@example.com",
+        )[..8]
+            .to_string(),
+    ] {
+        assert!(!token.contains(&shown), "{token} shows {shown}");
+    }
+
     // A link scanner's GET does not unsubscribe; a forged token is refused.
-    assert_eq!(
-        app.http.get(&url).send().await.unwrap().status().as_u16(),
-        200
-    );
+    let page = app.http.get(&url).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let brand = app.config.brand["name"].clone();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&brand), "the page names {brand}: {html}");
+    // A repeated `t` is a client error answered in JSON, as every 4xx.
+    let twice = app.http.get(format!("{url}&t=x")).send().await.unwrap();
+    assert_eq!(twice.status().as_u16(), 400);
+    let v: Value = twice.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
     let (_, list) = app.get_json(&app.admin_url("/admin/suppressions")).await;
     assert_eq!(list.as_array().unwrap().len(), 0);
     let forged = app.http.post(format!("{url}x")).send().await.unwrap();
@@ -345,6 +364,63 @@ async fn one_click_unsubscribe_suppresses_the_next_notice() {
     .await;
     assert!(suppressed, "the next notice is recorded as suppressed");
     assert_eq!(app.received().len(), 1, "and not sent");
+    app.stop().await;
+}
+
+/// After `customers forget`, a suppressed address stays suppressed but is
+/// kept only as a keyed hash: the suppression list no longer holds it, and a
+/// notice to it after it is bound again is still not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_address_stays_suppressed_only_as_a_hash() {
+    let app = spawn_app("").await;
+    let put = app
+        .http
+        .put(app.admin_url("/admin/suppressions/Ana.Lopez@Example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let bound = app
+        .bind(json!({"email": "ana.lopez@example.com", "esimTranNo": "F1"}))
+        .await;
+    assert_eq!(bound.0, 200);
+    let forget = app
+        .http
+        .post(app.admin_url("/admin/customers/forget"))
+        .json(&json!({"email": "ana.lopez@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forget.status().as_u16(), 200);
+
+    let (_, list) = app.get_json(&app.admin_url("/admin/suppressions")).await;
+    let text = list.to_string().to_lowercase();
+    assert!(!text.contains("ana.lopez"), "{text}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (status, _) = app
+        .get_json(&app.admin_url("/admin/suppressions/ana.lopez@example.com"))
+        .await;
+    assert_eq!(status, 200, "still suppressed");
+
+    assert_eq!(
+        app.bind(json!({"email": "ana.lopez@example.com", "esimTranNo": "F1"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.post(&esim_status("f-1", "F1", "8900000000000000301", "IN_USE"))
+            .await
+            .0,
+        200
+    );
+    let (_, view) = app.get_json(&app.admin_url("/admin/esims/F1")).await;
+    assert!(
+        view["decisions"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["what"] == "suppressed")),
+        "{view}"
+    );
     app.stop().await;
 }
 

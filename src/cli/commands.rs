@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::admin::{DeadRow, OutboxRow, ParkedRow};
+use crate::config::Config;
 use crate::customers::{Binding, IdKind};
 use crate::store::Suppression;
 
@@ -33,7 +34,7 @@ pub fn operate(path: &Path, command: Command) -> u8 {
                 return e.code();
             }
         };
-        let code = match run(&op, command).await {
+        let code = match run(&op, command, path, &config).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("{e}");
@@ -48,7 +49,7 @@ pub fn operate(path: &Path, command: Command) -> u8 {
     })
 }
 
-async fn run(op: &Operator, command: Command) -> Result<u8, OpError> {
+async fn run(op: &Operator, command: Command, path: &Path, config: &Config) -> Result<u8, OpError> {
     match command {
         Command::Customers(c) => customers(op, c).await,
         Command::Suppress(c) => suppress(op, c).await,
@@ -139,8 +140,8 @@ async fn run(op: &Operator, command: Command) -> Result<u8, OpError> {
             Ok(OK)
         }
         Command::Backup { dir } => {
-            op.backup(&dir).await?;
-            println!("Backup written to {}.", dir.display());
+            let written = op.backup(&dir, path.parent(), config).await?;
+            println!("Backup written to {}.", written.display());
             Ok(OK)
         }
         Command::Serve | Command::Check | Command::Render { .. } | Command::SendTest { .. } => {
@@ -202,6 +203,15 @@ async fn customers(op: &Operator, command: CustomersCommand) -> Result<u8, OpErr
         }
         CustomersCommand::Forget { email } => {
             let r = op.forget(&email).await?;
+            if r.bindings == 0 {
+                // Nothing to forget is worth saying: the address was likely
+                // mistyped. Queued notices and dead letters were still cleared.
+                eprintln!(
+                    "No customer is bound to {email}: nothing to forget ({} queued notice(s) cancelled, {} dead letter(s) redacted).",
+                    r.cancelled, r.redacted
+                );
+                return Ok(FAILED);
+            }
             println!(
                 "Forgot {email}: {} binding(s) removed, {} queued notice(s) cancelled, {} dead letter(s) redacted.",
                 r.bindings, r.cancelled, r.redacted

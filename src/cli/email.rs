@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::customers::Binding;
 use crate::event::Event;
-use crate::mailer::{message_id_for, Mailer, OutgoingEmail};
+use crate::mailer::{message_id_for, Mailer, OutgoingEmail, Tls, TransportSettings};
 use crate::policy::{self, EsimState};
 use crate::render::{sample_vars, NoticeClass, Rendered, Templates};
 use crate::startup;
@@ -151,6 +151,16 @@ fn print_email(
 /// queue, the limits and the suppression list on purpose: it tests the
 /// transport, nothing else.
 pub fn send_test(config: &Config, to: &str) -> u8 {
+    // A malformed address is bad usage, refused for the reason a binding
+    // would be, before anything is rendered or connected.
+    let to = match crate::customers::normalize_email(to) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("--to: {e}");
+            return USAGE;
+        }
+    };
+    let to = to.as_str();
     let templates = match templates(config) {
         Ok(t) => t,
         Err(code) => return code,
@@ -166,7 +176,7 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
         }
     };
     let settings = startup::mailer_settings(config);
-    let via = format!("{:?}", settings.transport);
+    let via = describe(&settings.transport);
     let mailer = match Mailer::new(settings) {
         Ok(m) => m,
         Err(e) => {
@@ -207,4 +217,22 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
             }
         }
     })
+}
+
+/// The transport in words, for `send-test`: where the mail went, never the
+/// credentials.
+fn describe(t: &TransportSettings) -> String {
+    match t {
+        TransportSettings::File { dir } => format!("the file transport (into {})", dir.display()),
+        TransportSettings::Smtp {
+            host, port, tls, ..
+        } => {
+            let tls = match tls {
+                Tls::StartTls => "STARTTLS",
+                Tls::Implicit => "implicit TLS",
+                Tls::None => "no TLS",
+            };
+            format!("SMTP at {host}:{port} ({tls})")
+        }
+    }
 }

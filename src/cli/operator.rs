@@ -7,7 +7,7 @@
 //! [`Operator`].
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -286,24 +286,48 @@ impl Operator {
         }
     }
 
-    /// `dir` is made absolute here: a running server resolves relative paths
-    /// against its own working directory, not the operator's.
-    pub async fn backup(&self, dir: &Path) -> Result<(), OpError> {
-        let dir = std::path::absolute(dir)
-            .map_err(|e| OpError::Rejected(format!("{}: {e}", dir.display())))?;
+    /// `dir` is resolved here, against the config file's directory as the
+    /// config's own paths are (a running server's working directory is not
+    /// the operator's). Every refusal is a reported failure (exit 1): the
+    /// command was well formed, the target was not fit. Returns where the
+    /// copy was written.
+    pub async fn backup(
+        &self,
+        dir: &Path,
+        base: Option<&Path>,
+        config: &Config,
+    ) -> Result<PathBuf, OpError> {
+        let as_failure = |e: OpError| match e {
+            OpError::Rejected(m) => OpError::Failed(m),
+            other => other,
+        };
         match self {
             Operator::Local { store, .. } => {
-                admin::backup_target_ok(&dir).map_err(OpError::Rejected)?;
-                Ok(store.backup(&dir)?)
+                let dir =
+                    admin::prepare_backup_target(dir, base, config).map_err(OpError::Failed)?;
+                store.backup(&dir)?;
+                Ok(dir)
             }
-            Operator::Remote(r) => r
-                .call(
-                    Method::POST,
-                    r.url(&["backup"]),
-                    Some(json!({ "dir": dir })),
-                )
-                .await
-                .map(drop),
+            Operator::Remote(r) => {
+                let dir = match base {
+                    Some(b) if dir.is_relative() && !b.as_os_str().is_empty() => b.join(dir),
+                    _ => dir.to_path_buf(),
+                };
+                let dir = std::path::absolute(&dir)
+                    .map_err(|e| OpError::Failed(format!("{}: {e}", dir.display())))?;
+                let v = r
+                    .call(
+                        Method::POST,
+                        r.url(&["backup"]),
+                        Some(json!({ "dir": dir })),
+                    )
+                    .await
+                    .map_err(as_failure)?;
+                Ok(v.get("dir")
+                    .and_then(Value::as_str)
+                    .map(PathBuf::from)
+                    .unwrap_or(dir))
+            }
         }
     }
 }
@@ -390,6 +414,9 @@ impl Remote {
             // letter whose address is suppressed).
             StatusCode::CONFLICT => OpError::Failed(reason),
             StatusCode::BAD_REQUEST => OpError::Rejected(reason),
+            // Any other 4xx (a row over the body limit: 413) is about what
+            // was sent, not the server: an import rejects that row and goes on.
+            s if s.is_client_error() && s != StatusCode::UNAUTHORIZED => OpError::Rejected(reason),
             StatusCode::UNAUTHORIZED => OpError::Failed(format!(
                 "the server refused the admin token ({reason}); check admin.token"
             )),

@@ -45,6 +45,21 @@ enum T {
     Meta,
 }
 
+/// The secret that keys the hashes of forgotten addresses.
+const FORGOTTEN_SECRET: &str = "forgotten";
+
+/// `#` and HMAC-SHA256(secret, address lower-cased) in hex: the same
+/// address always gives the same key, and the key gives back no address
+/// without the store's secret. It holds no `@`, so it never equals the key
+/// of an address still stored in clear.
+fn forgotten_key(secret: &[u8], email: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(suppression_key(email).as_bytes());
+    format!("#{}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// The key prefix of each space, in the order of [`T`]. Stable: it is the
 /// layout on disk.
 const PREFIXES: [u8; 10] = [b'd', b'e', b's', b'a', b'c', b'q', b'x', b'l', b'u', b'm'];
@@ -458,6 +473,17 @@ impl SledStore {
         Ok(None)
     }
 
+    /// The key a forgotten address's suppression is kept under, if any
+    /// address was ever forgotten. Reads the secret without creating it, so
+    /// it is safe under the lock.
+    fn forgotten_suppression_key(&self, email: &str) -> Result<Option<String>, StoreError> {
+        let secret = self
+            .tree(T::Meta)
+            .get(format!("secret/{FORGOTTEN_SECRET}"))
+            .map_err(io)?;
+        Ok(secret.map(|k| forgotten_key(&k, email)))
+    }
+
     /// Queues a notice for a known recipient, or records why it is not sent.
     #[allow(clippy::too_many_arguments)]
     fn queue_or_suppress(
@@ -841,9 +867,26 @@ impl Store for SledStore {
     }
 
     fn forget(&self, email: &str, now: DateTime<Utc>) -> Result<ForgetReport, StoreError> {
+        // Before the lock: `secret` takes it to create the key the first time.
+        let hash_key = self.secret(FORGOTTEN_SECRET)?;
         let mut l = self.lock();
         let mut w = Writes::default();
         let mut report = ForgetReport::default();
+        // A suppressed address stays suppressed, but only as a keyed hash: it
+        // is still never mailed, and the address itself is no longer stored.
+        let plain = suppression_key(email);
+        if let Some(s) = self.get::<Suppression>(T::Suppress, &plain)? {
+            let hashed = forgotten_key(&hash_key, email);
+            w.del(T::Suppress, &plain);
+            w.put(
+                T::Suppress,
+                &hashed,
+                &Suppression {
+                    email: hashed.clone(),
+                    ..s
+                },
+            );
+        }
         let same = |e: &str| e.eq_ignore_ascii_case(email.trim());
         for (k, b) in self.scan::<StoredBinding>(T::Customers)? {
             if same(&b.recipient.email) {
@@ -894,9 +937,12 @@ impl Store for SledStore {
 
     fn unsuppress(&self, email: &str) -> Result<bool, StoreError> {
         let mut l = self.lock();
-        let key = suppression_key(email);
+        let mut key = suppression_key(email);
         if self.tree(T::Suppress).get(&key).map_err(io)?.is_none() {
-            return Ok(false);
+            match self.forgotten_suppression_key(email)? {
+                Some(k) if self.tree(T::Suppress).get(&k).map_err(io)?.is_some() => key = k,
+                _ => return Ok(false),
+            }
         }
         let mut w = Writes::default();
         w.del(T::Suppress, &key);
@@ -905,7 +951,13 @@ impl Store for SledStore {
     }
 
     fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
-        self.get(T::Suppress, suppression_key(email))
+        if let Some(s) = self.get(T::Suppress, suppression_key(email))? {
+            return Ok(Some(s));
+        }
+        match self.forgotten_suppression_key(email)? {
+            Some(k) => self.get(T::Suppress, k),
+            None => Ok(None),
+        }
     }
 
     fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
