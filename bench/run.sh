@@ -89,6 +89,22 @@ if has intake; then
   INTAKE_RSS=$(rss_mb "$SPID_REAL")
   stop "$SPID"
   row "1" "store after the intake runs (du -sb), RSS" "$(du -sb "$WORK/store-intake" | cut -f1) B, $INTAKE_RSS MB" "" "" ""
+
+  # What the real sync costs (issue 9): the same run on a fresh store with the
+  # fdatasync after each group commit turned off. ESIM_NOTIFY_UNSAFE_NO_FDATASYNC
+  # is a bench-only knob: a server run with it can lose acknowledged webhooks
+  # on a power cut.
+  log "1. intake: the same without the fdatasync (ESIM_NOTIFY_UNSAFE_NO_FDATASYNC=1, bench only)"
+  P=$(free_port); A=$(free_port)
+  write_config "$WORK/intake-nosync.toml" "$WORK/store-intake-nosync" "$P" "$A" 9
+  start_server intake-nosync "$WORK/intake-nosync.toml" env ESIM_NOTIFY_UNSAFE_NO_FDATASYNC=1
+  URL="http://127.0.0.1:$P/webhooks/esimaccess"
+  run_wrk "$URL" nswarm 2 >/dev/null
+  N=$(run_wrk "$URL" nosync "$DURATION")
+  log "   $N"
+  stop "$SPID"
+  NOSYNC_RPS=$(kv rps "$N")
+  row "1" "intake with the fdatasync per group commit vs without, req/s (p99)" "$INTAKE_RPS ($(kv p99_ms "$R") ms)" "no fdatasync: $NOSYNC_RPS ($(kv p99_ms "$N") ms)" "$(calc "$INTAKE_RPS / $NOSYNC_RPS")" ""
 fi
 
 # ------------------------------------------------------------ 2. end to end

@@ -203,6 +203,7 @@ pub async fn turn(
             quota.accepted();
             log("sent", None);
             let mut t = finish(&ctx, &q, SendOutcome::Sent, "sent");
+            settle(&ctx, id).await;
             t.transport_ok = true;
             t
         }
@@ -221,7 +222,11 @@ pub async fn turn(
             if metric == "dead" {
                 tracing::warn!(notice = id, template = %template, to = %mask_email(&q.recipient.email), error = %e, "dead letter");
             }
+            let dead = metric == "dead";
             let mut t = finish(&ctx, &q, outcome, metric);
+            if dead {
+                settle(&ctx, id).await;
+            }
             t.transport_ok = true;
             t
         }
@@ -357,6 +362,20 @@ fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static st
         _ => Fate::Done,
     };
     Turn::no_send(fate)
+}
+
+/// Waits until a sent or dead notice's record is on disk before its slot is
+/// freed: lost on a power cut, a "sent" record means the email goes out a
+/// second time and a "dead" one may forget the suppression it added. The
+/// email is already out, so this narrows the window to one group-commit
+/// sync instead of sled's 500 ms; a failure is only logged (the record may
+/// still reach the disk with the next sync).
+async fn settle(ctx: &Ctx, id: u64) {
+    match ctx.store.durable().await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(notice = id, error = %e, "send outcome not synced"),
+        Err(_) => tracing::error!(notice = id, "send outcome not synced: the flusher stopped"),
+    }
 }
 
 pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {

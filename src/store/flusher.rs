@@ -1,12 +1,21 @@
-//! Group commit: one `fsync` for every request waiting on durability.
+//! Group commit: one real sync for every request waiting on durability.
 //!
 //! sled only syncs in the background (every 500 ms), and its `flush_async`
 //! deadlocks when eight or more callers await it at once (sled #1308). So a
 //! single thread owns flushing: a request commits its writes, then asks to be
 //! woken once they are on disk; the thread takes every request queued so far,
-//! runs one `flush`, and wakes them all. A request queued while a flush runs
+//! runs one flush, and wakes them all. A request queued while a flush runs
 //! waits for the next one, which is what makes its writes covered.
+//!
+//! sled's own `flush()` is not enough for that: on Linux it ends with
+//! `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)`, which hands the pages to
+//! the device but flushes neither the device's write cache nor the file's
+//! metadata (its size, when the log grew). [`SledFiles::sync`] therefore
+//! finishes every flush with `fdatasync` of the store's files.
 
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
@@ -16,6 +25,100 @@ type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// How long a flush waits for more requests to join it, under load.
 const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_micros(1000);
+
+/// The env var that turns the `fdatasync`s off. Bench only (`bench/run.sh`
+/// measures what they cost with it): a store run with it set can lose
+/// acknowledged webhooks on a power cut, so the server warns when it is set.
+pub const UNSAFE_NO_FDATASYNC: &str = "ESIM_NOTIFY_UNSAFE_NO_FDATASYNC";
+
+/// What must reach the disk after sled's `flush()` for a commit to survive
+/// a power cut, given how sled 0.34.7 lays out its directory:
+///
+/// - `db`: the log and every page; one `fdatasync` of it per flush covers
+///   all commits so far (on Linux it flushes the file whatever descriptor
+///   wrote it, so our own read-only handle, opened once, is enough; it
+///   does not touch sled's `flock`, which belongs to sled's descriptor).
+/// - `blobs/<lsn>`: a record larger than a quarter of a segment (128 KiB)
+///   goes to its own new file, which sled writes and never syncs while the
+///   log entry pointing at it is synced. Each flush lists `blobs/`,
+///   `fdatasync`s the files it has not synced yet, then `fsync`s the
+///   directory so their names survive too. The listing is usually empty;
+///   our records are far below the threshold, so this is a guard.
+/// - `conf`, `db`, `blobs/` and the store directory itself are created once,
+///   at open: they are synced once there (with the parent directory), not
+///   on every flush.
+/// - `snap.*` are not synced: a snapshot is a cache that sled rebuilds from
+///   the log when it is missing.
+pub struct SledFiles {
+    data: File,
+    blobs: PathBuf,
+    synced_blobs: HashSet<std::ffi::OsString>,
+    enabled: bool,
+}
+
+impl SledFiles {
+    /// Opens the data file once and makes what sled created at open durable.
+    pub fn open(dir: &Path) -> std::io::Result<SledFiles> {
+        let enabled = std::env::var_os(UNSAFE_NO_FDATASYNC).is_none_or(|v| v.is_empty());
+        let data = File::open(dir.join("db"))?;
+        let files = SledFiles {
+            data,
+            blobs: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+            enabled,
+        };
+        if !enabled {
+            tracing::warn!(
+                "{UNSAFE_NO_FDATASYNC} is set: webhooks are acknowledged before they are on disk (bench only)"
+            );
+            return Ok(files);
+        }
+        if let Ok(conf) = File::open(dir.join("conf")) {
+            conf.sync_all()?;
+        }
+        files.data.sync_all()?;
+        sync_dir(&files.blobs)?;
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        Ok(files)
+    }
+
+    /// Makes everything sled has flushed durable: see the type's doc.
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.data.sync_data()?;
+        let mut present = HashSet::new();
+        let mut new = false;
+        for entry in std::fs::read_dir(&self.blobs)? {
+            let name = entry?.file_name();
+            if !self.synced_blobs.contains(&name) {
+                // A blob gone since the listing was collected by sled: fine.
+                match File::open(self.blobs.join(&name)) {
+                    Ok(f) => f.sync_data()?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                new = true;
+            }
+            present.insert(name);
+        }
+        if new {
+            sync_dir(&self.blobs)?;
+        }
+        // Forget blobs sled has removed, so the set stays the directory's size.
+        self.synced_blobs = present;
+        Ok(())
+    }
+}
+
+/// `fsync` of a directory: makes the names created in it durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
 
 /// Owns the flushing thread. Dropping it ends the thread and waits for it,
 /// so that the store's files are closed once the store is dropped (a
@@ -104,6 +207,26 @@ mod tests {
         }
         let n = flushes.load(Ordering::SeqCst);
         assert!((1..64).contains(&n), "64 waiters took {n} flushes");
+    }
+
+    /// A record over sled's blob threshold lands in its own file under
+    /// `blobs/`, which sled never syncs: the sync must find it and sync it.
+    #[test]
+    fn sync_covers_new_blob_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let mut files = SledFiles::open(dir.path()).unwrap();
+        db.insert("big", vec![7u8; 300 * 1024]).unwrap();
+        db.flush().unwrap();
+        files.sync().unwrap();
+        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(!blobs.is_empty(), "a 300 KiB value should be a blob");
+        for b in &blobs {
+            assert!(files.synced_blobs.contains(b), "blob {b:?} not synced");
+        }
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::flusher::Flusher;
+use super::flusher::{Flusher, SledFiles};
 use super::keys;
 use super::*;
 use crate::customers::{mask_email, suppression_key, IdKind, Recipient};
@@ -191,7 +191,17 @@ pub struct SledStore {
     /// A copy of the counts for readers that must not wait for the lock (metrics).
     counts: Mutex<Counts>,
     flusher: Flusher,
+    /// Shared by the flusher thread and [`Store::flush`] (shutdown, CLI).
+    files: Arc<Mutex<SledFiles>>,
     dedup_window: Duration,
+}
+
+/// sled's flush, then the real sync it leaves out (see [`SledFiles`]).
+fn sync(db: &sled::Db, files: &Mutex<SledFiles>) -> Result<(), StoreError> {
+    db.flush().map_err(io)?;
+    // A panic mid-sync leaves nothing half done: the next sync redoes it.
+    let mut f = files.lock().unwrap_or_else(|p| p.into_inner());
+    f.sync().map_err(|e| io(format!("fdatasync: {e}")))
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -245,9 +255,13 @@ impl SledStore {
             Some(b) => decode(&b)?,
             None => Counts::default(),
         };
+        let files = Arc::new(Mutex::new(
+            SledFiles::open(path).map_err(|e| io(format!("syncing {}: {e}", path.display())))?,
+        ));
         let flush_db = db.clone();
+        let flush_files = files.clone();
         let flusher =
-            Flusher::spawn(move || flush_db.flush().map(|_| ()).map_err(|e| e.to_string()));
+            Flusher::spawn(move || sync(&flush_db, &flush_files).map_err(|e| e.to_string()));
         Ok(SledStore {
             db,
             tree,
@@ -261,6 +275,7 @@ impl SledStore {
             }),
             counts: Mutex::new(counts),
             flusher,
+            files,
             dedup_window,
         })
     }
@@ -765,7 +780,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
+        sync(&self.db, &self.files)
     }
 
     fn bind(
