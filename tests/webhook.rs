@@ -193,6 +193,69 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_sender() {
     app.stop().await;
 }
 
+/// Behind the proxy, a hop that is not an address ends the walk and is the
+/// sender, which is never allowed; a header that is not text is refused too
+/// (it used to fall back to the proxy's own, allowed, address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_an_unreadable_hop_is_refused() {
+    let app = spawn_app("[security]\nallowed_ips = [\"3.1.131.226\", \"127.0.0.1\"]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n").await;
+    let post = |xff: &'static [u8], id: &'static str| {
+        let body = SAMPLE_DATA.replace("f776267e8d6745db8cc316e4c146ea0c", id);
+        let req = app
+            .http
+            .post(app.webhook_url())
+            .header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(xff).unwrap(),
+            )
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for (xff, id) in [
+        (&b"3.1.131.226, unknown"[..], "u1"),
+        (b"3.1.131.226, unix:/run/proxy.sock", "u2"),
+        (b"3.1.131.226, , 10.0.0.7", "u3"),
+        (b"3.1.131.226\xff", "u4"),
+    ] {
+        let (status, body) = post(xff, id).await;
+        assert_eq!(status, 403, "{}", String::from_utf8_lossy(xff));
+        assert!(body["error"].as_str().unwrap().contains("not allowed"));
+    }
+    assert_eq!(post(b"3.1.131.226, 10.0.0.7", "ok").await.0, 200);
+    app.stop().await;
+}
+
+/// A body still arriving after `server.body_timeout` is cut with 408 and a
+/// JSON reason, even from an allowed sender with the right token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_still_arriving_is_cut_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app("[server]\nbody_timeout = \"1s\"\n").await;
+    let mut conn = tokio::net::TcpStream::connect(app.public).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.config.server.webhook_path,
+        SAMPLE_DATA.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&SAMPLE_DATA.as_bytes()[..20]).await.unwrap();
+    // The rest never comes; the server answers on its own (bounded wait).
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#""error":"the body did not arrive"#),
+        "{answer}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_remembers_notify_ids() {
     let app = spawn_app("").await;
