@@ -322,7 +322,8 @@ pub async fn receive(
             decisions,
         } => {
             m::webhook(kind, "accepted");
-            m::last_webhook_now();
+            // The stored value, so the gauge reads the same after a restart.
+            m::last_webhook_at(store.last_webhook().ok().flatten());
             m::decisions(&decisions);
             for field in &event.unreadable {
                 m::unreadable(kind, field);
