@@ -416,3 +416,75 @@ async fn healthz_and_readyz_on_both_listeners() {
     }
     app.stop().await;
 }
+
+/// A flood of refused deliveries writes a bounded number of WARN lines (one
+/// per reason per second, each counting those left out), with reason and sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_webhooks_writes_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), "[security]\nallowed_ips = [\"3.1.131.226\"]\n").await;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let body = data_usage(&format!("flood-{i}"), "F1", "8900000000000000001", 100, 5);
+        let r = http
+            .post(server.webhook_url())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let seconds = started.elapsed().as_secs();
+    let log = server.kill();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook refused"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert!(lines[0].contains("sender=127.0.0.1"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("sender address not allowed"),
+        "{}",
+        lines[0]
+    );
+    // One line per second at most (plus the first), whatever the rate.
+    assert!(
+        lines.len() as u64 <= seconds + 2,
+        "{} lines in {seconds}s",
+        lines.len()
+    );
+}
+
+/// Text from outside cannot forge a log line: a newline in a forgotten
+/// address stays inside the one line that logs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_forgotten_address_does_not_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), "").await;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO esim_notify: FORGED";
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/admin/customers/forget",
+            server.admin
+        ))
+        .json(&json!({ "email": format!("ana@example.com\n{forged}") }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 400,
+        "{}",
+        r.status()
+    );
+    let log = server.kill();
+    assert!(
+        log.contains("FORGED"),
+        "the address is logged (masked):\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line:\n{log}"
+    );
+}
