@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::event::Event;
 use crate::metrics as m;
 use crate::startup::AppState;
-use crate::store::IngestOutcome;
+use crate::store::{IngestOutcome, Store};
 use crate::telemetry::{escape, Throttle};
 
 /// Who may post, from `[security]`.
@@ -280,7 +280,7 @@ pub async fn receive(
     let kind = event.notify_type.metric_label();
     if event.notify_type.is_ignored() {
         m::webhook(kind, "ignored");
-        tracing::info!(notify_type = event.notify_type.as_str(), notify_id = ?event.notify_id, outcome = "ignored", "webhook");
+        tracing::info!(notify_type = %escape(event.notify_type.as_str()), notify_id = %notify_id(&event), outcome = "ignored", "webhook");
         return answer(S::OK, json!({ "status": "ignored" }));
     }
 
@@ -313,7 +313,7 @@ pub async fn receive(
     match outcome {
         IngestOutcome::Duplicate => {
             m::webhook(kind, "duplicate");
-            tracing::info!(notify_type = kind, notify_id = ?event.notify_id, outcome = "duplicate", "webhook");
+            tracing::info!(notify_type = kind, notify_id = %notify_id(&event), outcome = "duplicate", "webhook");
             answer(S::OK, json!({ "status": "duplicate" }))
         }
         IngestOutcome::Accepted {
@@ -330,10 +330,10 @@ pub async fn receive(
             }
             tracing::info!(
                 notify_type = kind,
-                notify_id = ?event.notify_id,
-                esim = ?esim,
+                notify_id = %notify_id(&event),
+                esim = %esim_name(&event, esim, store.as_ref()),
                 queued = queued.len(),
-                unreadable = ?event.unreadable,
+                unreadable = %event.unreadable.join(","),
                 outcome = "accepted",
                 "webhook"
             );
@@ -341,6 +341,24 @@ pub async fn receive(
             answer(S::OK, json!({ "status": "accepted" }))
         }
     }
+}
+
+/// The notifyId as logged: escaped, `-` when absent (never `Some("…")`).
+fn notify_id(event: &Event) -> String {
+    escape(event.notify_id.as_deref().unwrap_or("-")).into_owned()
+}
+
+/// Names an eSIM in logs by what the admin API accepts (SPEC §9):
+/// esimTranNo, else iccid — from the event, else from the store when the
+/// event carried only an orderNo or transactionId. Never the internal number.
+fn esim_name(event: &Event, esim: Option<crate::store::EsimId>, store: &dyn Store) -> String {
+    let pick =
+        |ids: &crate::event::Identifiers| ids.esim_tran_no.clone().or_else(|| ids.iccid.clone());
+    let name = pick(&event.ids).or_else(|| {
+        esim.and_then(|id| store.esim_state(id).ok().flatten())
+            .and_then(|(_, ids)| pick(&ids))
+    });
+    escape(name.as_deref().unwrap_or("-")).into_owned()
 }
 
 enum BodyError {

@@ -463,6 +463,28 @@ async fn a_flood_of_refused_webhooks_writes_a_bounded_number_of_lines() {
 async fn a_newline_in_a_forgotten_address_does_not_forge_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
     let server = Binary::serve(dir.path(), "").await;
+    // Only an orderNo: the log still names the eSIM by its esimTranNo.
+    let http = reqwest::Client::new();
+    let first = data_usage("named-1", "T-LOG", "8900000000000000777", 100, 50);
+    assert_eq!(
+        http.post(server.webhook_url())
+            .body(first)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let by_order = r#"{"notifyType":"DATA_USAGE","notifyId":"named-2","content":{"orderNo":"BT-LOG","totalVolume":100,"remain":40}}"#;
+    assert_eq!(
+        http.post(server.webhook_url())
+            .body(by_order)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let forged = "2026-01-01T00:00:00.000000Z  INFO esim_notify: FORGED";
     let r = reqwest::Client::new()
         .post(format!(
@@ -479,6 +501,15 @@ async fn a_newline_in_a_forgotten_address_does_not_forge_a_log_line() {
         r.status()
     );
     let log = server.kill();
+    let webhooks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("notify_id=named-"))
+        .collect();
+    assert_eq!(webhooks.len(), 2, "{log}");
+    for line in webhooks {
+        assert!(line.contains("esim=T-LOG"), "{line}");
+        assert!(!line.contains("Some("), "{line}");
+    }
     assert!(
         log.contains("FORGED"),
         "the address is logged (masked):\n{log}"
