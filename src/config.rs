@@ -52,6 +52,9 @@ pub struct Server {
     pub listen: String,
     pub webhook_path: String,
     pub max_body_bytes: usize,
+    /// A webhook body still arriving after this is cut with 408, so a slow
+    /// sender cannot hold a connection (and a worker's memory) open forever.
+    pub body_timeout: Dur,
     /// How customers reach the public listener (for unsubscribe links);
     /// "" means `http://{listen}`.
     pub public_url: String,
@@ -472,6 +475,7 @@ impl Config {
             }
         }
         p.positive("email.send_timeout", self.email.send_timeout);
+        p.positive("server.body_timeout", self.server.body_timeout);
         let lu = self.email.list_unsubscribe.as_str();
         if !(lu.is_empty()
             || lu == "one-click"

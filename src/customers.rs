@@ -229,9 +229,11 @@ pub fn suppression_key(email: &str) -> String {
 }
 
 /// `ana@example.com` -> `a***@example.com`: enough for an operator to
-/// recognise a case in the logs, not enough to harvest addresses.
+/// recognise a case (or which domain refused) in the logs, not enough to
+/// harvest addresses. The only masking function: split at the last `@`,
+/// since a quoted local part may hold one (`"a@b"@example.com`).
 pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
+    match email.rsplit_once('@') {
         Some((local, domain)) => {
             let first: String = local.chars().take(1).collect();
             format!("{first}***@{domain}")
@@ -332,5 +334,6 @@ mod tests {
     fn masking_hides_the_local_part() {
         assert_eq!(mask_email("ana.lopez@example.com"), "a***@example.com");
         assert_eq!(mask_email("garbage"), "***");
+        assert_eq!(mask_email("\"a@b\"@example.com"), "\"***@example.com");
     }
 }

@@ -76,14 +76,76 @@ fn describe() {
     );
 }
 
+/// The `outcome` values of `esim_notify_webhooks_total` (SPEC §9).
+pub const WEBHOOK_OUTCOMES: [&str; 6] = [
+    "accepted",
+    "duplicate",
+    "ignored",
+    "rejected_ip",
+    "rejected_token",
+    "invalid",
+];
+
+/// The `outcome` values of `esim_notify_notices_total` (SPEC §9).
+pub const NOTICE_OUTCOMES: [&str; 8] = [
+    "queued",
+    "sent",
+    "suppressed",
+    "parked",
+    "released",
+    "superseded",
+    "failed",
+    "dead",
+];
+
+/// Exports every series with each known label value at zero, so that a
+/// rate or an absence alert has a series to look at from the first scrape
+/// rather than from the first event of each kind. Called at start-up and
+/// after each reload (a reload may map new templates); registering an
+/// existing series again leaves its value alone.
+pub fn zero(templates: &[String]) {
+    use crate::event::NotifyType as N;
+    let types = [
+        N::CheckHealth,
+        N::OrderStatus,
+        N::EsimStatus,
+        N::SmdpEvent,
+        N::DataUsage,
+        N::ValidityUsage,
+        N::Unknown(String::new()),
+    ];
+    for t in &types {
+        for outcome in WEBHOOK_OUTCOMES {
+            metrics::counter!("esim_notify_webhooks_total", "type" => t.metric_label(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for template in templates {
+        for outcome in NOTICE_OUTCOMES {
+            notice_counter(template, outcome).increment(0);
+        }
+    }
+    let _ = metrics::histogram!("esim_notify_send_duration_seconds");
+}
+
+/// The stored time of the last accepted webhook (0: never; SPEC §9 wants
+/// the series from start-up, and a store that never got one should alert).
+pub fn last_webhook_at(at: Option<chrono::DateTime<chrono::Utc>>) {
+    metrics::gauge!("esim_notify_last_webhook_timestamp_seconds")
+        .set(at.map_or(0.0, |t| t.timestamp_millis() as f64 / 1000.0));
+}
+
 pub fn webhook(notify_type: &'static str, outcome: &'static str) {
     metrics::counter!("esim_notify_webhooks_total", "type" => notify_type, "outcome" => outcome)
         .increment(1);
 }
 
 pub fn notice(template: &str, outcome: &'static str) {
+    notice_counter(template, outcome).increment(1);
+}
+
+fn notice_counter(template: &str, outcome: &'static str) -> metrics::Counter {
     metrics::counter!("esim_notify_notices_total", "template" => template.to_string(), "outcome" => outcome)
-        .increment(1);
 }
 
 /// Counts the decisions one operation wrote, by template and outcome.
@@ -101,11 +163,6 @@ pub fn unreadable(notify_type: &'static str, field: &str) {
     // Field names come from the reader's fixed list, so the label set is bounded.
     metrics::counter!("esim_notify_unreadable_fields_total", "type" => notify_type, "field" => field.to_string())
         .increment(1);
-}
-
-pub fn last_webhook_now() {
-    metrics::gauge!("esim_notify_last_webhook_timestamp_seconds")
-        .set(chrono::Utc::now().timestamp() as f64);
 }
 
 pub fn send_duration(seconds: f64) {

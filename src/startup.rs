@@ -103,6 +103,18 @@ pub fn template_classes(config: &Config) -> Vec<(String, NoticeClass)> {
     out
 }
 
+/// Every template the configuration maps, once each (the `template` label
+/// values of `esim_notify_notices_total`).
+pub fn template_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = template_classes(config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Loads the templates and checks that every mapped one exists, naming the
 /// config key that maps a missing one.
 pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
@@ -216,6 +228,8 @@ impl Application {
         let mailer = Mailer::new(mailer_settings(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
         let metrics = m::install();
         m::reload(true);
+        m::zero(&template_names(&config));
+        m::last_webhook_at(store.last_webhook().context("reading the store")?);
         let public_listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
         let admin_listener = TcpListener::bind(&config.admin.listen)
@@ -378,6 +392,7 @@ pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
             }
             *state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
             m::reload(true);
+            m::zero(&template_names(&new));
             tracing::info!("configuration and templates reloaded");
         }
         Err(problems) => {

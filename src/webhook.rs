@@ -21,7 +21,8 @@ use subtle::ConstantTimeEq;
 use crate::event::Event;
 use crate::metrics as m;
 use crate::startup::AppState;
-use crate::store::IngestOutcome;
+use crate::store::{IngestOutcome, Store};
+use crate::telemetry::{escape, Throttle};
 
 /// Who may post, from `[security]`.
 #[derive(Debug, Clone)]
@@ -32,37 +33,76 @@ pub struct SenderPolicy {
     pub token: String,
 }
 
+/// Who sent a request, as far as the sender rule can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Ip(IpAddr),
+    /// Behind a trusted proxy, the right-most hop that is not a trusted
+    /// proxy is not an address (`unknown`, `unix:…`, garbage, an empty
+    /// element, a header that is not text). Never allowed: an address we
+    /// cannot read might be anyone's.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sender::Ip(ip) => write!(f, "{ip}"),
+            Sender::Unreadable(hop) => write!(f, "unreadable hop \"{}\"", escape(hop)),
+        }
+    }
+}
+
 impl SenderPolicy {
     /// The sender is the TCP peer, unless the peer is a trusted proxy: then it
     /// is the right-most `X-Forwarded-For` address that is not a trusted
     /// proxy. A header from any other peer is ignored, so it cannot be spoofed.
-    pub fn sender(&self, peer: IpAddr, forwarded_for: &[&str]) -> IpAddr {
+    /// Walking right to left stops at the first hop that is not an address:
+    /// what lies left of it cannot be trusted, so that hop is the sender.
+    pub fn sender(&self, peer: IpAddr, forwarded_for: &[&[u8]]) -> Sender {
         let peer = canonical(peer);
         if !self.is_proxy(peer) {
-            return peer;
+            return Sender::Ip(peer);
         }
-        let hops: Vec<IpAddr> = forwarded_for
-            .iter()
-            .flat_map(|h| h.split(','))
-            .filter_map(|s| parse_hop(s.trim()))
-            .collect();
+        let mut hops: Vec<&str> = Vec::new();
+        for value in forwarded_for {
+            // Visible ASCII only (what `HeaderValue::to_str` accepts): a
+            // proxy writes addresses, anything else was not written by it.
+            let Some(text) = std::str::from_utf8(value)
+                .ok()
+                .filter(|t| t.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+            else {
+                return Sender::Unreadable(String::from_utf8_lossy(value).into_owned());
+            };
+            hops.extend(text.split(','));
+        }
         let mut sender = peer;
         for hop in hops.into_iter().rev() {
-            sender = hop;
-            if !self.is_proxy(hop) {
+            let hop = hop.trim();
+            let Some(ip) = parse_hop(hop) else {
+                return Sender::Unreadable(hop.chars().take(64).collect());
+            };
+            sender = ip;
+            if !self.is_proxy(ip) {
                 break;
             }
         }
-        sender
+        Sender::Ip(sender)
     }
 
     fn is_proxy(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 
-    /// An empty allow-list lets everyone in (with a warning at start).
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(&ip))
+    /// An empty allow-list lets every address in (with a warning at start);
+    /// an unreadable sender is refused even then.
+    pub fn allows(&self, sender: &Sender) -> bool {
+        match sender {
+            Sender::Ip(ip) => {
+                self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(ip))
+            }
+            Sender::Unreadable(_) => false,
+        }
     }
 
     /// Compares digests so the time taken does not depend on where the
@@ -105,10 +145,45 @@ fn error(status: actix_web::http::StatusCode, reason: impl Into<String>) -> Http
     answer(status, json!({ "error": reason.into() }))
 }
 
+/// Why a delivery was refused before it was read: one log budget each.
+#[derive(Clone, Copy)]
+enum Refusal {
+    Sender = 0,
+    Token = 1,
+    TooLarge = 2,
+    Invalid = 3,
+    Slow = 4,
+}
+
+/// One WARN line per refusal reason per second at most (SPEC §9: logged
+/// with reason and sender, rate-limited), each counting those left out.
+static REFUSALS: Throttle<5> = Throttle::new(std::time::Duration::from_secs(1));
+
+/// Counts, logs (throttled) and answers one refused delivery.
+fn refuse(
+    why: Refusal,
+    sender: &Sender,
+    status: actix_web::http::StatusCode,
+    outcome: &'static str,
+    reason: String,
+) -> HttpResponse {
+    m::webhook("unknown", outcome);
+    if let Some(left_out) = REFUSALS.allow(why as usize) {
+        tracing::warn!(
+            status = status.as_u16(),
+            %sender,
+            reason = %escape(&reason),
+            left_out,
+            "webhook refused"
+        );
+    }
+    error(status, reason)
+}
+
 /// `POST {webhook_path}`.
 pub async fn receive(
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     app: web::Data<AppState>,
 ) -> HttpResponse {
     use actix_web::http::StatusCode as S;
@@ -117,74 +192,95 @@ pub async fn receive(
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let forwarded: Vec<&str> = req
+    let forwarded: Vec<&[u8]> = req
         .headers()
         .get_all("x-forwarded-for")
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.as_bytes())
         .collect();
     let sender = policy.sender(peer, &forwarded);
-    if !policy.allows(sender) {
-        m::webhook("unknown", "rejected_ip");
-        tracing::warn!(%sender, "webhook refused: sender address not allowed");
-        return error(S::FORBIDDEN, "sender address not allowed");
+    if !policy.allows(&sender) {
+        return refuse(
+            Refusal::Sender,
+            &sender,
+            S::FORBIDDEN,
+            "rejected_ip",
+            "sender address not allowed".into(),
+        );
     }
     let token =
         web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
             .ok()
             .and_then(|q| q.get("token").cloned());
     if !policy.token_ok(token.as_deref()) {
-        m::webhook("unknown", "rejected_token");
-        tracing::warn!(%sender, "webhook refused: wrong or missing token");
-        return error(S::UNAUTHORIZED, "wrong or missing token");
+        return refuse(
+            Refusal::Token,
+            &sender,
+            S::UNAUTHORIZED,
+            "rejected_token",
+            "wrong or missing token".into(),
+        );
     }
 
     let limit = app.max_body_bytes;
+    let too_large = || {
+        refuse(
+            Refusal::TooLarge,
+            &sender,
+            S::PAYLOAD_TOO_LARGE,
+            "invalid",
+            format!("body is larger than {limit} bytes"),
+        )
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        m::webhook("unknown", "invalid");
-        return error(
-            S::PAYLOAD_TOO_LARGE,
-            format!("body is larger than {limit} bytes"),
-        );
+        return too_large();
     }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            m::webhook("unknown", "invalid");
-            return error(S::BAD_REQUEST, "the body could not be read");
-        };
-        if body.len() + chunk.len() > limit {
-            m::webhook("unknown", "invalid");
-            return error(
-                S::PAYLOAD_TOO_LARGE,
-                format!("body is larger than {limit} bytes"),
-            );
+    let timeout = app.config.server.body_timeout.0;
+    let body = match tokio::time::timeout(timeout, read_body(payload, limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Unreadable)) => {
+            return refuse(
+                Refusal::Invalid,
+                &sender,
+                S::BAD_REQUEST,
+                "invalid",
+                "the body could not be read".into(),
+            )
         }
-        body.extend_from_slice(&chunk);
-    }
+        Err(_) => {
+            let mut r = refuse(
+                Refusal::Slow,
+                &sender,
+                S::REQUEST_TIMEOUT,
+                "invalid",
+                format!("the body did not arrive within {}s", timeout.as_secs_f64()),
+            );
+            // The rest of the body may still be on its way: do not read it.
+            r.head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+            return r;
+        }
+    };
+    let invalid =
+        |reason: String| refuse(Refusal::Invalid, &sender, S::BAD_REQUEST, "invalid", reason);
 
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => {
-            m::webhook("unknown", "invalid");
-            return error(S::BAD_REQUEST, format!("body is not valid JSON: {e}"));
-        }
+        Err(e) => return invalid(format!("body is not valid JSON: {e}")),
     };
     let event = match Event::from_value(&value) {
         Ok(e) => e,
-        Err(e) => {
-            m::webhook("unknown", "invalid");
-            return error(S::BAD_REQUEST, e.to_string());
-        }
+        Err(e) => return invalid(e.to_string()),
     };
     let kind = event.notify_type.metric_label();
     if event.notify_type.is_ignored() {
         m::webhook(kind, "ignored");
-        tracing::info!(notify_type = event.notify_type.as_str(), notify_id = ?event.notify_id, outcome = "ignored", "webhook");
+        tracing::info!(notify_type = %escape(event.notify_type.as_str()), notify_id = %notify_id(&event), outcome = "ignored", "webhook");
         return answer(S::OK, json!({ "status": "ignored" }));
     }
 
@@ -217,7 +313,7 @@ pub async fn receive(
     match outcome {
         IngestOutcome::Duplicate => {
             m::webhook(kind, "duplicate");
-            tracing::info!(notify_type = kind, notify_id = ?event.notify_id, outcome = "duplicate", "webhook");
+            tracing::info!(notify_type = kind, notify_id = %notify_id(&event), outcome = "duplicate", "webhook");
             answer(S::OK, json!({ "status": "duplicate" }))
         }
         IngestOutcome::Accepted {
@@ -226,17 +322,18 @@ pub async fn receive(
             decisions,
         } => {
             m::webhook(kind, "accepted");
-            m::last_webhook_now();
+            // The stored value, so the gauge reads the same after a restart.
+            m::last_webhook_at(store.last_webhook().ok().flatten());
             m::decisions(&decisions);
             for field in &event.unreadable {
                 m::unreadable(kind, field);
             }
             tracing::info!(
                 notify_type = kind,
-                notify_id = ?event.notify_id,
-                esim = ?esim,
+                notify_id = %notify_id(&event),
+                esim = %esim_name(&event, esim, store.as_ref()),
                 queued = queued.len(),
-                unreadable = ?event.unreadable,
+                unreadable = %event.unreadable.join(","),
                 outcome = "accepted",
                 "webhook"
             );
@@ -244,6 +341,43 @@ pub async fn receive(
             answer(S::OK, json!({ "status": "accepted" }))
         }
     }
+}
+
+/// The notifyId as logged: escaped, `-` when absent (never `Some("…")`).
+fn notify_id(event: &Event) -> String {
+    escape(event.notify_id.as_deref().unwrap_or("-")).into_owned()
+}
+
+/// Names an eSIM in logs by what the admin API accepts (SPEC §9):
+/// esimTranNo, else iccid — from the event, else from the store when the
+/// event carried only an orderNo or transactionId. Never the internal number.
+fn esim_name(event: &Event, esim: Option<crate::store::EsimId>, store: &dyn Store) -> String {
+    let pick =
+        |ids: &crate::event::Identifiers| ids.esim_tran_no.clone().or_else(|| ids.iccid.clone());
+    let name = pick(&event.ids).or_else(|| {
+        esim.and_then(|id| store.esim_state(id).ok().flatten())
+            .and_then(|(_, ids)| pick(&ids))
+    });
+    escape(name.as_deref().unwrap_or("-")).into_owned()
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads the body up to `limit` bytes (a chunked body has no Content-Length
+/// to refuse up front).
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, BodyError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Unreadable)?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -268,16 +402,38 @@ mod tests {
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let p = policy(&["3.1.131.226"], &["10.0.0.1"]);
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
-        assert_eq!(p.sender(peer, &["3.1.131.226"]), peer);
+        assert_eq!(p.sender(peer, &[b"3.1.131.226"]), Sender::Ip(peer));
     }
 
     #[test]
     fn right_most_untrusted_hop_behind_a_proxy() {
         let p = policy(&["3.1.131.226"], &["10.0.0.0/8"]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let s = p.sender(peer, &["6.6.6.6, 3.1.131.226", "10.0.0.2"]);
-        assert_eq!(s, "3.1.131.226".parse::<IpAddr>().unwrap());
-        assert_eq!(p.sender(peer, &[]), peer);
+        let s = p.sender(peer, &[b"6.6.6.6, 3.1.131.226", b"10.0.0.2"]);
+        assert_eq!(s, Sender::Ip("3.1.131.226".parse().unwrap()));
+        assert_eq!(p.sender(peer, &[]), Sender::Ip(peer));
+    }
+
+    #[test]
+    fn a_hop_that_is_not_an_address_stops_the_walk_and_is_refused() {
+        let p = policy(&["3.1.131.226"], &["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        for xff in [
+            &b"3.1.131.226, unknown"[..],
+            b"3.1.131.226, unix:/run/x.sock",
+            b"3.1.131.226,, 10.0.0.2",
+            b"3.1.131.226,",
+            b"",
+            b"3.1.131.226 \xff",
+            b"3.1.131.226\x01",
+        ] {
+            let s = p.sender(peer, &[xff]);
+            assert!(matches!(s, Sender::Unreadable(_)), "{xff:?}: {s:?}");
+            assert!(!p.allows(&s));
+        }
+        assert!(!policy(&[], &["10.0.0.0/8"]).allows(&Sender::Unreadable("x".into())));
+        let shown = Sender::Unreadable("a\nb".into()).to_string();
+        assert!(!shown.contains('\n'), "{shown}");
     }
 
     #[test]

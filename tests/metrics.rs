@@ -63,3 +63,60 @@ async fn metrics_count_webhooks_decisions_and_unreadable_fields() {
     );
     app.stop().await;
 }
+
+/// After a restart of the built binary every series is there before any
+/// event: the webhook counters for every type and outcome at 0, the notice
+/// counters for every configured template, and the stored
+/// time of the last accepted webhook (the "no webhooks" alert needs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_is_exported_after_a_restart_with_the_stored_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), "").await;
+    let body = r#"{"notifyType":"DATA_USAGE","notifyId":"restart-1","content":{"esimTranNo":"R1","totalVolume":100,"remain":5}}"#;
+    let r = reqwest::Client::new()
+        .post(server.webhook_url())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let before = server.metrics().await;
+    let stamp = sample(&before, "esim_notify_last_webhook_timestamp_seconds").unwrap();
+    assert!(stamp > 1.7e9, "{stamp}");
+    server.kill();
+
+    let server = Binary::serve(dir.path(), "").await;
+    let text = server.metrics().await;
+    assert_eq!(
+        sample(&text, "esim_notify_last_webhook_timestamp_seconds"),
+        Some(stamp),
+        "{text}"
+    );
+    for t in [
+        "CHECK_HEALTH",
+        "ORDER_STATUS",
+        "ESIM_STATUS",
+        "SMDP_EVENT",
+        "DATA_USAGE",
+        "VALIDITY_USAGE",
+        "unknown",
+    ] {
+        for o in esim_notify::metrics::WEBHOOK_OUTCOMES {
+            let series = format!("esim_notify_webhooks_total{{type=\"{t}\",outcome=\"{o}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+    }
+    let config = load_config(&std::fs::read_to_string(dir.path().join("config.toml")).unwrap());
+    let templates = esim_notify::startup::template_names(&config);
+    assert!(
+        templates.contains(&"data_usage".to_string()),
+        "{templates:?}"
+    );
+    for t in &templates {
+        for o in esim_notify::metrics::NOTICE_OUTCOMES {
+            let series = format!("esim_notify_notices_total{{template=\"{t}\",outcome=\"{o}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
+        }
+    }
+    server.kill();
+}

@@ -193,6 +193,69 @@ async fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_sender() {
     app.stop().await;
 }
 
+/// Behind the proxy, a hop that is not an address ends the walk and is the
+/// sender, which is never allowed; a header that is not text is refused too
+/// (it used to fall back to the proxy's own, allowed, address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_an_unreadable_hop_is_refused() {
+    let app = spawn_app("[security]\nallowed_ips = [\"3.1.131.226\", \"127.0.0.1\"]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]\n").await;
+    let post = |xff: &'static [u8], id: &'static str| {
+        let body = SAMPLE_DATA.replace("f776267e8d6745db8cc316e4c146ea0c", id);
+        let req = app
+            .http
+            .post(app.webhook_url())
+            .header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(xff).unwrap(),
+            )
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for (xff, id) in [
+        (&b"3.1.131.226, unknown"[..], "u1"),
+        (b"3.1.131.226, unix:/run/proxy.sock", "u2"),
+        (b"3.1.131.226, , 10.0.0.7", "u3"),
+        (b"3.1.131.226\xff", "u4"),
+    ] {
+        let (status, body) = post(xff, id).await;
+        assert_eq!(status, 403, "{}", String::from_utf8_lossy(xff));
+        assert!(body["error"].as_str().unwrap().contains("not allowed"));
+    }
+    assert_eq!(post(b"3.1.131.226, 10.0.0.7", "ok").await.0, 200);
+    app.stop().await;
+}
+
+/// A body still arriving after `server.body_timeout` is cut with 408 and a
+/// JSON reason, even from an allowed sender with the right token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_is_still_arriving_is_cut_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app("[server]\nbody_timeout = \"1s\"\n").await;
+    let mut conn = tokio::net::TcpStream::connect(app.public).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.config.server.webhook_path,
+        SAMPLE_DATA.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&SAMPLE_DATA.as_bytes()[..20]).await.unwrap();
+    // The rest never comes; the server answers on its own (bounded wait).
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), conn.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains(r#""error":"the body did not arrive"#),
+        "{answer}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_remembers_notify_ids() {
     let app = spawn_app("").await;
@@ -352,4 +415,107 @@ async fn healthz_and_readyz_on_both_listeners() {
         assert_eq!(status, 200, "{body}");
     }
     app.stop().await;
+}
+
+/// A flood of refused deliveries writes a bounded number of WARN lines (one
+/// per reason per second, each counting those left out), with reason and sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_webhooks_writes_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), "[security]\nallowed_ips = [\"3.1.131.226\"]\n").await;
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let body = data_usage(&format!("flood-{i}"), "F1", "8900000000000000001", 100, 5);
+        let r = http
+            .post(server.webhook_url())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let seconds = started.elapsed().as_secs();
+    let log = server.kill();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook refused"))
+        .collect();
+    assert!(!lines.is_empty(), "{log}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert!(lines[0].contains("sender=127.0.0.1"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("sender address not allowed"),
+        "{}",
+        lines[0]
+    );
+    // One line per second at most (plus the first), whatever the rate.
+    assert!(
+        lines.len() as u64 <= seconds + 2,
+        "{} lines in {seconds}s",
+        lines.len()
+    );
+}
+
+/// Text from outside cannot forge a log line: a newline in a forgotten
+/// address stays inside the one line that logs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_forgotten_address_does_not_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(dir.path(), "").await;
+    // Only an orderNo: the log still names the eSIM by its esimTranNo.
+    let http = reqwest::Client::new();
+    let first = data_usage("named-1", "T-LOG", "8900000000000000777", 100, 50);
+    assert_eq!(
+        http.post(server.webhook_url())
+            .body(first)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let by_order = r#"{"notifyType":"DATA_USAGE","notifyId":"named-2","content":{"orderNo":"BT-LOG","totalVolume":100,"remain":40}}"#;
+    assert_eq!(
+        http.post(server.webhook_url())
+            .body(by_order)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let forged = "2026-01-01T00:00:00.000000Z  INFO esim_notify: FORGED";
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/admin/customers/forget",
+            server.admin
+        ))
+        .json(&json!({ "email": format!("ana@example.com\n{forged}") }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 400,
+        "{}",
+        r.status()
+    );
+    let log = server.kill();
+    let webhooks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("notify_id=named-"))
+        .collect();
+    assert_eq!(webhooks.len(), 2, "{log}");
+    for line in webhooks {
+        assert!(line.contains("esim=T-LOG"), "{line}");
+        assert!(!line.contains("Some("), "{line}");
+    }
+    assert!(
+        log.contains("FORGED"),
+        "the address is logged (masked):\n{log}"
+    );
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01")),
+        "a forged line:\n{log}"
+    );
 }

@@ -8,6 +8,7 @@
 mod smtp;
 mod socket;
 
+use crate::customers::mask_email;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,18 +140,6 @@ fn domain_of(from: &str) -> String {
     }
 }
 
-/// `ana@example.com` -> `a***@example.com`: logs and stored errors may say which domain
-/// refused, never who the customer is.
-pub fn mask_address(address: &str) -> String {
-    match address.rsplit_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".to_string(),
-    }
-}
-
 /// Masks every address-looking word of a free text, such as a server reply
 /// ("550 5.1.1 <ana@example.com>: user unknown"), before it is stored or logged.
 pub fn mask_addresses(text: &str) -> String {
@@ -159,7 +148,7 @@ pub fn mask_addresses(text: &str) -> String {
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut String| {
         if word.contains('@') && !word.starts_with('@') {
-            out.push_str(&mask_address(word));
+            out.push_str(&mask_email(word));
         } else {
             out.push_str(word);
         }
@@ -340,7 +329,7 @@ impl Mailer {
         let address: Address = email.to_email.trim().parse().map_err(|e| {
             invalid(format!(
                 "recipient {} is not an address: {e}",
-                mask_address(&email.to_email)
+                mask_email(&email.to_email)
             ))
         })?;
         let name = email
@@ -390,10 +379,10 @@ impl Mailer {
         };
         match &result {
             Ok(()) => {
-                tracing::debug!(to = %mask_address(&email.to_email), message_id = %email.message_id, "email handed over")
+                tracing::debug!(to = %mask_email(&email.to_email), message_id = %email.message_id, "email handed over")
             }
             Err(e) => {
-                tracing::debug!(to = %mask_address(&email.to_email), message_id = %email.message_id, kind = e.kind(), error = %e, "email not sent")
+                tracing::debug!(to = %mask_email(&email.to_email), message_id = %email.message_id, kind = e.kind(), error = %e, "email not sent")
             }
         }
         result

@@ -328,6 +328,8 @@ pub trait Store: Send + Sync {
     fn paused(&self) -> Result<bool, StoreError>;
     fn set_paused(&self, paused: bool) -> Result<(), StoreError>;
     fn counts(&self) -> Counts;
+    /// When the last delivery was accepted, kept across restarts (SPEC §9).
+    fn last_webhook(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// A random key kept in the store, created on first use (e.g. for
     /// signing unsubscribe links, so they stay valid across restarts).
     fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;

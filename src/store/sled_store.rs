@@ -108,6 +108,8 @@ const META_NEXT_ID: &[u8] = b"next_id";
 const ID_BLOCK: u64 = 4096;
 const META_COUNTS: &[u8] = b"counts";
 const META_PAUSED: &[u8] = b"paused";
+/// When the last delivery was accepted (Unix ms), so the metric survives a restart.
+const META_LAST_WEBHOOK: &[u8] = b"last_webhook";
 
 /// What is kept of one eSIM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -767,6 +769,11 @@ impl Store for SledStore {
                 body: body.clone(),
             },
         );
+        w.put_raw(
+            T::Meta,
+            META_LAST_WEBHOOK,
+            keys::id(millis(now) as u64).to_vec(),
+        );
         self.commit(&mut l, w)?;
         Ok(IngestOutcome::Accepted {
             esim,
@@ -1258,6 +1265,15 @@ impl Store for SledStore {
             if paused { b"1".to_vec() } else { b"0".to_vec() },
         );
         self.commit(&mut l, w)
+    }
+
+    fn last_webhook(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .tree(T::Meta)
+            .get(META_LAST_WEBHOOK)
+            .map_err(io)?
+            .and_then(|v| keys::read_id(&v))
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
     }
 
     fn counts(&self) -> Counts {

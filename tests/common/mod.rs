@@ -304,3 +304,88 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The built binary serving on fixed loopback ports, its stderr in a file
+/// (a pipe nobody reads could fill and stall the server).
+pub struct Binary {
+    pub child: std::process::Child,
+    pub public: u16,
+    pub admin: u16,
+    pub log: PathBuf,
+}
+
+impl Binary {
+    /// `esim-notify serve` on `dir` (an existing store is reused), file
+    /// transport, `extra` TOML merged over the test config; waits for /readyz.
+    pub async fn serve(dir: &Path, extra: &str) -> Binary {
+        let (public, admin) = (free_port(), free_port());
+        let extra = format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"file\"\n{extra}"
+        );
+        let config = dir.join("config.toml");
+        std::fs::write(&config, test_config_toml(dir, 9, &extra)).unwrap();
+        let log = dir.join(format!("stderr-{public}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_esim-notify"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let ready = eventually(Duration::from_secs(20), || {
+            let http = http.clone();
+            async move {
+                http.get(format!("http://127.0.0.1:{public}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        })
+        .await;
+        assert!(ready, "server did not become ready");
+        Binary {
+            child,
+            public,
+            admin,
+            log,
+        }
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://127.0.0.1:{}/webhooks/esimaccess", self.public)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Kills it (every acknowledged write is already durable) and returns its stderr.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+/// A failed assertion must not leave the server running.
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one sample in a scraped text (exact series name with labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
