@@ -124,7 +124,7 @@ async fn metrics(app: web::Data<AppState>) -> HttpResponse {
     m::set_gauges(counts, oldest, app.dispatch.is_paused());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(app.metrics.render())
+        .body(m::render(&app.metrics))
 }
 
 // ---------------------------------------------------------------------------

@@ -125,7 +125,37 @@ pub fn zero(templates: &[String]) {
             notice_counter(template, outcome).increment(0);
         }
     }
-    let _ = metrics::histogram!("esim_notify_send_duration_seconds");
+}
+
+/// The text format for a scrape. The exporter prints a histogram only once
+/// it holds a sample, so until the first send the empty
+/// `send_duration_seconds` series is written here, with every bucket at zero
+/// (SPEC §9: every series from start-up).
+pub fn render(handle: &PrometheusHandle) -> String {
+    const NAME: &str = "esim_notify_send_duration_seconds";
+    let text = handle.render();
+    if text.contains(&format!("{NAME}_count")) {
+        return text;
+    }
+    // Drop a lone HELP/TYPE of the empty histogram so it is not named twice.
+    let mut out: String = text
+        .lines()
+        .filter(|l| !(l.starts_with('#') && l.split_whitespace().nth(2) == Some(NAME)))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    if !out.is_empty() && !out.ends_with("\n\n") {
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "# HELP {NAME} Time taken by one send attempt\n# TYPE {NAME} histogram\n"
+    ));
+    for le in SEND_BUCKETS {
+        out.push_str(&format!("{NAME}_bucket{{le=\"{le}\"}} 0\n"));
+    }
+    out.push_str(&format!(
+        "{NAME}_bucket{{le=\"+Inf\"}} 0\n{NAME}_sum 0\n{NAME}_count 0\n"
+    ));
+    out
 }
 
 /// The stored time of the last accepted webhook (0: never; SPEC §9 wants

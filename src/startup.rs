@@ -426,7 +426,14 @@ async fn retention_loop(state: web::Data<AppState>) {
         })
         .await;
         match result {
-            Ok(Ok(r)) if r != Default::default() => tracing::info!(report = ?r, "retention"),
+            Ok(Ok(r)) if r != Default::default() => tracing::info!(
+                dedup_removed = r.dedup_removed,
+                events_removed = r.events_removed,
+                esims_removed = r.esims_removed,
+                dead_removed = r.dead_removed,
+                parked_expired = r.parked_expired,
+                "retention"
+            ),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task failed"),

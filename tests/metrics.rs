@@ -118,5 +118,17 @@ async fn every_series_is_exported_after_a_restart_with_the_stored_timestamp() {
             assert_eq!(sample(&text, &series), Some(0.0), "{series} in\n{text}");
         }
     }
+    for series in [
+        "esim_notify_send_duration_seconds_bucket{le=\"+Inf\"}",
+        "esim_notify_send_duration_seconds_count",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in\n{text}");
+    }
+    assert_eq!(
+        text.matches("# TYPE esim_notify_send_duration_seconds histogram")
+            .count(),
+        1,
+        "{text}"
+    );
     server.kill();
 }

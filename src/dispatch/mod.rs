@@ -357,7 +357,7 @@ impl Loop {
                         (b.backoff * 2).min(max)
                     };
                     b.until = now + b.backoff;
-                    tracing::warn!(reason = %reason, retry_in = ?b.backoff, "transport broken: sending paused");
+                    tracing::warn!(reason = %reason, retry_in = %humantime::format_duration(b.backoff), "transport broken: sending paused");
                 }
                 self.shared.transport_broken.store(true, Ordering::SeqCst);
                 let why = format!("{TRANSPORT_BROKEN}: {reason}");

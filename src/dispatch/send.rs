@@ -382,7 +382,7 @@ pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {
     if let Err(e) = ctx.store.record(id, outcome, Utc::now()) {
         // The queue keeps the notice as it was: a sent one may go out again
         // after a restart (at least once), anything else is simply retried.
-        tracing::error!(notice = id, error = %e, outcome = ?outcome_label(outcome), "cannot record a send outcome");
+        tracing::error!(notice = id, error = %e, outcome = outcome_label(outcome), "cannot record a send outcome");
     }
 }
 
