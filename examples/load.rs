@@ -26,8 +26,8 @@ fn main() -> anyhow::Result<()> {
     let count: u64 = benchkit::arg("--count", 1_000_000);
     let remain_pct: u64 = benchkit::arg("--remain-pct", 70);
     let threads: usize = benchkit::arg("--threads", 2);
-    let store: Arc<dyn Store> = Arc::new(esim_notify::startup::open_store(&config)?);
-    let rules = Arc::new(esim_notify::startup::rules_from(&config));
+    let store: Arc<dyn Store> = Arc::new(esim_notify::store::open(&config)?);
+    let rules = Arc::new(esim_notify::live::rules_from(&config));
     let next = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let workers: Vec<_> = (0..threads)

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let config = Config::load(&PathBuf::from(benchkit::required("--config")))?;
     let prefix = benchkit::required("--prefix");
     let count: u64 = benchkit::arg("--count", 10_000);
-    let store = esim_notify::startup::open_store(&config)?;
+    let store = esim_notify::store::open(&config)?;
     let park_for = config.customers.park_for.0;
     let t = Instant::now();
     for n in 0..count {

@@ -6,21 +6,19 @@
 //! it) → `dispatch` (limits, retries) → `render` (templates) → `mailer`
 //! (SMTP or files). `startup` wires them; `cli` and `admin` operate them.
 
-pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod customers;
 pub mod dispatch;
 pub mod event;
 pub mod http;
+pub mod live;
 pub mod mailer;
 pub mod metrics;
 pub mod policy;
-pub mod preview;
 pub mod render;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod unsubscribe;
 pub mod vars;
-pub mod webhook;

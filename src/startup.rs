@@ -2,7 +2,6 @@
 //! mailer, dispatcher, the public and the admin listener; and stops it in
 //! the order that loses nothing.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, RwLock};
@@ -12,189 +11,17 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
-use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::config::{Config, Delivery, RateLimit, TlsMode, TransportKind};
-use crate::dispatch::{self, DispatchHandle};
-use crate::mailer::{Mailer, MailerSettings, Tls, TransportSettings};
-use crate::policy::Rules;
-use crate::render::{NoticeClass, Templates};
-use crate::store::{SledStore, Store};
-use crate::unsubscribe::{self, Signer};
-use crate::webhook::SenderPolicy;
-use crate::{admin, metrics as m, webhook};
-
-/// What SIGHUP may replace while running: templates and the `[notify]`,
-/// `[brand]`, `[rate_limit]` and `[delivery]` sections.
-pub struct Live {
-    pub rules: Arc<Rules>,
-    pub templates: Arc<Templates>,
-    pub brand: BTreeMap<String, String>,
-    pub rate_limit: RateLimit,
-    pub delivery: Delivery,
-}
-
-pub type SharedLive = Arc<RwLock<Arc<Live>>>;
-
-/// Reads the current live settings; a poisoned lock still holds a whole value.
-pub fn current(live: &SharedLive) -> Arc<Live> {
-    live.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Shared by every handler of both listeners.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub sender: SenderPolicy,
-    pub max_body_bytes: usize,
-    pub live: SharedLive,
-    pub dispatch: DispatchHandle,
-    pub metrics: PrometheusHandle,
-    pub unsubscribe: Signer,
-    /// The config file, if any: relative paths given at run time (`backup`)
-    /// are resolved against its directory, as the config's own paths are.
-    pub config_path: Option<std::path::PathBuf>,
-}
-
-impl AppState {
-    pub fn rules(&self) -> Arc<Rules> {
-        current(&self.live).rules.clone()
-    }
-}
-
-pub fn rules_from(config: &Config) -> Rules {
-    Rules {
-        data_enabled: config.notify.data_usage.enabled,
-        thresholds: config.notify.data_usage.thresholds.clone(),
-        data_template: config.notify.data_usage.template.clone(),
-        validity_enabled: config.notify.validity_usage.enabled,
-        validity_template: config.notify.validity_usage.template.clone(),
-        esim_status: config.notify.esim_status.clone(),
-        order_status: config.notify.order_status.clone(),
-        provider_enabled: config.provider_enabled(),
-    }
-}
-
-/// The class of variables each mapped template sees, for `check`.
-pub fn template_classes(config: &Config) -> Vec<(String, NoticeClass)> {
-    let mut out: Vec<(String, NoticeClass)> = Vec::new();
-    let mut add = |name: &str, class| {
-        if !out.iter().any(|(n, c)| n == name && *c == class) {
-            out.push((name.to_string(), class));
-        }
-    };
-    if config.notify.data_usage.enabled {
-        add(&config.notify.data_usage.template, NoticeClass::Data);
-    }
-    if config.notify.validity_usage.enabled {
-        add(
-            &config.notify.validity_usage.template,
-            NoticeClass::Validity,
-        );
-    }
-    for t in config.notify.esim_status.values() {
-        add(t, NoticeClass::Status);
-    }
-    if config.provider_enabled() {
-        for t in config.notify.order_status.values() {
-            add(t, NoticeClass::Ready);
-        }
-    }
-    out
-}
-
-/// Every template the configuration maps, once each (the `template` label
-/// values of `esim_notify_notices_total`).
-pub fn template_names(config: &Config) -> Vec<String> {
-    let mut names: Vec<String> = template_classes(config)
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
-}
-
-/// Loads the templates and checks that every mapped one exists, naming the
-/// config key that maps a missing one.
-pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
-    let templates = Templates::load(
-        &config.templates.dir,
-        &config.templates.default_locale,
-        config.default_tz(),
-    )
-    .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
-    let missing: Vec<String> = config
-        .template_keys()
-        .into_iter()
-        .filter(|(_, name)| !templates.has(name))
-        .map(|(key, name)| {
-            format!(
-                "{key}: template `{name}` does not exist in {} (needs {name}.subject.hbs, {name}.txt.hbs and {name}.html.hbs)",
-                config.templates.dir.display()
-            )
-        })
-        .collect();
-    if missing.is_empty() {
-        Ok(templates)
-    } else {
-        Err(missing)
-    }
-}
-
-/// Everything SIGHUP may swap, built and validated from a config.
-pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
-    let templates = load_templates(config)?;
-    let problems: Vec<String> = templates
-        .check(&template_classes(config), &config.brand)
-        .iter()
-        .map(|p| p.to_string())
-        .collect();
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Live {
-        rules: Arc::new(rules_from(config)),
-        templates: Arc::new(templates),
-        brand: config.brand.clone(),
-        rate_limit: config.rate_limit.clone(),
-        delivery: config.delivery.clone(),
-    })
-}
-
-pub fn mailer_settings(config: &Config) -> MailerSettings {
-    let transport = match config.email.transport {
-        TransportKind::File => TransportSettings::File {
-            dir: config.email.file_dir.clone(),
-        },
-        TransportKind::Smtp => TransportSettings::Smtp {
-            host: config.email.smtp.host.clone(),
-            port: config.email.smtp.port,
-            tls: match config.email.smtp.tls {
-                TlsMode::Starttls => Tls::StartTls,
-                TlsMode::Tls => Tls::Implicit,
-                TlsMode::None => Tls::None,
-            },
-            username: config.email.smtp.username.clone(),
-            password: config.email.smtp.password.expose().to_string(),
-            pool_size: config.email.smtp.pool_size,
-        },
-    };
-    MailerSettings {
-        from: config.email.from.clone(),
-        reply_to: Some(config.email.reply_to.clone()).filter(|s| !s.is_empty()),
-        transport,
-        send_timeout: config.email.send_timeout.0,
-    }
-}
-
-pub fn open_store(config: &Config) -> Result<SledStore, crate::store::StoreError> {
-    SledStore::open(
-        &config.store.path,
-        config.store.cache_mb * 1024 * 1024,
-        config.store.delivery_dedup.0,
-    )
-}
+use crate::config::Config;
+use crate::dispatch;
+use crate::http::state::AppState;
+use crate::http::webhook::SenderPolicy;
+use crate::http::{admin, conventions, unsubscribe, webhook};
+use crate::live::{self, build_live, template_names, SharedLive};
+use crate::mailer::Mailer;
+use crate::metrics as m;
+use crate::store::Store;
+use crate::unsubscribe::Signer;
 
 /// A built application, listening but not yet serving.
 pub struct Application {
@@ -224,8 +51,10 @@ impl Application {
         }
         let live =
             build_live(&config).map_err(|p| anyhow::anyhow!("templates:\n{}", p.join("\n")))?;
-        let store: Arc<dyn Store> = Arc::new(open_store(&config).context("opening the store")?);
-        let mailer = Mailer::new(mailer_settings(&config)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::open(&config).context("opening the store")?);
+        let mailer = Mailer::new(crate::mailer::settings_from(&config))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let metrics = m::install();
         m::reload(true);
         m::zero(&template_names(&config));
@@ -277,7 +106,7 @@ impl Application {
         let s = state.clone();
         let public = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(crate::http::conventions))
+                .wrap(from_fn(conventions::conventions))
                 .app_data(s.clone())
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
@@ -294,7 +123,7 @@ impl Application {
         let s = state.clone();
         let admin = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(crate::http::conventions))
+                .wrap(from_fn(conventions::conventions))
                 .app_data(s.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
@@ -343,7 +172,7 @@ impl Application {
         let config_path = self.config_path.clone();
         let reloader = tokio::spawn(async move {
             while reload.recv().await.is_some() {
-                reload_live(&state, config_path.as_deref());
+                live::reload(&state.config, &state.live, config_path.as_deref());
             }
         });
         let retention = tokio::spawn(retention_loop(self.state.clone()));
@@ -369,36 +198,6 @@ impl Application {
         self.state.store.flush().context("flushing the store")?;
         tracing::info!("stopped");
         Ok(())
-    }
-}
-
-/// SIGHUP: re-read the file, validate everything that may change, swap it in
-/// at once or keep the old set.
-pub fn reload_live(state: &AppState, path: Option<&std::path::Path>) {
-    let Some(path) = path else {
-        tracing::warn!("reload requested but the config came from no file");
-        return;
-    };
-    let result = Config::load(path)
-        .map_err(|e| vec![e.to_string()])
-        .and_then(|c| build_live(&c).map(|l| (c, l)));
-    match result {
-        Ok((mut new, live)) => {
-            if new.server.public_url.is_empty() {
-                new.server.public_url = state.config.server.public_url.clone();
-            }
-            for what in state.config.restart_changes(&new) {
-                tracing::warn!("{what} changed: it takes effect after a restart");
-            }
-            *state.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-            m::reload(true);
-            m::zero(&template_names(&new));
-            tracing::info!("configuration and templates reloaded");
-        }
-        Err(problems) => {
-            m::reload(false);
-            tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
-        }
     }
 }
 

@@ -18,9 +18,11 @@ use esim_notify::config::Config;
 use esim_notify::customers::Recipient;
 use esim_notify::dispatch::{self, DispatchHandle};
 use esim_notify::event::{Event, Identifiers};
+use esim_notify::live::{build_live, rules_from, SharedLive};
+use esim_notify::mailer::settings_from as mailer_settings;
 use esim_notify::mailer::Mailer;
 use esim_notify::policy::Rules;
-use esim_notify::startup::{build_live, mailer_settings, open_store, rules_from, SharedLive};
+use esim_notify::store::open as open_store;
 use esim_notify::store::{
     DeadRetry, IngestOutcome, LogKind, QueuedNotice, SendOutcome, SledStore, Store,
 };

@@ -107,7 +107,7 @@ async fn every_series_is_exported_after_a_restart_with_the_stored_timestamp() {
         }
     }
     let config = load_config(&std::fs::read_to_string(dir.path().join("config.toml")).unwrap());
-    let templates = esim_notify::startup::template_names(&config);
+    let templates = esim_notify::live::template_names(&config);
     assert!(
         templates.contains(&"data_usage".to_string()),
         "{templates:?}"

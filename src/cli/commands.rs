@@ -4,9 +4,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::admin::{DeadRow, OutboxRow, ParkedRow};
 use crate::config::Config;
 use crate::customers::{Binding, IdKind};
+use crate::http::admin::{DeadRow, OutboxRow, ParkedRow};
 use crate::store::Suppression;
 
 use super::operator::{OpError, Operator};

@@ -11,7 +11,6 @@ use crate::event::Event;
 use crate::mailer::{message_id_for, Mailer, OutgoingEmail, Tls, TransportSettings};
 use crate::policy::{self, EsimState};
 use crate::render::{sample_vars, NoticeClass, Rendered, Templates};
-use crate::startup;
 use crate::vars;
 
 use super::{FAILED, OK, USAGE};
@@ -25,7 +24,7 @@ pub struct RenderArgs<'a> {
 }
 
 fn templates(config: &Config) -> Result<Templates, u8> {
-    startup::load_templates(config).map_err(|problems| {
+    crate::live::load_templates(config).map_err(|problems| {
         for p in &problems {
             eprintln!("{p}");
         }
@@ -73,7 +72,7 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let rules = startup::rules_from(config);
+    let rules = crate::live::rules_from(config);
     let mut state = EsimState {
         ids: event.ids.clone(),
         ..Default::default()
@@ -175,7 +174,7 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
             return FAILED;
         }
     };
-    let settings = startup::mailer_settings(config);
+    let settings = crate::mailer::settings_from(config);
     let via = describe(&settings.transport);
     let mailer = match Mailer::new(settings) {
         Ok(m) => m,

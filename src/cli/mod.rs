@@ -15,7 +15,8 @@ mod operator;
 
 use crate::config::{config_path, Config};
 use crate::customers::IdKind;
-use crate::startup::{self, Application};
+use crate::live;
+use crate::startup::Application;
 use crate::telemetry;
 
 #[derive(Debug, Parser)]
@@ -307,12 +308,12 @@ fn check(path: &std::path::Path) -> u8 {
     for w in config.warnings() {
         println!("warning: {w}");
     }
-    match startup::build_live(&config) {
+    match live::build_live(&config) {
         Ok(live) => {
             println!(
                 "{}: OK ({} templates checked)",
                 path.display(),
-                startup::template_classes(&config)
+                live::template_classes(&config)
                     .len()
                     .min(live.templates.names().len())
             );

@@ -15,10 +15,9 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::admin::{self, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer};
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
-use crate::startup;
+use crate::http::admin::{self, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer};
 use crate::store::{DeadRetry, ForgetReport, SledStore, Store, StoreError, Suppression};
 
 use super::{FAILED, USAGE};
@@ -78,7 +77,7 @@ impl Operator {
     /// The store itself when it is free; the running server's admin API when
     /// the server holds it.
     pub fn connect(config: &Config) -> Result<Operator, OpError> {
-        match startup::open_store(config) {
+        match crate::store::open(config) {
             Ok(store) => Ok(Operator::Local {
                 store,
                 park_for: config.customers.park_for.0,

@@ -29,8 +29,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::live::{current, SharedLive};
 use crate::mailer::Mailer;
-use crate::startup::{current, SharedLive};
 use crate::store::{QueuedNotice, SendOutcome, Store};
 
 pub use limits::{backoff_cap, Limits};

@@ -502,5 +502,32 @@ impl Header for ListUnsubscribePost {
     }
 }
 
+/// The mailer as `[email]` describes it.
+pub fn settings_from(config: &crate::config::Config) -> MailerSettings {
+    let transport = match config.email.transport {
+        crate::config::TransportKind::File => TransportSettings::File {
+            dir: config.email.file_dir.clone(),
+        },
+        crate::config::TransportKind::Smtp => TransportSettings::Smtp {
+            host: config.email.smtp.host.clone(),
+            port: config.email.smtp.port,
+            tls: match config.email.smtp.tls {
+                crate::config::TlsMode::Starttls => Tls::StartTls,
+                crate::config::TlsMode::Tls => Tls::Implicit,
+                crate::config::TlsMode::None => Tls::None,
+            },
+            username: config.email.smtp.username.clone(),
+            password: config.email.smtp.password.expose().to_string(),
+            pool_size: config.email.smtp.pool_size,
+        },
+    };
+    MailerSettings {
+        from: config.email.from.clone(),
+        reply_to: Some(config.email.reply_to.clone()).filter(|s| !s.is_empty()),
+        transport,
+        send_timeout: config.email.send_timeout.0,
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -347,6 +347,15 @@ pub trait Store: Send + Sync {
     ) -> Result<RetentionReport, StoreError>;
 }
 
+/// Opens the store `[store]` names (once per process: sled holds a lock).
+pub fn open(config: &crate::config::Config) -> Result<SledStore, StoreError> {
+    SledStore::open(
+        &config.store.path,
+        config.store.cache_mb * 1024 * 1024,
+        config.store.delivery_dedup.0,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

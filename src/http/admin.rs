@@ -22,8 +22,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
+use crate::http::state::AppState;
 use crate::metrics as m;
-use crate::startup::AppState;
 use crate::store::{DeadLetter, DeadRetry, EsimId, QueuedNotice, Store, StoreError, Suppression};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -50,7 +50,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
             .route("/esims/{id}", web::get().to(esim))
-            .route("/preview", web::get().to(crate::preview::page))
+            .route("/preview", web::get().to(crate::http::preview::page))
             .default_service(web::to(|| async {
                 error(StatusCode::NOT_FOUND, "not found")
             })),

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::event::Event;
+use crate::http::state::AppState;
 use crate::metrics as m;
-use crate::startup::AppState;
 use crate::store::{IngestOutcome, Store};
 use crate::telemetry::{escape, Throttle};
 

@@ -5,8 +5,9 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::http::state::AppState;
+use crate::live::{current, template_classes};
 use crate::render::{brand_vars, sample_vars, NoticeClass};
-use crate::startup::{current, template_classes, AppState};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

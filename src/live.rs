@@ -1,0 +1,161 @@
+//! The settings SIGHUP may swap while running (templates, `[notify]`,
+//! `[brand]`, `[rate_limit]`, `[delivery]`), shared by the HTTP handlers and
+//! the dispatcher: both read [`current`] and never hold the lock across an
+//! await.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Config, Delivery, RateLimit};
+use crate::metrics as m;
+use crate::policy::Rules;
+use crate::render::{NoticeClass, Templates};
+
+/// What SIGHUP may replace while running: templates and the `[notify]`,
+/// `[brand]`, `[rate_limit]` and `[delivery]` sections.
+pub struct Live {
+    pub rules: Arc<Rules>,
+    pub templates: Arc<Templates>,
+    pub brand: BTreeMap<String, String>,
+    pub rate_limit: RateLimit,
+    pub delivery: Delivery,
+}
+
+pub type SharedLive = Arc<RwLock<Arc<Live>>>;
+
+/// Reads the current live settings; a poisoned lock still holds a whole value.
+pub fn current(live: &SharedLive) -> Arc<Live> {
+    live.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+pub fn rules_from(config: &Config) -> Rules {
+    Rules {
+        data_enabled: config.notify.data_usage.enabled,
+        thresholds: config.notify.data_usage.thresholds.clone(),
+        data_template: config.notify.data_usage.template.clone(),
+        validity_enabled: config.notify.validity_usage.enabled,
+        validity_template: config.notify.validity_usage.template.clone(),
+        esim_status: config.notify.esim_status.clone(),
+        order_status: config.notify.order_status.clone(),
+        provider_enabled: config.provider_enabled(),
+    }
+}
+
+/// The class of variables each mapped template sees, for `check`.
+pub fn template_classes(config: &Config) -> Vec<(String, NoticeClass)> {
+    let mut out: Vec<(String, NoticeClass)> = Vec::new();
+    let mut add = |name: &str, class| {
+        if !out.iter().any(|(n, c)| n == name && *c == class) {
+            out.push((name.to_string(), class));
+        }
+    };
+    if config.notify.data_usage.enabled {
+        add(&config.notify.data_usage.template, NoticeClass::Data);
+    }
+    if config.notify.validity_usage.enabled {
+        add(
+            &config.notify.validity_usage.template,
+            NoticeClass::Validity,
+        );
+    }
+    for t in config.notify.esim_status.values() {
+        add(t, NoticeClass::Status);
+    }
+    if config.provider_enabled() {
+        for t in config.notify.order_status.values() {
+            add(t, NoticeClass::Ready);
+        }
+    }
+    out
+}
+
+/// Every template the configuration maps, once each (the `template` label
+/// values of `esim_notify_notices_total`).
+pub fn template_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = template_classes(config)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Loads the templates and checks that every mapped one exists, naming the
+/// config key that maps a missing one.
+pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
+    let templates = Templates::load(
+        &config.templates.dir,
+        &config.templates.default_locale,
+        config.default_tz(),
+    )
+    .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())?;
+    let missing: Vec<String> = config
+        .template_keys()
+        .into_iter()
+        .filter(|(_, name)| !templates.has(name))
+        .map(|(key, name)| {
+            format!(
+                "{key}: template `{name}` does not exist in {} (needs {name}.subject.hbs, {name}.txt.hbs and {name}.html.hbs)",
+                config.templates.dir.display()
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(templates)
+    } else {
+        Err(missing)
+    }
+}
+
+/// Everything SIGHUP may swap, built and validated from a config.
+pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
+    let templates = load_templates(config)?;
+    let problems: Vec<String> = templates
+        .check(&template_classes(config), &config.brand)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Live {
+        rules: Arc::new(rules_from(config)),
+        templates: Arc::new(templates),
+        brand: config.brand.clone(),
+        rate_limit: config.rate_limit.clone(),
+        delivery: config.delivery.clone(),
+    })
+}
+
+/// SIGHUP: re-read the file, validate everything that may change, swap it in
+/// at once or keep the old set.
+/// `running` is the configuration the process started with: what differs
+/// from it outside the live sections is named as needing a restart.
+pub fn reload(running: &Config, shared: &SharedLive, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("reload requested but the config came from no file");
+        return;
+    };
+    let result = Config::load(path)
+        .map_err(|e| vec![e.to_string()])
+        .and_then(|c| build_live(&c).map(|l| (c, l)));
+    match result {
+        Ok((mut new, live)) => {
+            if new.server.public_url.is_empty() {
+                new.server.public_url = running.server.public_url.clone();
+            }
+            for what in running.restart_changes(&new) {
+                tracing::warn!("{what} changed: it takes effect after a restart");
+            }
+            *shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+            m::reload(true);
+            m::zero(&template_names(&new));
+            tracing::info!("configuration and templates reloaded");
+        }
+        Err(problems) => {
+            m::reload(false);
+            tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
+        }
+    }
+}
