@@ -15,6 +15,7 @@ pub mod http;
 pub mod live;
 pub mod mailer;
 pub mod metrics;
+pub mod operator_views;
 pub mod policy;
 pub mod render;
 pub mod startup;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::customers::{Binding, IdKind};
-use crate::http::admin::{DeadRow, OutboxRow, ParkedRow};
+use crate::operator_views::{DeadRow, OutboxRow, ParkedRow};
 use crate::store::Suppression;
 
 use super::operator::{OpError, Operator};

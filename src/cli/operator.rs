@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
-use crate::http::admin::{self, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer};
+use crate::operator_views::{
+    self as admin, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer,
+};
 use crate::store::{DeadRetry, ForgetReport, SledStore, Store, StoreError, Suppression};
 
 use super::{FAILED, USAGE};
