@@ -1,10 +1,11 @@
 //! esim-notify: eSIM Access webhooks in, one templated email per fact out.
 //!
-//! The data path, by file: `webhook` (who may post, status codes) → `event`
+//! The data path, by file: `http::webhook` (who may post, status codes) → `event`
 //! (the wire format) → `store` (one atomic decision per delivery, durable
 //! before the 200) with `policy` (the notice rules) and `customers` (who gets
 //! it) → `dispatch` (limits, retries) → `render` (templates) → `mailer`
-//! (SMTP or files). `startup` wires them; `cli` and `admin` operate them.
+//! (SMTP or files). `live` holds what SIGHUP swaps; `startup` wires
+//! everything; `cli` and `http::admin` operate it.
 
 pub mod cli;
 pub mod config;
