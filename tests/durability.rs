@@ -61,9 +61,11 @@ fn parse(trace: &str) -> Vec<Call> {
     let mut pending: HashMap<&str, (usize, String)> = HashMap::new();
     let mut calls = Vec::new();
     for (i, line) in trace.lines().enumerate() {
-        let mut parts = line.splitn(3, ' ');
-        let (Some(pid), Some(_time), Some(rest)) = (parts.next(), parts.next(), parts.next())
-        else {
+        // strace pads the pid to a width, so split on runs of spaces.
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((_time, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let (start, text) = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
@@ -321,4 +323,21 @@ fn every_acknowledgement_follows_an_fdatasync() {
         ids.len() + 2,
         failures.join("\n")
     );
+}
+
+/// strace pads pids to a width: a 4-digit pid is followed by two spaces.
+/// The parser must read both, or it sees no call at all once pids wrap.
+#[test]
+fn the_trace_parser_reads_padded_pids_and_split_calls() {
+    let trace = "6843  10:26:36.643010 fdatasync(11</tmp/x/data/db>) = 0\n\
+                 26535 10:26:36.700000 write(12<TCP:[1]>, \"HTTP/1.1 200\", 12 <unfinished ...>\n\
+                 26535 10:26:36.700100 <... write resumed>) = 12\n";
+    let calls = parse(trace);
+    assert_eq!(calls.len(), 2, "{}", calls.len());
+    assert_eq!(calls[0].name, "fdatasync");
+    assert_eq!(calls[0].fd_path, "/tmp/x/data/db");
+    assert!(calls[0].ok);
+    assert_eq!(calls[1].name, "write");
+    assert_eq!((calls[1].start, calls[1].end), (1, 2));
+    assert!(calls[1].ok);
 }
