@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::metrics as m;
 use crate::operator_views::{
@@ -55,7 +56,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/esims/{id}", web::get().to(esim))
             .route("/preview", web::get().to(crate::http::preview::page))
             .default_service(web::to(|| async {
-                error(StatusCode::NOT_FOUND, "not found")
+                Err::<HttpResponse, _>(ApiError::not_found("not found"))
             })),
     );
 }
@@ -160,77 +161,41 @@ pub fn identifier_from_query(query: &str) -> Result<(IdKind, String), String> {
 // ---------------------------------------------------------------------------
 // Handlers
 
-fn error(status: StatusCode, reason: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).json(json!({ "error": reason.into() }))
-}
-
-fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
-    tracing::error!(error = %e, "admin request failed in the store");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("the store cannot answer: {e}"),
-    )
-}
+/// What every handler answers: a response, or the one error type.
+type Answer = Result<HttpResponse, ApiError>;
 
 /// Waits until every change committed so far is on disk.
-async fn durable(app: &AppState) -> Result<(), HttpResponse> {
+async fn durable(app: &AppState) -> Result<(), ApiError> {
     match app.store.durable().await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(unavailable(e)),
-        Err(_) => Err(unavailable("the store flusher has stopped")),
+        Ok(result) => result.map_err(ApiError::unavailable),
+        Err(_) => Err(ApiError::unavailable("the store flusher has stopped")),
     }
 }
 
 /// Reads a JSON body ourselves so that a bad one is a 400 with serde's
 /// reason rather than actix's plain-text default.
-// The error is the finished answer, returned straight from the handler.
-#[allow(clippy::result_large_err)]
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
-#[allow(clippy::result_large_err)]
-fn parse_id(raw: &str) -> Result<u64, HttpResponse> {
-    raw.parse().map_err(|_| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("`{raw}` is not a notice id"),
-        )
-    })
+fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{raw}` is not a notice id")))
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(resp) => return resp,
-        }
-    };
-}
-
-macro_rules! store {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return unavailable(e),
-        }
-    };
-}
-
-async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let binding: Binding = tri!(parse_json(&body));
+async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
+    let binding: Binding = parse_json(&body)?;
     let (recipient, ids) = match binding.validate() {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    let report = store!(app.store.bind(
+    let report = app.store.bind(
         &recipient,
         &ids,
         app.config.customers.park_for.0,
-        Utc::now()
-    ));
-    tri!(durable(&app).await);
+        Utc::now(),
+    )?;
+    durable(&app).await?;
     m::decisions(&report.decisions);
     tracing::info!(
         recipient = %mask_email(&recipient.email),
@@ -244,40 +209,40 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpRespons
         superseded: report.superseded,
     };
     app.dispatch.enqueue(report.released);
-    HttpResponse::Ok().json(summary)
+    Ok(HttpResponse::Ok().json(summary))
 }
 
 fn recipient_json(r: &Recipient) -> serde_json::Value {
     json!({"email": r.email, "name": r.name, "locale": r.locale, "timezone": r.timezone})
 }
 
-async fn get_customer(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+async fn get_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
     let (kind, value) = match identifier_from_query(req.query_string()) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Err(ApiError::bad_request(e)),
     };
-    match store!(app.store.recipient_by(kind, &value)) {
-        Some(r) => HttpResponse::Ok().json(recipient_json(&r)),
-        None => error(
-            StatusCode::NOT_FOUND,
-            format!("no customer bound to {} {value}", kind.wire_name()),
-        ),
+    match app.store.recipient_by(kind, &value)? {
+        Some(r) => Ok(HttpResponse::Ok().json(recipient_json(&r))),
+        None => Err(ApiError::not_found(format!(
+            "no customer bound to {} {value}",
+            kind.wire_name()
+        ))),
     }
 }
 
-async fn delete_customer(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+async fn delete_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
     let (kind, value) = match identifier_from_query(req.query_string()) {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Err(ApiError::bad_request(e)),
     };
-    if !store!(app.store.unbind(kind, &value)) {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no customer bound to {} {value}", kind.wire_name()),
-        );
+    if !app.store.unbind(kind, &value)? {
+        return Err(ApiError::not_found(format!(
+            "no customer bound to {} {value}",
+            kind.wire_name()
+        )));
     }
-    tri!(durable(&app).await);
-    HttpResponse::NoContent().finish()
+    durable(&app).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]
@@ -285,13 +250,13 @@ struct EmailBody {
     email: String,
 }
 
-async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let EmailBody { email } = tri!(parse_json(&body));
+async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
+    let EmailBody { email } = parse_json(&body)?;
     if email.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "`email` is empty");
+        return Err(ApiError::bad_request("`email` is empty"));
     }
-    let report = store!(app.store.forget(&email, Utc::now()));
-    tri!(durable(&app).await);
+    let report = app.store.forget(&email, Utc::now())?;
+    durable(&app).await?;
     for id in &report.cancelled_ids {
         app.dispatch.cancel(*id);
     }
@@ -302,17 +267,17 @@ async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> HttpResp
         redacted = report.redacted,
         "customer forgotten"
     );
-    HttpResponse::Ok().json(report)
+    Ok(HttpResponse::Ok().json(report))
 }
 
-async fn list_suppressions(app: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(store!(app.store.suppressions()))
+async fn list_suppressions(app: web::Data<AppState>) -> Answer {
+    Ok(HttpResponse::Ok().json(app.store.suppressions()?))
 }
 
-async fn get_suppression(app: web::Data<AppState>, email: web::Path<String>) -> HttpResponse {
-    match store!(app.store.suppression(&email)) {
-        Some(s) => HttpResponse::Ok().json(s),
-        None => error(StatusCode::NOT_FOUND, format!("{email} is not suppressed")),
+async fn get_suppression(app: web::Data<AppState>, email: web::Path<String>) -> Answer {
+    match app.store.suppression(&email)? {
+        Some(s) => Ok(HttpResponse::Ok().json(s)),
+        None => Err(ApiError::not_found(format!("{email} is not suppressed"))),
     }
 }
 
@@ -326,106 +291,107 @@ async fn put_suppression(
     app: web::Data<AppState>,
     email: web::Path<String>,
     body: web::Bytes,
-) -> HttpResponse {
+) -> Answer {
     let ReasonBody { reason } = if body.iter().all(u8::is_ascii_whitespace) {
         ReasonBody::default()
     } else {
-        tri!(parse_json(&body))
+        parse_json(&body)?
     };
     let email = match normalize_email(&email) {
         Ok(e) => e,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
     let reason = reason
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "operator".into());
-    store!(app.store.suppress(&email, &reason, Utc::now()));
-    tri!(durable(&app).await);
+    app.store.suppress(&email, &reason, Utc::now())?;
+    durable(&app).await?;
     tracing::info!(recipient = %mask_email(&email), %reason, "address suppressed");
-    match store!(app.store.suppression(&email)) {
-        Some(s) => HttpResponse::Ok().json(s),
-        None => unavailable("the suppression just written cannot be read back"),
+    match app.store.suppression(&email)? {
+        Some(s) => Ok(HttpResponse::Ok().json(s)),
+        None => Err(ApiError::unavailable(
+            "the suppression just written cannot be read back",
+        )),
     }
 }
 
-async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) -> HttpResponse {
-    if !store!(app.store.unsuppress(&email)) {
-        return error(StatusCode::NOT_FOUND, format!("{email} is not suppressed"));
+async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) -> Answer {
+    if !app.store.unsuppress(&email)? {
+        return Err(ApiError::not_found(format!("{email} is not suppressed")));
     }
-    tri!(durable(&app).await);
+    durable(&app).await?;
     tracing::info!(recipient = %mask_email(&email), "suppression removed");
-    HttpResponse::NoContent().finish()
+    Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_outbox(app: web::Data<AppState>) -> HttpResponse {
+async fn list_outbox(app: web::Data<AppState>) -> Answer {
     let paused = app.dispatch.is_operator_paused();
-    HttpResponse::Ok().json(store!(outbox_rows(app.store.as_ref(), paused)))
+    Ok(HttpResponse::Ok().json(outbox_rows(app.store.as_ref(), paused)?))
 }
 
-async fn list_parked(app: web::Data<AppState>) -> HttpResponse {
+async fn list_parked(app: web::Data<AppState>) -> Answer {
     let park_for = app.config.customers.park_for.0;
-    HttpResponse::Ok().json(store!(parked_rows(app.store.as_ref(), park_for)))
+    Ok(HttpResponse::Ok().json(parked_rows(app.store.as_ref(), park_for)?))
 }
 
-async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let id = tri!(parse_id(&id));
-    if !store!(app.store.cancel(id, Utc::now())) {
-        return error(StatusCode::NOT_FOUND, format!("no queued notice {id}"));
+async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
+    let id = parse_id(&id)?;
+    if !app.store.cancel(id, Utc::now())? {
+        return Err(ApiError::not_found(format!("no queued notice {id}")));
     }
-    tri!(durable(&app).await);
+    durable(&app).await?;
     app.dispatch.cancel(id);
-    HttpResponse::NoContent().finish()
+    Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_dead(app: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(store!(dead_rows(app.store.as_ref())))
+async fn list_dead(app: web::Data<AppState>) -> Answer {
+    Ok(HttpResponse::Ok().json(dead_rows(app.store.as_ref())?))
 }
 
-async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let id = tri!(parse_id(&id));
-    let (q, lifted) = match store!(app.store.retry_dead(id, Utc::now())) {
+async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
+    let id = parse_id(&id)?;
+    let (q, lifted) = match app.store.retry_dead(id, Utc::now())? {
         DeadRetry::Requeued { notice, lifted } => (*notice, lifted),
         DeadRetry::NotFound => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no dead letter {id} (or its customer was forgotten)"),
-            )
+            return Err(ApiError::not_found(format!(
+                "no dead letter {id} (or its customer was forgotten)"
+            )))
         }
         DeadRetry::Suppressed(s) => {
-            return HttpResponse::Conflict()
-                .json(json!({ "error": retry_refused(id, &s), "suppression": s }))
+            return Err(ApiError::new(StatusCode::CONFLICT, retry_refused(id, &s))
+                .with(json!({ "suppression": s })))
         }
     };
-    tri!(durable(&app).await);
+    durable(&app).await?;
     if let Some(s) = &lifted {
         tracing::info!(notice = id, recipient = %mask_email(&s.email), "automatic suppression lifted by a dead-letter retry");
     }
-    let row = store!(EsimLabels::new(app.store.as_ref()).row(&q));
+    let row = EsimLabels::new(app.store.as_ref()).row(&q)?;
     app.dispatch.enqueue(vec![q]);
-    HttpResponse::Ok().json(RetryAnswer {
+    Ok(HttpResponse::Ok().json(RetryAnswer {
         notice: row,
         lifted_suppression: lifted,
-    })
+    }))
 }
 
-async fn set_paused(app: &AppState, paused: bool) -> HttpResponse {
-    store!(app.store.set_paused(paused));
-    tri!(durable(app).await);
+async fn set_paused(app: &AppState, paused: bool) -> Answer {
+    app.store.set_paused(paused)?;
+    durable(app).await?;
     app.dispatch.set_paused(paused);
     tracing::info!(
         paused,
         "sending {}",
         if paused { "paused" } else { "resumed" }
     );
-    HttpResponse::Ok().json(json!({ "paused": paused }))
+    Ok(HttpResponse::Ok().json(json!({ "paused": paused })))
 }
 
-async fn pause(app: web::Data<AppState>) -> HttpResponse {
+async fn pause(app: web::Data<AppState>) -> Answer {
     set_paused(&app, true).await
 }
 
-async fn resume(app: web::Data<AppState>) -> HttpResponse {
+async fn resume(app: web::Data<AppState>) -> Answer {
     set_paused(&app, false).await
 }
 
@@ -434,12 +400,12 @@ struct BackupBody {
     dir: PathBuf,
 }
 
-async fn backup(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let BackupBody { dir } = tri!(parse_json(&body));
+async fn backup(app: web::Data<AppState>, body: web::Bytes) -> Answer {
+    let BackupBody { dir } = parse_json(&body)?;
     let base = app.config_path.as_deref().and_then(Path::parent);
     let dir = match prepare_backup_target(&dir, base, &app.config) {
         Ok(d) => d,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return Err(ApiError::bad_request(e)),
     };
     // The copy holds the store's write lock for as long as it takes; keep it
     // off the async workers so the listeners stay responsive meanwhile.
@@ -448,18 +414,18 @@ async fn backup(app: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     match web::block(move || store.backup(&target)).await {
         Ok(Ok(())) => {
             tracing::info!(dir = %dir.display(), "backup written");
-            HttpResponse::Ok().json(json!({"status": "ok", "dir": dir}))
+            Ok(HttpResponse::Ok().json(json!({"status": "ok", "dir": dir})))
         }
-        Ok(Err(e)) => unavailable(e),
-        Err(e) => unavailable(e),
+        Ok(Err(e)) => Err(ApiError::unavailable(e)),
+        Err(e) => Err(ApiError::unavailable(e)),
     }
 }
 
-async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
-    let Some(v) = store!(app.store.esim_view(None, id.trim())) else {
-        return error(StatusCode::NOT_FOUND, format!("no eSIM known as {id}"));
+async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
+    let Some(v) = app.store.esim_view(None, id.trim())? else {
+        return Err(ApiError::not_found(format!("no eSIM known as {id}")));
     };
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
         "id": v.id,
         "identifiers": {
             "esimTranNo": v.ids.esim_tran_no,
@@ -471,5 +437,5 @@ async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
         "recipient": v.recipient.as_ref().map(recipient_json),
         "parked": v.parked,
         "decisions": v.decisions,
-    }))
+    })))
 }

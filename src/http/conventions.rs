@@ -10,7 +10,8 @@ use actix_web::body::{self, BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::middleware::Next;
-use actix_web::HttpResponse;
+
+use crate::http::error::ApiError;
 
 /// Longest original error text carried into the JSON reason.
 const MAX_REASON: usize = 500;
@@ -56,6 +57,6 @@ pub async fn conventions(
                 .to_string()
         });
     let reason: String = text.chars().take(MAX_REASON).collect();
-    let json = HttpResponse::build(status).json(serde_json::json!({ "error": reason }));
+    let json = actix_web::ResponseError::error_response(&ApiError::new(status, reason));
     Ok(ServiceResponse::new(req, json))
 }

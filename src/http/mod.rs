@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod conventions;
+pub mod error;
 pub mod preview;
 pub mod state;
 pub mod unsubscribe;

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::event::Event;
+use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::metrics as m;
 use crate::store::{IngestOutcome, Store};
@@ -141,8 +142,11 @@ fn answer(status: actix_web::http::StatusCode, body: serde_json::Value) -> HttpR
     HttpResponse::build(status).json(body)
 }
 
+/// A refusal, in the one error shape of both listeners. The webhook answers
+/// `HttpResponse` directly: its checks run in SPEC order and each decides
+/// its own status.
 fn error(status: actix_web::http::StatusCode, reason: impl Into<String>) -> HttpResponse {
-    answer(status, json!({ "error": reason.into() }))
+    actix_web::ResponseError::error_response(&ApiError::new(status, reason))
 }
 
 /// Why a delivery was refused before it was read: one log budget each.
