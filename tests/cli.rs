@@ -673,7 +673,12 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
         .code(1)
         .says("complaint")
         .says("esim-notify suppress remove bob@example.com");
-    env.run(&["dead", "list"]).code(0).says(&bob.to_string());
+    // SPEC §2: `dead list` says when and why each died.
+    env.run(&["dead", "list"])
+        .code(0)
+        .says(&bob.to_string())
+        .says("DIED AT")
+        .says("message rejected (554)");
 }
 
 /// What `outbox` and `outbox --parked` show for one queued notice (paused)

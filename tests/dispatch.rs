@@ -648,10 +648,9 @@ async fn connection_refused_is_retried_until_a_server_appears() {
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(
-        eventually(|| h
-            .outbox()
-            .first()
-            .is_some_and(|q| q.attempts >= 2 && q.last_error.is_some()))
+        eventually(|| h.outbox().first().is_some_and(|q| q.attempts >= 2
+            && q.last_error.is_some()
+            && q.waiting_for.as_deref() == Some("backoff")))
         .await,
         "{:?}",
         h.outbox()

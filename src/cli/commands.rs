@@ -94,7 +94,7 @@ async fn run(op: &Operator, command: Command, path: &Path, config: &Config) -> R
                 println!("No dead letters.");
             } else {
                 let mut header = outbox_header();
-                header.push("REASON");
+                header.extend(["DIED AT", "REASON"]);
                 print_table(&header, rows.iter().map(dead_cells).collect());
             }
             Ok(OK)
@@ -484,6 +484,7 @@ fn outbox_cells(r: &OutboxRow) -> Vec<String> {
 
 fn dead_cells(r: &DeadRow) -> Vec<String> {
     let mut cells = outbox_cells(&r.notice);
+    cells.push(r.died_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     cells.push(r.reason.clone());
     cells
 }

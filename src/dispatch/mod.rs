@@ -41,6 +41,8 @@ use send::{Ctx, Fate, Turn};
 /// `waiting_for` values, as `store.outbox()` shows them.
 pub const QUIET_HOURS: &str = "quiet hours";
 pub const RECIPIENT_QUOTA: &str = "recipient quota";
+/// A notice waiting out its backoff after a passing failure (SPEC §2: "a backoff").
+pub const BACKOFF: &str = crate::store::BACKOFF;
 /// Shown for every queued notice while the operator's pause holds them all.
 pub const PAUSED_BY_OPERATOR: &str = "paused by operator";
 /// The start of the reason a notice waits for a broken transport.

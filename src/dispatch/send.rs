@@ -353,7 +353,7 @@ fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static st
     let fate = match outcome {
         SendOutcome::Retry { next_attempt, .. } => Fate::Again {
             at: next_attempt,
-            why: Some("retry".into()),
+            why: Some(super::BACKOFF.into()),
         },
         SendOutcome::Wait { until, why } => Fate::Again {
             at: until,

@@ -23,6 +23,9 @@ use crate::policy::{EsimState, Notice, Rules};
 
 pub use sled_store::SledStore;
 
+/// `waiting_for` of a notice waiting out its backoff after a passing failure.
+pub const BACKOFF: &str = "backoff";
+
 /// The engine's own number for one eSIM; identifiers may change or be
 /// learned late, this does not.
 pub type EsimId = u64;

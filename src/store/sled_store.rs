@@ -1036,7 +1036,7 @@ impl Store for SledStore {
                 q.attempts += 1;
                 q.last_error = Some(error.clone());
                 q.next_attempt = *next_attempt;
-                q.waiting_for = Some("retry".into());
+                q.waiting_for = Some(super::BACKOFF.into());
                 let e = entry(
                     LogKind::Failed,
                     format!(
