@@ -219,16 +219,7 @@ fn every_acknowledgement_follows_an_fdatasync() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = rt.block_on(async {
         let http = reqwest::Client::new();
-        let ready = eventually(Duration::from_secs(60), || {
-            let http = http.clone();
-            async move {
-                http.get(format!("http://127.0.0.1:{public}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
-        .await;
+        let ready = until_ready(&http, public, Duration::from_secs(60)).await;
         if !ready {
             return Err("the traced server did not become ready".to_string());
         }

@@ -362,16 +362,7 @@ fn acknowledged_events_survive_kill_9() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let acked: Vec<String> = rt.block_on(async {
         let http = reqwest::Client::new();
-        let ready = eventually(Duration::from_secs(20), || {
-            let http = http.clone();
-            async move {
-                http.get(format!("http://127.0.0.1:{public}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
-        .await;
+        let ready = until_ready(&http, public, Duration::from_secs(20)).await;
         assert!(ready, "server did not become ready");
         let url = format!("http://127.0.0.1:{public}/webhooks/esimaccess");
         let tasks: Vec<_> = (0..64)

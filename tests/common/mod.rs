@@ -334,16 +334,7 @@ impl Binary {
             .spawn()
             .unwrap();
         let http = reqwest::Client::new();
-        let ready = eventually(Duration::from_secs(20), || {
-            let http = http.clone();
-            async move {
-                http.get(format!("http://127.0.0.1:{public}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        })
-        .await;
+        let ready = until_ready(&http, public, Duration::from_secs(20)).await;
         assert!(ready, "server did not become ready");
         Binary {
             child,
@@ -388,4 +379,18 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.split(' ').next() == Some(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Polls `/readyz` on the public port until it answers 200, a bounded time.
+pub async fn until_ready(http: &reqwest::Client, public: u16, limit: Duration) -> bool {
+    eventually(limit, || {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{public}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await
 }
