@@ -72,15 +72,20 @@ fn enabled(app: &AppState) -> bool {
     app.config.email.list_unsubscribe == "one-click"
 }
 
+/// The page for a link when one-click unsubscribe is not configured.
+fn not_enabled(app: &AppState) -> HttpResponse {
+    page(
+        app,
+        actix_web::http::StatusCode::NOT_FOUND,
+        "Not found",
+        "<p>Unsubscribing by link is not enabled.</p>",
+    )
+}
+
 async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse {
     use actix_web::http::StatusCode as S;
     if !enabled(&app) {
-        return page(
-            &app,
-            S::NOT_FOUND,
-            "Not found",
-            "<p>Unsubscribing by link is not enabled.</p>",
-        );
+        return not_enabled(&app);
     }
     let Some(token) = q.t.as_deref() else {
         return page(
@@ -109,12 +114,7 @@ async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse
 async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse {
     use actix_web::http::StatusCode as S;
     if !enabled(&app) {
-        return page(
-            &app,
-            S::NOT_FOUND,
-            "Not found",
-            "<p>Unsubscribing by link is not enabled.</p>",
-        );
+        return not_enabled(&app);
     }
     let Some(email) = q.t.as_deref().and_then(|t| app.unsubscribe.verify(t)) else {
         return page(
