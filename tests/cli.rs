@@ -104,16 +104,7 @@ dir = "{templates}"
             .spawn()
             .expect("serve starts");
         let server = Server { child };
-        let url = format!("http://127.0.0.1:{}/healthz", self.admin_port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::blocking::get(&url)
-            .map(|r| r.status().as_u16())
-            .ok()
-            != Some(200)
-        {
-            assert!(Instant::now() < deadline, "the server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_admin(self.admin_port);
         server
     }
 
@@ -166,6 +157,20 @@ dir = "{templates}"
             .unwrap()
             .status()
             .as_u16()
+    }
+}
+
+/// Waits (at most 20 s) until the admin listener answers `/healthz`.
+fn wait_for_admin(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::blocking::get(&url)
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -839,16 +844,7 @@ fn env_secrets_stay_as_written_and_sighup_notices_a_changed_secret() {
         }
     });
     let server = Server { child };
-    let url = format!("http://127.0.0.1:{}/healthz", env.admin_port);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::blocking::get(&url)
-        .map(|r| r.status().as_u16())
-        .ok()
-        != Some(200)
-    {
-        assert!(Instant::now() < deadline, "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_admin(env.admin_port);
     let admin = |token: &str| {
         reqwest::blocking::Client::new()
             .get(format!(
