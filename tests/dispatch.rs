@@ -457,6 +457,7 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
     let dead = h.store.dead().unwrap();
     assert_eq!(dead[0].notice.id, queued[0].id);
     assert!(dead[0].reason.contains("550"), "{}", dead[0].reason);
+    assert_eq!(dead[0].notice.last_error.as_ref(), Some(&dead[0].reason));
     let s = h
         .store
         .suppression("ana@example.com")

@@ -1082,6 +1082,9 @@ impl Store for SledStore {
                     }
                 }
                 q.attempts += 1;
+                // The dead letter's row shows what its last attempt met, as
+                // a queued notice's does.
+                q.last_error = Some(reason.clone());
                 w.put(
                     T::Dead,
                     keys::id(id),
