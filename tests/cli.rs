@@ -174,6 +174,21 @@ fn wait_for_admin(port: u16) {
     }
 }
 
+impl Env {
+    /// `customers add --email E --esim-tran-no T`, which must succeed.
+    fn add_customer(&self, email: &str, esim_tran_no: &str) {
+        self.run(&[
+            "customers",
+            "add",
+            "--email",
+            email,
+            "--esim-tran-no",
+            esim_tran_no,
+        ])
+        .code(0);
+    }
+}
+
 struct Server {
     child: Child,
 }
@@ -606,24 +621,8 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
     let env = Env::new();
     let (port, smtp) = common::smtp::mailin_server();
     env.use_smtp(port);
-    env.run(&[
-        "customers",
-        "add",
-        "--email",
-        "ana@example.com",
-        "--esim-tran-no",
-        "T1",
-    ])
-    .code(0);
-    env.run(&[
-        "customers",
-        "add",
-        "--email",
-        "bob@example.com",
-        "--esim-tran-no",
-        "T2",
-    ])
-    .code(0);
+    env.add_customer("ana@example.com", "T1");
+    env.add_customer("bob@example.com", "T2");
     let server = env.serve();
 
     // Ana's mailbox is unknown at RCPT: dead, and suppressed automatically.
@@ -710,15 +709,7 @@ fn paused_and_parked(env: &Env) {
 #[test]
 fn outbox_shows_the_operator_pause_and_lists_parked_notices() {
     let env = Env::new();
-    env.run(&[
-        "customers",
-        "add",
-        "--email",
-        "ana@example.com",
-        "--esim-tran-no",
-        "T1",
-    ])
-    .code(0);
+    env.add_customer("ana@example.com", "T1");
     env.run(&["pause"]).code(0);
     env.run(&["outbox", "--parked"])
         .code(0)
