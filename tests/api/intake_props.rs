@@ -2,7 +2,6 @@
 //! the handler answers 2xx or 4xx, never 5xx — over real HTTP, into a real
 //! store, with the real policy behind it.
 
-mod common;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
@@ -127,7 +126,7 @@ proptest! {
 #[test]
 fn handler_never_answers_5xx() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let app = rt.block_on(common::spawn_app(""));
+    let app = rt.block_on(crate::helpers::spawn_app(""));
     let http = reqwest::Client::new();
     let url = app.webhook_url();
     let post = |body: Vec<u8>| -> u16 {

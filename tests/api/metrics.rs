@@ -1,9 +1,8 @@
 //! Metrics (SPEC §9). The recorder is process-wide, so this binary starts
 //! one app and checks every series from one test: deltas stay exact.
 
-mod common;
 
-use common::*;
+use crate::helpers::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

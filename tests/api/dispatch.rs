@@ -29,8 +29,7 @@ use esim_notify::store::{
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-mod common;
-use common::smtp::{free_port, mailin_on, mailin_server};
+use crate::smtp::{free_port, mailin_on, mailin_server};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1024 * 1024 * 1024;

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use esim_notify::mailer::*;
 
-mod common;
-use common::smtp::{mailin_server, scripted_server, Mailin};
+use crate::smtp::{mailin_server, scripted_server, Mailin};
 
 // ---------------------------------------------------------------------------------------
 

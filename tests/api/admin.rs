@@ -1,8 +1,7 @@
 //! The admin listener of SPEC §4 over real HTTP, on a real sled store.
 
-mod common;
 
-use common::{data_usage, spawn_app, TestApp};
+use crate::helpers::{data_usage, spawn_app, TestApp};
 use esim_notify::customers::IdKind;
 use esim_notify::store::{SledStore, Store};
 use reqwest::Method;
@@ -530,7 +529,7 @@ async fn an_esim_is_found_by_any_of_its_identifiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_renders_every_mapped_template_for_a_browser() {
-    let app = common::spawn_app("[admin]\ntoken = \"adm1n\"\n").await;
+    let app = crate::helpers::spawn_app("[admin]\ntoken = \"adm1n\"\n").await;
     let url = app.admin_url("/admin/preview");
     let refused = app.http.get(&url).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 401);
@@ -623,7 +622,7 @@ async fn every_notice_waits_for_the_operator_while_paused() {
 
     call(&app, Method::POST, "/admin/resume", None).await;
     assert!(
-        common::eventually(std::time::Duration::from_secs(20), || async {
+        crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
             app.received().len() == 1
         })
         .await
@@ -644,7 +643,7 @@ async fn one_dead_letter(app: &TestApp, email: &str, tran: &str) -> u64 {
         ))
         .await;
     assert_eq!(s, 200);
-    let found = common::eventually(std::time::Duration::from_secs(20), || async {
+    let found = crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
         let dead = call(app, Method::GET, "/admin/dead", None).await.1;
         dead.as_array().is_some_and(|d| d.len() == 1)
     })
@@ -691,7 +690,7 @@ async fn a_dead_letter_retry_lifts_the_suppression_its_own_user_unknown_added() 
     .await;
     assert_eq!(s, 404, "lifted");
     assert!(
-        common::eventually(std::time::Duration::from_secs(20), || async {
+        crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
             app.received().len() == 1
         })
         .await,
@@ -836,7 +835,7 @@ async fn a_non_ascii_address_needs_smtputf8() {
         .await;
     assert_eq!(s, 200, "{v}");
     let (s, _) = app
-        .post(&common::esim_status(
+        .post(&crate::helpers::esim_status(
             "n-1",
             "N1",
             "8900000000000000401",
@@ -844,7 +843,7 @@ async fn a_non_ascii_address_needs_smtputf8() {
         ))
         .await;
     assert_eq!(s, 200);
-    let died = common::eventually(std::time::Duration::from_secs(20), || async {
+    let died = crate::helpers::eventually(std::time::Duration::from_secs(20), || async {
         let (_, dead) = call(&app, Method::GET, "/admin/dead", None).await;
         dead.as_array().is_some_and(|d| {
             d.iter()

@@ -7,8 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_esim-notify");
-mod common;
-use common::{copy_dir, TEMPLATES};
+use crate::helpers::{copy_dir, TEMPLATES};
 const ADMIN_TOKEN: &str = "cli-test-token";
 
 /// The reference DATA_USAGE sample (reference/payloads.md): 9.97 % left.
@@ -619,7 +618,7 @@ const GB: u64 = 1024 * 1024 * 1024;
 #[test]
 fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
     let env = Env::new();
-    let (port, smtp) = common::smtp::mailin_server();
+    let (port, smtp) = crate::smtp::mailin_server();
     env.use_smtp(port);
     env.add_customer("ana@example.com", "T1");
     env.add_customer("bob@example.com", "T2");
@@ -631,7 +630,7 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
         .rcpt
         .push_back((550, "5.1.1 user unknown"));
     assert_eq!(
-        env.webhook(&common::data_usage("n1", "T1", "8901", 10 * GB, GB)),
+        env.webhook(&crate::helpers::data_usage("n1", "T1", "8901", 10 * GB, GB)),
         200
     );
     let ana = env.wait_dead(1)[0];
@@ -641,7 +640,7 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
         .data_end
         .push_back((554, "5.6.0 refused"));
     assert_eq!(
-        env.webhook(&common::data_usage("n2", "T2", "8902", 10 * GB, GB)),
+        env.webhook(&crate::helpers::data_usage("n2", "T2", "8902", 10 * GB, GB)),
         200
     );
     let bob = *env.wait_dead(2).iter().find(|id| **id != ana).unwrap();
@@ -716,12 +715,12 @@ fn outbox_shows_the_operator_pause_and_lists_parked_notices() {
         .says("No parked notices");
     let server = env.serve();
     assert_eq!(
-        env.webhook(&common::data_usage("n1", "T1", "8901", 10 * GB, GB)),
+        env.webhook(&crate::helpers::data_usage("n1", "T1", "8901", 10 * GB, GB)),
         200
     );
     // Nobody is bound to T9 yet: parked.
     assert_eq!(
-        env.webhook(&common::data_usage("n2", "T9", "8909", 10 * GB, GB)),
+        env.webhook(&crate::helpers::data_usage("n2", "T9", "8909", 10 * GB, GB)),
         200
     );
     paused_and_parked(&env);

@@ -1,9 +1,8 @@
 //! Issue 3's sequences end to end: posted over HTTP to the running app
 //! (sending paused so the queue stays put), read back from `/admin/outbox`.
 
-mod common;
 
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 
 fn data(id: &str, tran: &str, total: u64, remain: u64) -> String {

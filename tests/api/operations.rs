@@ -2,11 +2,10 @@
 //! The reload metric is process-wide (and every app start sets it to 1), so
 //! this binary starts one app and reloads it in one test, in order.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 
 /// Sends SIGHUP's reload request and waits until the reload gauge says
 /// `accepted` (it flips on each reload, so each step here changes it).

@@ -1,12 +1,8 @@
 //! The one way tests start esim-notify: the real `Application` on
 //! 127.0.0.1:0 with a sled store in a temp dir and a real SMTP server on a
 //! loopback port (like zero2prod's `spawn_app`).
-#![allow(dead_code)]
 
-pub mod smtp;
-
-#[allow(unused_imports)]
-pub use smtp::free_port;
+pub use crate::smtp::{self, free_port};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

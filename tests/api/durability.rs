@@ -10,14 +10,13 @@
 //! unless `ESIM_NOTIFY_REQUIRE_STRACE=1` (set by `.ci/run`), which makes
 //! that a failure.
 
-mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 
 const SEQUENTIAL: usize = 20;
 const CONCURRENT: usize = 20;

@@ -2,11 +2,10 @@
 //! dir: one test per row of SPEC §4's webhook table, the sender rules, the
 //! wire quirks, durability across restarts and `kill -9`.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::helpers::*;
 use esim_notify::customers::IdKind;
 use esim_notify::store::{SledStore, Store};
 use serde_json::{json, Value};

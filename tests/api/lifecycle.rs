@@ -2,12 +2,11 @@
 //! logs, metrics of sends, pause/resume, backup under load, one-click
 //! unsubscribe.
 
-mod common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
