@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, Delivery, RateLimit};
-use crate::metrics as m;
+use crate::metrics::Metrics;
 use crate::policy::Rules;
 use crate::render::{NoticeClass, Templates};
 
@@ -132,7 +132,12 @@ pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
 /// at once or keep the old set.
 /// `running` is the configuration the process started with: what differs
 /// from it outside the live sections is named as needing a restart.
-pub fn reload(running: &Config, shared: &SharedLive, path: Option<&std::path::Path>) {
+pub fn reload(
+    running: &Config,
+    shared: &SharedLive,
+    path: Option<&std::path::Path>,
+    metrics: &Metrics,
+) {
     let Some(path) = path else {
         tracing::warn!("reload requested but the config came from no file");
         return;
@@ -149,12 +154,12 @@ pub fn reload(running: &Config, shared: &SharedLive, path: Option<&std::path::Pa
                 tracing::warn!("{what} changed: it takes effect after a restart");
             }
             *shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-            m::reload(true);
-            m::zero(&template_names(&new));
+            metrics.reload(true);
+            metrics.zero(&template_names(&new));
             tracing::info!("configuration and templates reloaded");
         }
         Err(problems) => {
-            m::reload(false);
+            metrics.reload(false);
             tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
         }
     }

@@ -19,7 +19,7 @@ use crate::http::webhook::SenderPolicy;
 use crate::http::{admin, conventions, unsubscribe, webhook};
 use crate::live::{self, build_live, template_names, SharedLive};
 use crate::mailer::Mailer;
-use crate::metrics as m;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::unsubscribe::Signer;
 
@@ -55,10 +55,10 @@ impl Application {
             Arc::new(crate::store::open(&config).context("opening the store")?);
         let mailer = Mailer::new(crate::mailer::settings_from(&config))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let metrics = m::install();
-        m::reload(true);
-        m::zero(&template_names(&config));
-        m::last_webhook_at(store.last_webhook().context("reading the store")?);
+        let metrics = Arc::new(Metrics::new());
+        metrics.reload(true);
+        metrics.zero(&template_names(&config));
+        metrics.last_webhook_at(store.last_webhook().context("reading the store")?);
         let public_listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
         let admin_listener = TcpListener::bind(&config.admin.listen)
@@ -83,6 +83,7 @@ impl Application {
             mailer,
             live: live.clone(),
             config: config.clone(),
+            metrics: metrics.clone(),
         })
         .context("starting the dispatcher")?;
 
@@ -172,7 +173,12 @@ impl Application {
         let config_path = self.config_path.clone();
         let reloader = tokio::spawn(async move {
             while reload.recv().await.is_some() {
-                live::reload(&state.config, &state.live, config_path.as_deref());
+                live::reload(
+                    &state.config,
+                    &state.live,
+                    config_path.as_deref(),
+                    &state.metrics,
+                );
             }
         });
         let retention = tokio::spawn(retention_loop(self.state.clone()));

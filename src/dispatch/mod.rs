@@ -60,6 +60,7 @@ pub struct Deps {
     pub mailer: Mailer,
     pub live: SharedLive,
     pub config: Arc<Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 enum Command {
@@ -186,6 +187,7 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
         mailer: deps.mailer,
         live: deps.live,
         config: deps.config,
+        metrics: deps.metrics,
     });
     let task = tokio::spawn(async move {
         Loop {

@@ -15,7 +15,6 @@ use crate::config::{parse_quiet_hours, parse_tz, Config};
 use crate::customers::mask_email;
 use crate::live::{current, Live, SharedLive};
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
-use crate::metrics as m;
 use crate::policy;
 use crate::policy::NoticeKind;
 use crate::store::{QueuedNotice, SendOutcome, Store};
@@ -28,6 +27,7 @@ pub struct Ctx {
     pub mailer: Mailer,
     pub live: SharedLive,
     pub config: Arc<Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Signs one-click unsubscribe links; present in "one-click" mode only.
     pub unsubscribe: Option<Signer>,
 }
@@ -183,7 +183,7 @@ pub async fn turn(
     let started = Instant::now();
     let result = ctx.mailer.send(&email).await;
     let took = started.elapsed();
-    m::send_duration(took.as_secs_f64());
+    ctx.metrics.send_duration(took.as_secs_f64());
     let attempt = q.attempts + 1;
     let log = |result: &str, error: Option<&str>| {
         tracing::info!(
@@ -209,7 +209,7 @@ pub async fn turn(
         }
         Err(SendError::TransportBroken { reason }) => {
             log("transport broken", Some(&reason));
-            m::notice(&template, "failed");
+            ctx.metrics.notice(&template, "failed");
             Turn::no_send(Fate::Broken { reason })
         }
         Err(e) => {
@@ -348,7 +348,7 @@ fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static st
         }
         _ => {}
     }
-    m::notice(&q.notice.template, metric);
+    ctx.metrics.notice(&q.notice.template, metric);
     record(ctx, q.id, &outcome);
     let fate = match outcome {
         SendOutcome::Retry { next_attempt, .. } => Fate::Again {

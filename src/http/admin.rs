@@ -23,7 +23,6 @@ use subtle::ConstantTimeEq;
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::metrics as m;
 use crate::operator_views::{
     dead_rows, outbox_rows, parked_rows, prepare_backup_target, retry_refused, BindSummary,
     EsimLabels, RetryAnswer,
@@ -125,10 +124,11 @@ async fn metrics(app: web::Data<AppState>) -> HttpResponse {
         .flatten()
         .map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
-    m::set_gauges(counts, oldest, app.dispatch.is_paused());
+    app.metrics
+        .set_gauges(counts, oldest, app.dispatch.is_paused());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(m::render(&app.metrics))
+        .body(app.metrics.render())
 }
 
 /// The one identifier of a customer query (`?iccid=…`), or why there is not
@@ -196,7 +196,7 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         Utc::now(),
     )?;
     durable(&app).await?;
-    m::decisions(&report.decisions);
+    app.metrics.decisions(&report.decisions);
     tracing::info!(
         recipient = %mask_email(&recipient.email),
         released = report.released.len(),

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use metrics_exporter_prometheus::PrometheusHandle;
-
 use crate::config::Config;
 use crate::dispatch::DispatchHandle;
 use crate::http::webhook::SenderPolicy;
 use crate::live::{current, SharedLive};
+use crate::metrics::Metrics;
 use crate::policy::Rules;
 use crate::store::Store;
 use crate::unsubscribe::Signer;
@@ -20,7 +19,7 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub live: SharedLive,
     pub dispatch: DispatchHandle,
-    pub metrics: PrometheusHandle,
+    pub metrics: Arc<Metrics>,
     pub unsubscribe: Signer,
     /// The config file, if any: relative paths given at run time (`backup`)
     /// are resolved against its directory, as the config's own paths are.

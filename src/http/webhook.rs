@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::event::Event;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
-use crate::metrics as m;
+use crate::metrics::Metrics;
 use crate::store::{IngestOutcome, Store};
 use crate::telemetry::{escape, Throttle};
 
@@ -165,13 +165,14 @@ static REFUSALS: Throttle<5> = Throttle::new(std::time::Duration::from_secs(1));
 
 /// Counts, logs (throttled) and answers one refused delivery.
 fn refuse(
+    metrics: &Metrics,
     why: Refusal,
     sender: &Sender,
     status: actix_web::http::StatusCode,
     outcome: &'static str,
     reason: String,
 ) -> HttpResponse {
-    m::webhook("unknown", outcome);
+    metrics.webhook("unknown", outcome);
     if let Some(left_out) = REFUSALS.allow(why as usize) {
         tracing::warn!(
             status = status.as_u16(),
@@ -204,6 +205,7 @@ pub async fn receive(
     let sender = policy.sender(peer, &forwarded);
     if !policy.allows(&sender) {
         return refuse(
+            &app.metrics,
             Refusal::Sender,
             &sender,
             S::FORBIDDEN,
@@ -217,6 +219,7 @@ pub async fn receive(
             .and_then(|q| q.get("token").cloned());
     if !policy.token_ok(token.as_deref()) {
         return refuse(
+            &app.metrics,
             Refusal::Token,
             &sender,
             S::UNAUTHORIZED,
@@ -228,6 +231,7 @@ pub async fn receive(
     let limit = app.max_body_bytes;
     let too_large = || {
         refuse(
+            &app.metrics,
             Refusal::TooLarge,
             &sender,
             S::PAYLOAD_TOO_LARGE,
@@ -249,6 +253,7 @@ pub async fn receive(
         Ok(Err(BodyError::TooLarge)) => return too_large(),
         Ok(Err(BodyError::Unreadable)) => {
             return refuse(
+                &app.metrics,
                 Refusal::Invalid,
                 &sender,
                 S::BAD_REQUEST,
@@ -258,6 +263,7 @@ pub async fn receive(
         }
         Err(_) => {
             let mut r = refuse(
+                &app.metrics,
                 Refusal::Slow,
                 &sender,
                 S::REQUEST_TIMEOUT,
@@ -270,8 +276,16 @@ pub async fn receive(
             return r;
         }
     };
-    let invalid =
-        |reason: String| refuse(Refusal::Invalid, &sender, S::BAD_REQUEST, "invalid", reason);
+    let invalid = |reason: String| {
+        refuse(
+            &app.metrics,
+            Refusal::Invalid,
+            &sender,
+            S::BAD_REQUEST,
+            "invalid",
+            reason,
+        )
+    };
 
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -283,7 +297,7 @@ pub async fn receive(
     };
     let kind = event.notify_type.metric_label();
     if event.notify_type.is_ignored() {
-        m::webhook(kind, "ignored");
+        app.metrics.webhook(kind, "ignored");
         tracing::info!(notify_type = %escape(event.notify_type.as_str()), notify_id = %notify_id(&event), outcome = "ignored", "webhook");
         return answer(S::OK, json!({ "status": "ignored" }));
     }
@@ -316,7 +330,7 @@ pub async fn receive(
     }
     match outcome {
         IngestOutcome::Duplicate => {
-            m::webhook(kind, "duplicate");
+            app.metrics.webhook(kind, "duplicate");
             tracing::info!(notify_type = kind, notify_id = %notify_id(&event), outcome = "duplicate", "webhook");
             answer(S::OK, json!({ "status": "duplicate" }))
         }
@@ -325,12 +339,13 @@ pub async fn receive(
             queued,
             decisions,
         } => {
-            m::webhook(kind, "accepted");
+            app.metrics.webhook(kind, "accepted");
             // The stored value, so the gauge reads the same after a restart.
-            m::last_webhook_at(store.last_webhook().ok().flatten());
-            m::decisions(&decisions);
+            app.metrics
+                .last_webhook_at(store.last_webhook().ok().flatten());
+            app.metrics.decisions(&decisions);
             for field in &event.unreadable {
-                m::unreadable(kind, field);
+                app.metrics.unreadable(kind, field);
             }
             tracing::info!(
                 notify_type = kind,

@@ -209,6 +209,7 @@ async fn start(smtp_port: u16, extra: &str) -> Harness {
         mailer,
         live,
         config: Arc::new(config),
+        metrics: Default::default(),
     })
     .unwrap();
     Harness {

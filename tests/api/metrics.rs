@@ -1,6 +1,5 @@
-//! Metrics (SPEC §9). The recorder is process-wide, so this binary starts
-//! one app and checks every series from one test: deltas stay exact.
-
+//! Metrics (SPEC §9). Each application has its own recorder, so the counts
+//! one test reads are its own app's, whatever else runs in this binary.
 
 use crate::helpers::*;
 use serde_json::json;

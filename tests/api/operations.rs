@@ -1,7 +1,6 @@
 //! Operating it (SPEC §9): SIGHUP reload of templates and settings.
-//! The reload metric is process-wide (and every app start sets it to 1), so
-//! this binary starts one app and reloads it in one test, in order.
-
+//! The reload metric belongs to the app (each has its own recorder), so
+//! the steps below read only their own reloads.
 
 use std::time::Duration;
 
