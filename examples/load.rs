@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use esim_notify::config::Config;
+use esim_notify::engine::{Engine, IngestOutcome};
 use esim_notify::event::Event;
-use esim_notify::store::{IngestOutcome, Store};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::load(&PathBuf::from(benchkit::required("--config")))?;
@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let count: u64 = benchkit::arg("--count", 1_000_000);
     let remain_pct: u64 = benchkit::arg("--remain-pct", 70);
     let threads: usize = benchkit::arg("--threads", 2);
-    let store: Arc<dyn Store> = Arc::new(esim_notify::store::open(&config)?);
+    let store: Arc<Engine> = Arc::new(Engine::open(&config)?);
     let rules = Arc::new(esim_notify::live::rules_from(&config));
     let next = Arc::new(AtomicU64::new(0));
     let t = Instant::now();

@@ -12,14 +12,14 @@ use std::time::Instant;
 
 use esim_notify::config::Config;
 use esim_notify::customers::Recipient;
+use esim_notify::engine::Engine;
 use esim_notify::event::Identifiers;
-use esim_notify::store::Store;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::load(&PathBuf::from(benchkit::required("--config")))?;
     let prefix = benchkit::required("--prefix");
     let count: u64 = benchkit::arg("--count", 10_000);
-    let store = esim_notify::store::open(&config)?;
+    let store = Engine::open(&config)?;
     let park_for = config.customers.park_for.0;
     let t = Instant::now();
     for n in 0..count {

@@ -106,6 +106,7 @@ pub struct Usage {
     pub order_usage: Option<u64>,
     pub remain: Option<u64>,
     pub remain_threshold: Option<f64>,
+    #[serde(default, with = "crate::serde_time::option")]
     pub last_update_time: Option<DateTime<Utc>>,
 }
 
@@ -115,6 +116,7 @@ pub struct Validity {
     pub remain: Option<i64>,
     pub total_duration: Option<i64>,
     pub duration_unit: Option<String>,
+    #[serde(default, with = "crate::serde_time::option")]
     pub expired_time: Option<DateTime<Utc>>,
 }
 

@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::store::Counts;
+use crate::engine::Counts;
 
 const SEND_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
@@ -230,7 +230,7 @@ impl Metrics {
     }
 
     /// Counts the decisions one operation wrote, by template and outcome.
-    pub fn decisions(&self, entries: &[crate::store::LogEntry]) {
+    pub fn decisions(&self, entries: &[crate::engine::LogEntry]) {
         for e in entries {
             if let (Some(outcome), Some(template)) = (e.what.notice_outcome(), &e.template) {
                 self.notice(template, outcome);

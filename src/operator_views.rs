@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{DeadLetter, EsimId, QueuedNotice, Store, StoreError, Suppression};
+use crate::engine::{DeadLetter, Engine, EsimId, QueuedNotice, Suppression};
+use crate::store::StoreError;
 
 /// One queued notice as operators see it (`GET /admin/outbox`, `outbox`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,12 +95,12 @@ pub struct BindSummary {
 /// Labels eSIMs by the identifier an operator knows them by, reading each
 /// eSIM once however many notices it has.
 pub struct EsimLabels<'a> {
-    store: &'a dyn Store,
+    store: &'a Engine,
     seen: HashMap<EsimId, String>,
 }
 
 impl<'a> EsimLabels<'a> {
-    pub fn new(store: &'a dyn Store) -> Self {
+    pub fn new(store: &'a Engine) -> Self {
         EsimLabels {
             store,
             seen: HashMap::new(),
@@ -135,7 +136,7 @@ impl<'a> EsimLabels<'a> {
 }
 
 /// `paused`: the operator's pause holds every notice, whatever it waited for before.
-pub fn outbox_rows(store: &dyn Store, paused: bool) -> Result<Vec<OutboxRow>, StoreError> {
+pub fn outbox_rows(store: &Engine, paused: bool) -> Result<Vec<OutboxRow>, StoreError> {
     let mut labels = EsimLabels::new(store);
     store
         .outbox()?
@@ -151,7 +152,7 @@ pub fn outbox_rows(store: &dyn Store, paused: bool) -> Result<Vec<OutboxRow>, St
 }
 
 pub fn parked_rows(
-    store: &dyn Store,
+    store: &Engine,
     park_for: std::time::Duration,
 ) -> Result<Vec<ParkedRow>, StoreError> {
     let park_for = chrono::Duration::from_std(park_for).unwrap_or(chrono::Duration::MAX);
@@ -177,7 +178,7 @@ pub fn parked_rows(
         .collect())
 }
 
-pub fn dead_rows(store: &dyn Store) -> Result<Vec<DeadRow>, StoreError> {
+pub fn dead_rows(store: &Engine) -> Result<Vec<DeadRow>, StoreError> {
     let mut labels = EsimLabels::new(store);
     store
         .dead()?

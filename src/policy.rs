@@ -105,6 +105,7 @@ pub struct EsimState {
     /// The last VALIDITY_USAGE figures, for templates.
     pub validity: Validity,
     /// The current expiry instant (the latest expiredTime seen).
+    #[serde(with = "crate::serde_time::option")]
     pub expires_at: Option<DateTime<Utc>>,
     /// Data cycle number: the epoch of data and USED_UP notices.
     pub cycle: u32,
@@ -116,6 +117,7 @@ pub struct EsimState {
     pub cycle_pending: bool,
     /// When the current cycle was opened (provider clock when known); usage
     /// measured before it belongs to the previous allowance.
+    #[serde(with = "crate::serde_time::option")]
     pub cycle_opened_at: Option<DateTime<Utc>>,
     /// The most severe data level queued in the current cycle.
     pub data_level: Option<f64>,

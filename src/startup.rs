@@ -14,13 +14,13 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::dispatch;
+use crate::engine::{Ages, Engine};
 use crate::http::state::AppState;
 use crate::http::webhook::SenderPolicy;
 use crate::http::{admin, conventions, unsubscribe, webhook};
 use crate::live::{self, build_live, template_names, SharedLive};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
-use crate::store::Store;
 use crate::unsubscribe::Signer;
 
 /// A built application, listening but not yet serving.
@@ -51,8 +51,7 @@ impl Application {
         }
         let live =
             build_live(&config).map_err(|p| anyhow::anyhow!("templates:\n{}", p.join("\n")))?;
-        let store: Arc<dyn Store> =
-            Arc::new(crate::store::open(&config).context("opening the store")?);
+        let store: Arc<Engine> = Arc::new(Engine::open(&config).context("opening the store")?);
         let mailer = Mailer::new(crate::mailer::settings_from(&config))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let metrics = Arc::new(Metrics::new());
@@ -156,6 +155,17 @@ impl Application {
         self.admin_addr
     }
 
+    /// The engine the application decides and records with (tests read the
+    /// store through it while the application runs).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.state.store.clone()
+    }
+
+    /// The dispatcher's handle (pause, resume, what it is doing).
+    pub fn dispatch(&self) -> dispatch::DispatchHandle {
+        self.state.dispatch.clone()
+    }
+
     /// Serves until `shutdown` resolves, then: stop accepting requests (in
     /// flight ones finish, so every 200 already promised is durable), stop
     /// the dispatcher (sends in flight finish or return to the queue), flush.
@@ -221,15 +231,13 @@ async fn retention_loop(state: web::Data<AppState>) {
     loop {
         tokio::time::sleep(every).await;
         let store = state.store.clone();
-        let (dedup, history, park_for) = (
-            c.store.delivery_dedup.0,
-            c.store.history.0,
-            c.customers.park_for.0,
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            store.retain(chrono::Utc::now(), dedup, history, park_for)
-        })
-        .await;
+        let ages = Ages {
+            delivery_dedup: c.store.delivery_dedup.0,
+            history: c.store.history.0,
+            park_for: c.customers.park_for.0,
+        };
+        let result =
+            tokio::task::spawn_blocking(move || store.retain(chrono::Utc::now(), &ages)).await;
         match result {
             Ok(Ok(r)) if r != Default::default() => tracing::info!(
                 dedup_removed = r.dedup_removed,

@@ -8,89 +8,163 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::customers::Recipient;
-use crate::event::{Event, Identifiers};
+use crate::event::{Event, Identifiers, Validity};
 use crate::policy::{EsimState, Notice, NoticeKind};
 
-/// `event`, and the group of its class (`usage`, `validity`, `status`, `install`).
-pub fn event_vars(event: &Event, notice: &Notice, state: &EsimState) -> Value {
-    let mut m = Map::new();
-    m.insert(
-        "event".into(),
-        json!({
-            "notifyType": event.notify_type.as_str(),
-            "notifyId": event.notify_id,
-            "eventGenerateTime": event.generated_at.map(|t| t.to_rfc3339()),
-        }),
-    );
-    match notice.kind {
+/// The event-time part of a notice's variables, as the store keeps it with
+/// the notice: the few figures that caused it, not the webhook's body
+/// (which the store keeps once, with the event).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Captured {
+    pub notify_type: Option<String>,
+    pub notify_id: Option<String>,
+    #[serde(with = "crate::serde_time::option")]
+    pub generated_at: Option<DateTime<Utc>>,
+    pub figures: Figures,
+}
+
+/// The group of variables of a notice's class.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum Figures {
+    Usage {
+        total_volume: Option<u64>,
+        order_usage: Option<u64>,
+        remain: Option<u64>,
+        /// remain / totalVolume, else the provider's remainThreshold.
+        remain_fraction: Option<f64>,
+        /// The threshold crossed.
+        threshold: Option<f64>,
+    },
+    Validity(Validity),
+    Status {
+        esim_status: Option<String>,
+        smdp_status: Option<String>,
+    },
+    Install,
+    /// Nothing kept (a forgotten customer's dead letter).
+    #[default]
+    Redacted,
+}
+
+/// What to keep of an event for one of the notices it caused.
+pub fn capture(event: &Event, notice: &Notice, state: &EsimState) -> Captured {
+    let figures = match notice.kind {
         NoticeKind::Data => {
             let u = &state.usage;
             let total = u.total_volume.filter(|t| *t > 0);
-            let remain_fraction = match (u.remain, total) {
-                (Some(r), Some(t)) => Some(r as f64 / t as f64),
-                _ => u.remain_threshold,
-            };
-            let pct = |f: f64| (f * 10000.0).round() / 100.0;
-            m.insert(
-                "usage".into(),
-                json!({
-                    "totalVolume": u.total_volume,
-                    "orderUsage": u.order_usage,
-                    "remain": u.remain,
-                    "remainPercent": remain_fraction.map(pct),
-                    "usedPercent": remain_fraction.map(|f| pct(1.0 - f)),
-                    "threshold": notice.level,
-                    "thresholdPercent": notice.level.map(pct),
-                }),
-            );
+            Figures::Usage {
+                total_volume: u.total_volume,
+                order_usage: u.order_usage,
+                remain: u.remain,
+                remain_fraction: match (u.remain, total) {
+                    (Some(r), Some(t)) => Some(r as f64 / t as f64),
+                    _ => u.remain_threshold,
+                },
+                threshold: notice.level,
+            }
         }
-        NoticeKind::Validity => {
-            let v = &state.validity;
-            m.insert(
-                "validity".into(),
-                json!({
-                    "remain": v.remain,
-                    "durationUnit": v.duration_unit,
-                    "totalDuration": v.total_duration,
-                    "expiredTime": v.expired_time.map(|t| t.to_rfc3339()),
-                }),
-            );
-        }
-        NoticeKind::Status => {
-            m.insert(
-                "status".into(),
-                json!({
-                    "esimStatus": notice.status.clone().or_else(|| state.esim_status.clone()),
-                    "smdpStatus": state.smdp_status,
-                }),
-            );
-        }
-        NoticeKind::Ready => {
-            m.insert(
-                "install".into(),
-                json!({
-                    "qrCodeUrl": null, "shortUrl": null, "ac": null,
-                    "smdpAddress": null, "matchingId": null, "apn": null,
-                }),
-            );
-        }
+        NoticeKind::Validity => Figures::Validity(state.validity.clone()),
+        NoticeKind::Status => Figures::Status {
+            esim_status: notice.status.clone().or_else(|| state.esim_status.clone()),
+            smdp_status: state.smdp_status.clone(),
+        },
+        NoticeKind::Ready => Figures::Install,
+    };
+    Captured {
+        notify_type: Some(event.notify_type.as_str().to_string()),
+        notify_id: event.notify_id.clone(),
+        generated_at: event.generated_at,
+        figures,
     }
-    Value::Object(m)
+}
+
+impl Captured {
+    /// `event`, and the group of its class (`usage`, `validity`, `status`, `install`).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "event".into(),
+            json!({
+                "notifyType": self.notify_type,
+                "notifyId": self.notify_id,
+                "eventGenerateTime": self.generated_at.map(|t| t.to_rfc3339()),
+            }),
+        );
+        let pct = |f: f64| (f * 10000.0).round() / 100.0;
+        match &self.figures {
+            Figures::Usage {
+                total_volume,
+                order_usage,
+                remain,
+                remain_fraction,
+                threshold,
+            } => {
+                m.insert(
+                    "usage".into(),
+                    json!({
+                        "totalVolume": total_volume,
+                        "orderUsage": order_usage,
+                        "remain": remain,
+                        "remainPercent": remain_fraction.map(pct),
+                        "usedPercent": remain_fraction.map(|f| pct(1.0 - f)),
+                        "threshold": threshold,
+                        "thresholdPercent": threshold.map(pct),
+                    }),
+                );
+            }
+            Figures::Validity(v) => {
+                m.insert(
+                    "validity".into(),
+                    json!({
+                        "remain": v.remain,
+                        "durationUnit": v.duration_unit,
+                        "totalDuration": v.total_duration,
+                        "expiredTime": v.expired_time.map(|t| t.to_rfc3339()),
+                    }),
+                );
+            }
+            Figures::Status {
+                esim_status,
+                smdp_status,
+            } => {
+                m.insert(
+                    "status".into(),
+                    json!({ "esimStatus": esim_status, "smdpStatus": smdp_status }),
+                );
+            }
+            Figures::Install => {
+                m.insert(
+                    "install".into(),
+                    json!({
+                        "qrCodeUrl": null, "shortUrl": null, "ac": null,
+                        "smdpAddress": null, "matchingId": null, "apn": null,
+                    }),
+                );
+            }
+            Figures::Redacted => {}
+        }
+        Value::Object(m)
+    }
 }
 
 /// The full variable set for one email: the captured event-time part plus
 /// `customer`, `brand`, `esim` and `plan`.
 pub fn email_vars(
-    captured: &Value,
+    captured: &Captured,
     recipient: &Recipient,
     ids: &Identifiers,
     brand: &BTreeMap<String, String>,
     plan: Option<&Value>,
 ) -> Value {
-    let mut m = captured.as_object().cloned().unwrap_or_default();
+    let mut m = match captured.to_json() {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     m.insert(
         "customer".into(),
         json!({

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::customers::{Binding, IdKind};
+use crate::engine::Suppression;
 use crate::operator_views::{DeadRow, OutboxRow, ParkedRow};
-use crate::store::Suppression;
 
 use super::operator::{OpError, Operator};
 use super::{

@@ -96,7 +96,7 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         if count > 1 {
             println!("===== email {} of {count} =====", i + 1);
         }
-        let captured = vars::event_vars(&event, notice, &state);
+        let captured = vars::capture(&event, notice, &state);
         let all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
         let rendered = match templates.render(&notice.template, recipient.locale.as_deref(), &all) {
             Ok(r) => r,

@@ -17,10 +17,11 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
+use crate::engine::{DeadRetry, Engine, ForgetReport, Suppression};
 use crate::operator_views::{
     self as admin, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer,
 };
-use crate::store::{DeadRetry, ForgetReport, SledStore, Store, StoreError, Suppression};
+use crate::store::StoreError;
 
 use super::{FAILED, USAGE};
 
@@ -62,10 +63,7 @@ impl From<StoreError> for OpError {
 }
 
 pub enum Operator {
-    Local {
-        store: SledStore,
-        park_for: Duration,
-    },
+    Local { store: Engine, park_for: Duration },
     Remote(Remote),
 }
 
@@ -79,7 +77,7 @@ impl Operator {
     /// The store itself when it is free; the running server's admin API when
     /// the server holds it.
     pub fn connect(config: &Config) -> Result<Operator, OpError> {
-        match crate::store::open(config) {
+        match Engine::open(config) {
             Ok(store) => Ok(Operator::Local {
                 store,
                 park_for: config.customers.park_for.0,

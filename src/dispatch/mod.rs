@@ -29,9 +29,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::engine::{Engine, QueuedNotice, SendOutcome};
 use crate::live::{current, SharedLive};
 use crate::mailer::Mailer;
-use crate::store::{QueuedNotice, SendOutcome, Store};
 
 pub use limits::{backoff_cap, Limits};
 pub use quiet::quiet_until;
@@ -42,7 +42,7 @@ use send::{Ctx, Fate, Turn};
 pub const QUIET_HOURS: &str = "quiet hours";
 pub const RECIPIENT_QUOTA: &str = "recipient quota";
 /// A notice waiting out its backoff after a passing failure (SPEC §2: "a backoff").
-pub const BACKOFF: &str = crate::store::BACKOFF;
+pub const BACKOFF: &str = crate::engine::BACKOFF;
 /// Shown for every queued notice while the operator's pause holds them all.
 pub const PAUSED_BY_OPERATOR: &str = "paused by operator";
 /// The start of the reason a notice waits for a broken transport.
@@ -56,7 +56,7 @@ const RETAIN_EVERY: Duration = Duration::from_secs(600);
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 pub struct Deps {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Engine>,
     pub mailer: Mailer,
     pub live: SharedLive,
     pub config: Arc<Config>,

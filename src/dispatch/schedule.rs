@@ -13,7 +13,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{EsimId, QueuedNotice};
+use crate::engine::{EsimId, QueuedNotice};
 
 /// Waits that a newcomer behind the head may make moot: the head is looked
 /// at again at once, so that, say, a 10 % notice held by quiet hours does
@@ -223,8 +223,6 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::customers::Recipient;
-    use crate::policy::{Notice, NoticeKind};
     use chrono::Duration;
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -232,30 +230,10 @@ mod tests {
     }
 
     fn q(id: u64, esim: EsimId, at: i64) -> QueuedNotice {
-        QueuedNotice {
-            id,
-            esim,
-            identity: format!("n{id}"),
-            notice: Notice {
-                kind: NoticeKind::Data,
-                template: "data_usage".into(),
-                level: Some(0.1),
-                epoch: "cycle-0".into(),
-                status: None,
-            },
-            recipient: Recipient {
-                email: "ana@example.com".into(),
-                name: None,
-                locale: None,
-                timezone: None,
-            },
-            queued_at: t(0),
-            attempts: 0,
-            next_attempt: t(at),
-            waiting_for: None,
-            last_error: None,
-            vars: serde_json::json!({}),
-        }
+        let mut q = QueuedNotice::example(id, esim, t(at));
+        q.identity = format!("n{id}");
+        q.queued_at = t(0);
+        q
     }
 
     #[test]

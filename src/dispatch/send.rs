@@ -13,17 +13,17 @@ use super::quiet::quiet_until;
 use super::{QUIET_HOURS, RECIPIENT_QUOTA};
 use crate::config::{parse_quiet_hours, parse_tz, Config};
 use crate::customers::mask_email;
+use crate::engine::{Engine, QueuedNotice, SendOutcome};
 use crate::live::{current, Live, SharedLive};
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
 use crate::policy;
 use crate::policy::NoticeKind;
-use crate::store::{QueuedNotice, SendOutcome, Store};
 use crate::unsubscribe::{self, Signer};
 use crate::vars::email_vars;
 
 /// What the dispatcher needs for every send; shared by all send tasks.
 pub struct Ctx {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Engine>,
     pub mailer: Mailer,
     pub live: SharedLive,
     pub config: Arc<Config>,
@@ -112,7 +112,7 @@ pub async fn turn(
     }
     // SPEC §7: an esim_ready is never sent without its activation code, which
     // only the provider API can supply (not built yet).
-    if q.notice.kind == NoticeKind::Ready && q.vars["install"]["ac"].is_null() {
+    if q.notice.kind == NoticeKind::Ready {
         let why = "no activation code: esim_ready needs the provider API enrichment".to_string();
         return finish(&ctx, &q, SendOutcome::Superseded(why), "superseded");
     }
@@ -170,13 +170,14 @@ pub async fn turn(
             );
         }
     };
+    let message_id = message_id_for(&q.identity, &ctx.config.email.from);
     let email = OutgoingEmail {
         to_email: q.recipient.email.clone(),
         to_name: q.recipient.name.clone(),
         subject: rendered.subject,
         text: rendered.text,
         html: rendered.html,
-        message_id: message_id_for(&q.identity, &ctx.config.email.from),
+        message_id: message_id.clone(),
         list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
     };
 
@@ -202,7 +203,7 @@ pub async fn turn(
         Ok(()) => {
             quota.accepted();
             log("sent", None);
-            let mut t = finish(&ctx, &q, SendOutcome::Sent, "sent");
+            let mut t = finish(&ctx, &q, SendOutcome::Sent { message_id }, "sent");
             settle(&ctx, id).await;
             t.transport_ok = true;
             t
@@ -388,7 +389,7 @@ pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {
 
 fn outcome_label(o: &SendOutcome) -> &'static str {
     match o {
-        SendOutcome::Sent => "sent",
+        SendOutcome::Sent { .. } => "sent",
         SendOutcome::Retry { .. } => "retry",
         SendOutcome::Wait { .. } => "wait",
         SendOutcome::Dead { .. } => "dead",
@@ -400,8 +401,6 @@ fn outcome_label(o: &SendOutcome) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::customers::Recipient;
-    use crate::policy::{Notice, NoticeKind};
 
     fn config(extra: &str) -> Config {
         Config::from_sources(extra, Vec::<(String, String)>::new()).unwrap()
@@ -409,28 +408,8 @@ mod tests {
 
     fn q(attempts: u32, queued_at: DateTime<Utc>) -> QueuedNotice {
         QueuedNotice {
-            id: 1,
-            esim: 1,
-            identity: "T1/data/data_usage/0.1/cycle-0".into(),
-            notice: Notice {
-                kind: NoticeKind::Data,
-                template: "data_usage".into(),
-                level: Some(0.1),
-                epoch: "cycle-0".into(),
-                status: None,
-            },
-            recipient: Recipient {
-                email: "ana@example.com".into(),
-                name: None,
-                locale: None,
-                timezone: None,
-            },
-            queued_at,
             attempts,
-            next_attempt: queued_at,
-            waiting_for: None,
-            last_error: None,
-            vars: serde_json::json!({}),
+            ..QueuedNotice::example(1, 1, queued_at)
         }
     }
 

@@ -21,13 +21,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
+use crate::engine::DeadRetry;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::operator_views::{
     dead_rows, outbox_rows, parked_rows, prepare_backup_target, retry_refused, BindSummary,
     EsimLabels, RetryAnswer,
 };
-use crate::store::DeadRetry;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics)).service(

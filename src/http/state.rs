@@ -4,17 +4,17 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::dispatch::DispatchHandle;
+use crate::engine::Engine;
 use crate::http::webhook::SenderPolicy;
 use crate::live::{current, SharedLive};
 use crate::metrics::Metrics;
 use crate::policy::Rules;
-use crate::store::Store;
 use crate::unsubscribe::Signer;
 
 /// Shared by every handler of both listeners.
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Engine>,
     pub sender: SenderPolicy,
     pub max_body_bytes: usize,
     pub live: SharedLive,

@@ -18,11 +18,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::engine::{Engine, IngestOutcome};
 use crate::event::Event;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::metrics::Metrics;
-use crate::store::{IngestOutcome, Store};
 use crate::telemetry::{escape, Throttle};
 
 /// Who may post, from `[security]`.
@@ -370,7 +370,7 @@ fn notify_id(event: &Event) -> String {
 /// Names an eSIM in logs by what the admin API accepts (SPEC §9):
 /// esimTranNo, else iccid — from the event, else from the store when the
 /// event carried only an orderNo or transactionId. Never the internal number.
-fn esim_name(event: &Event, esim: Option<crate::store::EsimId>, store: &dyn Store) -> String {
+fn esim_name(event: &Event, esim: Option<crate::engine::EsimId>, store: &Engine) -> String {
     let pick =
         |ids: &crate::event::Identifiers| ids.esim_tran_no.clone().or_else(|| ids.iccid.clone());
     let name = pick(&event.ids).or_else(|| {

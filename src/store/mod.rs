@@ -1,34 +1,27 @@
-//! Everything that must survive a crash: events, what is known of each eSIM,
-//! the customer directory, the queue, dead letters and the decision log.
+//! Storage: keyspaces of bytes, units of work that commit atomically, and
+//! durability on request. Nothing here knows what a notice or a customer is:
+//! the rules of SPEC §5–6 live in `engine`, which reads and writes typed
+//! records through this interface.
 //!
-//! The rest of the program talks to the [`Store`] trait; only this folder
-//! names sled, so another engine is one new module. Writes are committed
-//! atomically per operation; [`Store::durable`] then waits until they are on
-//! disk (group commit), which is what the webhook's 200 waits for.
+//! A backend promises four things, and `tests/api/storage.rs` (the
+//! conformance suite) checks each against any implementation:
+//! - a unit of work sees its own writes and commits all of them or none;
+//! - units are serialised: two units never interleave their reads and
+//!   writes (sled: one lock; a database: a transaction with row locks);
+//! - a scan returns a keyspace's keys in byte order;
+//! - after [`Storage::durable`] resolves, everything committed before the
+//!   call survives a crash or a power cut.
+//!
+//! Only this folder names sled, so another backend is one new module.
 
 pub mod flusher;
-mod keys;
-mod sled_store;
+mod sled_backend;
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::customers::{IdKind, Recipient};
-use crate::event::{Event, Identifiers};
-use crate::policy::{EsimState, Notice, Rules};
-
-pub use sled_store::SledStore;
-
-/// `waiting_for` of a notice waiting out its backoff after a passing failure.
-pub const BACKOFF: &str = "backoff";
-
-/// The engine's own number for one eSIM; identifiers may change or be
-/// learned late, this does not.
-pub type EsimId = u64;
+pub use sled_backend::SledStorage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -41,335 +34,109 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// A notice waiting in the queue, with everything needed to send it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueuedNotice {
-    pub id: u64,
-    pub esim: EsimId,
-    /// The notice's full identity (eSIM, kind, template, level, epoch): the Message-ID source.
-    pub identity: String,
-    pub notice: Notice,
-    pub recipient: Recipient,
-    pub queued_at: DateTime<Utc>,
-    pub attempts: u32,
-    pub next_attempt: DateTime<Utc>,
-    pub waiting_for: Option<String>,
-    pub last_error: Option<String>,
-    /// Template variables captured when the notice was decided (event, usage, validity, status).
-    pub vars: Value,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub notice: QueuedNotice,
-    pub reason: String,
-    pub died_at: DateTime<Utc>,
-}
-
-/// A notice decided while no recipient was known.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Parked {
-    pub identity: String,
-    pub notice: Notice,
-    pub vars: Value,
-    pub parked_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogKind {
-    Event,
-    Queued,
-    Parked,
-    Released,
-    Sent,
-    Suppressed,
-    Superseded,
-    Failed,
+/// The keyspaces. Each is an ordered map of byte keys to byte values; the
+/// engine decides what the keys and values mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Space {
+    /// notifyId -> when it was first accepted.
+    Dedup,
+    /// Accepted deliveries, oldest first.
+    Events,
+    /// What is known of each eSIM.
+    Esims,
+    /// Identifier -> eSIM.
+    Aliases,
+    /// Identifier -> bound recipient.
+    Customers,
+    /// Queued notices, oldest first.
+    Queue,
+    /// Dead letters.
     Dead,
-    Expired,
-    Cancelled,
-    Requeued,
-    Note,
+    /// Each eSIM's decision log, in order.
+    Log,
+    /// Suppressed addresses.
+    Suppress,
+    /// Small records of the whole store (counts, flags, secrets, format).
+    Meta,
 }
 
-/// One line of an eSIM's decision log (SPEC §6: every decision is recorded).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub at: DateTime<Utc>,
-    pub what: LogKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notice: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<String>,
-    pub detail: String,
+impl Space {
+    pub const ALL: [Space; 10] = [
+        Space::Dedup,
+        Space::Events,
+        Space::Esims,
+        Space::Aliases,
+        Space::Customers,
+        Space::Queue,
+        Space::Dead,
+        Space::Log,
+        Space::Suppress,
+        Space::Meta,
+    ];
 }
 
-impl LogKind {
-    /// The `outcome` label of `esim_notify_notices_total` for a decision, if it counts there.
-    pub fn notice_outcome(self) -> Option<&'static str> {
-        Some(match self {
-            LogKind::Queued => "queued",
-            LogKind::Parked => "parked",
-            LogKind::Released => "released",
-            LogKind::Superseded => "superseded",
-            LogKind::Suppressed => "suppressed",
-            LogKind::Sent => "sent",
-            LogKind::Failed => "failed",
-            LogKind::Dead => "dead",
-            _ => return None,
-        })
-    }
+/// A key and its value, as scans return them.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// One unit of work: reads see the committed state plus this unit's own
+/// writes; the writes become visible together when the unit ends well.
+pub trait Unit {
+    fn get(&mut self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put(&mut self, space: Space, key: &[u8], value: Vec<u8>);
+    fn delete(&mut self, space: Space, key: &[u8]);
+    /// Every entry whose key starts with `prefix`, in key order, this
+    /// unit's own writes included.
+    fn scan(&mut self, space: Space, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// A number never handed out before in this store, increasing. Ids lost
+    /// to a unit that fails or to a crash are skipped, never reused.
+    fn next_id(&mut self) -> u64;
 }
 
-impl LogEntry {
-    pub fn new(
-        at: DateTime<Utc>,
-        what: LogKind,
-        template: Option<&str>,
-        detail: impl Into<String>,
-    ) -> LogEntry {
-        LogEntry {
-            at,
-            what,
-            notice: None,
-            template: template.map(str::to_string),
-            detail: detail.into(),
-        }
-    }
+/// The work a unit runs; `Err` abandons every write it made.
+pub type Work<'a> = dyn FnMut(&mut dyn Unit) -> Result<(), StoreError> + 'a;
 
-    /// The queued notice this line is about.
-    pub fn about(mut self, notice: u64) -> LogEntry {
-        self.notice = Some(notice);
-        self
-    }
-}
-
-/// What one webhook delivery did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IngestOutcome {
-    /// The notifyId was seen within `delivery_dedup`: nothing changed.
-    Duplicate,
-    Accepted {
-        esim: Option<EsimId>,
-        /// Newly queued notices, for the dispatcher once they are durable.
-        queued: Vec<QueuedNotice>,
-        /// The decision log lines this delivery wrote (for metrics and logs).
-        decisions: Vec<LogEntry>,
-    },
-}
-
-/// What became of one send attempt, as the dispatcher reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SendOutcome {
-    Sent,
-    /// A failed attempt to be retried at `next_attempt`.
-    Retry {
-        error: String,
-        next_attempt: DateTime<Utc>,
-    },
-    /// Not attempted: waits for a quota, quiet hours or a paused transport.
-    Wait {
-        until: DateTime<Utc>,
-        why: String,
-    },
-    /// Given up; `suppress` adds the recipient to the suppression list with that reason.
-    Dead {
-        reason: String,
-        suppress: Option<String>,
-    },
-    Superseded(String),
-    Suppressed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Suppression {
-    pub email: String,
-    pub reason: String,
-    pub at: DateTime<Utc>,
-    /// The dead letters whose refusal at RCPT ("user unknown") put the
-    /// address here automatically; a retry of one of them may lift it.
-    /// Empty for every other source (an operator, an unsubscribe, a
-    /// complaint) and for records written before this field existed: those
-    /// only an operator lifts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub auto_for: Vec<u64>,
-}
-
-impl Suppression {
-    /// Whether the refusal of notice `id` is what put the address here.
-    pub fn added_by(&self, id: u64) -> bool {
-        self.auto_for.contains(&id)
-    }
-}
-
-/// What [`Store::retry_dead`] did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeadRetry {
-    /// Back in the queue; `lifted` is the automatic suppression this
-    /// notice's own failure had added, now removed.
-    Requeued {
-        notice: Box<QueuedNotice>,
-        lifted: Option<Suppression>,
-    },
-    /// No such dead letter (or its customer was forgotten).
-    NotFound,
-    /// The address is suppressed for another reason: the dead letter stays.
-    Suppressed(Suppression),
-}
-
-/// A parked notice as operators see it (`outbox --parked`, `GET /admin/parked`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParkedNotice {
-    pub esim: EsimId,
-    pub ids: Identifiers,
-    pub parked: Parked,
-}
-
-/// What the engine knows of one eSIM, for `GET /admin/esims/{id}`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EsimView {
-    pub id: EsimId,
-    pub ids: Identifiers,
-    pub state: EsimState,
-    pub recipient: Option<Recipient>,
-    pub parked: Vec<Parked>,
-    pub decisions: Vec<LogEntry>,
-}
-
-/// Sizes the metrics report, kept up to date by the store rather than counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub outbox: u64,
-    pub parked: u64,
-    pub dead: u64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ForgetReport {
-    pub bindings: usize,
-    pub cancelled: usize,
-    pub redacted: usize,
-    /// The queued notices removed, so a running dispatcher can drop them too.
-    #[serde(default)]
-    pub cancelled_ids: Vec<u64>,
-}
-
-/// What a customer binding did to the eSIMs it names.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BindReport {
-    /// Parked notices released into the queue.
-    pub released: Vec<QueuedNotice>,
-    pub superseded: usize,
-    /// The decision log lines the binding wrote (for metrics and logs).
-    pub decisions: Vec<LogEntry>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RetentionReport {
-    pub dedup_removed: usize,
-    pub events_removed: usize,
-    pub esims_removed: usize,
-    pub dead_removed: usize,
-    pub parked_expired: usize,
-}
-
-pub trait Store: Send + Sync {
-    /// Records one delivery and every decision it causes, atomically:
-    /// dedup by notifyId, eSIM resolution, policy, recipient lookup,
-    /// queue/park/suppress. Not yet durable: await [`Store::durable`].
-    fn ingest(
-        &self,
-        event: &Event,
-        body: &Value,
-        rules: &Rules,
-        now: DateTime<Utc>,
-    ) -> Result<IngestOutcome, StoreError>;
+pub trait Storage: Send + Sync {
+    /// Runs `work` as one unit: serialised with every other unit, committed
+    /// atomically if it returns `Ok`, abandoned if it returns `Err`.
+    /// Committed is not yet durable: see [`Storage::durable`].
+    fn unit(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    /// A committed value, read outside any unit.
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Committed entries whose key starts with `prefix`, in key order, read
+    /// lazily outside any unit (a long scan never holds up writers).
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a>;
     /// Resolves once everything committed before the call is on disk.
     fn durable(&self) -> oneshot::Receiver<Result<(), String>>;
-    /// Flushes synchronously (shutdown, CLI).
+    /// Makes everything committed durable before returning (shutdown, CLI).
     fn flush(&self) -> Result<(), StoreError>;
-
-    /// Binds a recipient to identifiers and releases what was parked for them.
-    fn bind(
-        &self,
-        recipient: &Recipient,
-        ids: &Identifiers,
-        park_for: std::time::Duration,
-        now: DateTime<Utc>,
-    ) -> Result<BindReport, StoreError>;
-    fn recipient_by(&self, kind: IdKind, value: &str) -> Result<Option<Recipient>, StoreError>;
-    fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError>;
-    /// Removes every binding of the address, cancels its queued notices and
-    /// redacts it from dead letters.
-    fn forget(&self, email: &str, now: DateTime<Utc>) -> Result<ForgetReport, StoreError>;
-
-    fn suppress(&self, email: &str, reason: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
-    fn unsuppress(&self, email: &str) -> Result<bool, StoreError>;
-    fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError>;
-    fn suppressions(&self) -> Result<Vec<Suppression>, StoreError>;
-
-    fn outbox(&self) -> Result<Vec<QueuedNotice>, StoreError>;
-    fn queued(&self, id: u64) -> Result<Option<QueuedNotice>, StoreError>;
-    fn esim_state(&self, esim: EsimId) -> Result<Option<(EsimState, Identifiers)>, StoreError>;
-    /// Applies the result of one send attempt to the queue and the decision log.
-    fn record(&self, id: u64, outcome: &SendOutcome, now: DateTime<Utc>) -> Result<(), StoreError>;
-    fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError>;
-    fn dead(&self) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Puts a dead letter back in the queue with its attempts reset, lifting
-    /// the suppression its own "user unknown" added; refuses (and keeps the
-    /// dead letter) when the address is suppressed for any other reason.
-    fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError>;
-    /// Makes queued notices due at `now` with nothing to wait for (at start,
-    /// for notices a previous run held back for a broken transport).
-    fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError>;
-    /// Every parked notice, with its eSIM's identifiers, oldest eSIM first.
-    fn parked(&self) -> Result<Vec<ParkedNotice>, StoreError>;
-
-    /// By any identifier (`kind` None tries each kind in lookup order).
-    fn esim_view(&self, kind: Option<IdKind>, value: &str) -> Result<Option<EsimView>, StoreError>;
-    fn paused(&self) -> Result<bool, StoreError>;
-    fn set_paused(&self, paused: bool) -> Result<(), StoreError>;
-    fn counts(&self) -> Counts;
-    /// When the last delivery was accepted, kept across restarts (SPEC §9).
-    fn last_webhook(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// A random key kept in the store, created on first use (e.g. for
-    /// signing unsubscribe links, so they stay valid across restarts).
-    fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError>;
-    /// When the oldest queued notice was queued (the queue is in id order).
-    fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Writes a consistent copy of the store into `dir` (which must not hold one yet).
+    /// Writes a consistent copy into `dir` (new or empty), while units go on.
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
-    /// Removes what has aged out; expires parked notices older than `park_for`.
-    fn retain(
+}
+
+impl dyn Storage {
+    /// [`Storage::unit`] for work that returns a value.
+    pub fn run<R>(
         &self,
-        now: DateTime<Utc>,
-        delivery_dedup: std::time::Duration,
-        history: std::time::Duration,
-        park_for: std::time::Duration,
-    ) -> Result<RetentionReport, StoreError>;
+        work: impl FnOnce(&mut dyn Unit) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut work = Some(work);
+        let mut out = None;
+        self.unit(&mut |u| {
+            let w = work
+                .take()
+                .ok_or_else(|| StoreError::Io("a unit of work ran twice".into()))?;
+            out = Some(w(u)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| StoreError::Io("a unit of work did not run".into()))
+    }
 }
 
 /// Opens the store `[store]` names (once per process: sled holds a lock).
-pub fn open(config: &crate::config::Config) -> Result<SledStore, StoreError> {
-    SledStore::open(
-        &config.store.path,
-        config.store.cache_mb * 1024 * 1024,
-        config.store.delivery_dedup.0,
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_suppression_written_before_auto_for_existed_reads_as_not_automatic() {
-        let old = r#"{"email":"ana@example.com","reason":"user unknown (550 5.1.1)","at":"2026-04-22T17:21:59Z"}"#;
-        let s: Suppression = serde_json::from_str(old).unwrap();
-        assert!(s.auto_for.is_empty());
-        assert!(!s.added_by(1));
-        // And a manual one still serializes as before.
-        assert!(!serde_json::to_string(&s).unwrap().contains("auto_for"));
-    }
+pub fn open(config: &crate::config::Config) -> Result<SledStorage, StoreError> {
+    SledStorage::open(&config.store.path, config.store.cache_mb * 1024 * 1024)
 }

@@ -2,7 +2,6 @@
 
 use crate::helpers::{data_usage, spawn_app, TestApp};
 use esim_notify::customers::IdKind;
-use esim_notify::store::{SledStore, Store};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -494,7 +493,7 @@ async fn a_backup_is_a_store_that_opens() {
     .await;
     assert_eq!(s, 400);
 
-    let copy = SledStore::open(&dir, 16 * 1024 * 1024, std::time::Duration::from_secs(3600))
+    let copy = crate::helpers::open_engine(&dir, std::time::Duration::from_secs(3600))
         .expect("the backup opens");
     let view = copy
         .esim_view(None, "8900300")

@@ -1,251 +1,48 @@
-//! The send loop against real SMTP servers on 127.0.0.1: the real sled store,
-//! the real dispatcher, the real mailer and the shipped templates; events go
-//! in the way the webhook handler puts them in (ingest, wait until durable,
-//! enqueue). The last test runs the built binary and kills it.
+//! The send loop against real SMTP servers on 127.0.0.1, through the
+//! application as production starts it (`spawn_app`): webhooks over HTTP,
+//! customers through the admin API, the real engine, dispatcher and mailer
+//! with the shipped templates. The last tests run the built binary, kill
+//! it and start it again.
 //!
 //! Servers: `mailin-embedded` with scripted answers where it can play the
-//! part, and a small scripted SMTP server on a tokio listener where it
-//! cannot (AUTH over plain TCP, a server that never answers), switchable to
-//! "behave" mid-test.
+//! part, and a switchable scripted server (`smtp::switchable_server`) where
+//! it cannot (AUTH over plain TCP, a server that never answers).
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use esim_notify::config::Config;
-use esim_notify::customers::Recipient;
-use esim_notify::dispatch::{self, DispatchHandle};
-use esim_notify::event::{Event, Identifiers};
-use esim_notify::live::{build_live, rules_from, SharedLive};
-use esim_notify::mailer::settings_from as mailer_settings;
-use esim_notify::mailer::Mailer;
-use esim_notify::policy::Rules;
-use esim_notify::store::open as open_store;
-use esim_notify::store::{
-    DeadRetry, IngestOutcome, LogKind, QueuedNotice, SendOutcome, SledStore, Store,
-};
+use esim_notify::dispatch::DispatchHandle;
+use esim_notify::engine::{DeadRetry, Engine, LogKind, QueuedNotice, SendOutcome};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::smtp::{free_port, mailin_on, mailin_server};
+use crate::helpers::{open_engine, spawn_app_with_smtp, Binary, TestApp};
+use crate::smtp::{free_port, mailin_on, mailin_server, switchable_server, Mailin, Mode};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1024 * 1024 * 1024;
 
-// ---------------------------------------------------------------------------------------
-// scripted SMTP server that can misbehave, then behave
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mode {
-    /// Refuses AUTH with 535.
-    AuthFails,
-    /// Accepts the connection and never says a word.
-    Silent,
-    /// A plain working server (AUTH accepted).
-    Behaves,
-}
-
-#[derive(Clone)]
-struct Scripted {
-    mode: Arc<Mutex<Mode>>,
-    received: Arc<Mutex<Vec<String>>>,
-}
-
-impl Scripted {
-    fn set(&self, mode: Mode) {
-        *self.mode.lock().unwrap() = mode;
-    }
-    fn received(&self) -> Vec<String> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-async fn scripted_server(mode: Mode) -> (u16, Scripted) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let s = Scripted {
-        mode: Arc::new(Mutex::new(mode)),
-        received: Arc::default(),
-    };
-    let server = s.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let s = server.clone();
-            tokio::spawn(async move {
-                let mode = *s.mode.lock().unwrap();
-                let (rd, mut wr) = sock.into_split();
-                let mut lines = BufReader::new(rd).lines();
-                if mode == Mode::Silent {
-                    while let Ok(Some(_)) = lines.next_line().await {}
-                    return;
-                }
-                if wr.write_all(b"220 scripted ESMTP\r\n").await.is_err() {
-                    return;
-                }
-                let mut in_data = false;
-                let mut message = String::new();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if in_data {
-                        if line == "." {
-                            in_data = false;
-                            s.received
-                                .lock()
-                                .unwrap()
-                                .push(std::mem::take(&mut message));
-                            let _ = wr.write_all(b"250 queued\r\n").await;
-                        } else {
-                            message.push_str(&line);
-                            message.push_str("\r\n");
-                        }
-                        continue;
-                    }
-                    let upper = line.to_ascii_uppercase();
-                    let answer: &[u8] = if upper.starts_with("EHLO") {
-                        b"250-scripted\r\n250 AUTH PLAIN LOGIN\r\n"
-                    } else if upper.starts_with("AUTH") {
-                        if mode == Mode::AuthFails {
-                            b"535 5.7.8 Authentication credentials invalid\r\n"
-                        } else {
-                            b"235 2.7.0 ok\r\n"
-                        }
-                    } else if upper.starts_with("MAIL") || upper.starts_with("RCPT") {
-                        b"250 ok\r\n"
-                    } else if upper == "DATA" {
-                        in_data = true;
-                        b"354 go ahead\r\n"
-                    } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
-                        b"250 ok\r\n"
-                    } else if upper.starts_with("QUIT") {
-                        let _ = wr.write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"502 not implemented\r\n"
-                    };
-                    if wr.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, s)
-}
-
-// ---------------------------------------------------------------------------------------
-// the dispatcher with the real store and mailer, fed as the webhook feeds it
-
+/// The application, with its engine and dispatcher at hand.
 struct Harness {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
+    app: TestApp,
+    store: Arc<Engine>,
     dispatch: DispatchHandle,
-    task: tokio::task::JoinHandle<()>,
-    rules: Rules,
 }
 
-fn merge(base: &mut toml::Table, extra: toml::Table) {
-    for (k, v) in extra {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(e)) => merge(b, e),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-fn config_text(dir: &Path, smtp_port: u16, extra: &str) -> String {
-    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
-    let base = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[admin]
-listen = "127.0.0.1:0"
-[store]
-path = {store:?}
-[email]
-transport = "smtp"
-send_timeout = "5s"
-[email.smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-pool_size = 2
-[rate_limit]
-per_second = 100
-burst = 100
-per_recipient_per_hour = 0
-[retry]
-initial_backoff = "200ms"
-max_backoff = "1s"
-[templates]
-dir = {templates:?}
-"#,
-        store = dir.join("data").display().to_string(),
-        templates = templates.display().to_string(),
-    );
-    let mut table: toml::Table = toml::from_str(&base).unwrap();
-    merge(&mut table, toml::from_str(extra).unwrap());
-    toml::to_string(&table).unwrap()
-}
-
-fn load_config(text: &str) -> Config {
-    Config::from_sources(text, Vec::<(String, String)>::new()).unwrap()
+/// A notice the application queued, as its decision log names it.
+struct Queued {
+    id: u64,
+    identity: String,
 }
 
 async fn start(smtp_port: u16, extra: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let config = load_config(&config_text(dir.path(), smtp_port, extra));
-    let live: SharedLive = Arc::new(std::sync::RwLock::new(Arc::new(
-        build_live(&config).unwrap(),
-    )));
-    let store: Arc<dyn Store> = Arc::new(open_store(&config).unwrap());
-    let mailer = Mailer::new(mailer_settings(&config)).unwrap();
-    let rules = rules_from(&config);
-    let (dispatch, task) = dispatch::spawn(dispatch::Deps {
-        store: store.clone(),
-        mailer,
-        live,
-        config: Arc::new(config),
-        metrics: Default::default(),
-    })
-    .unwrap();
+    let app = spawn_app_with_smtp(extra, smtp_port, Mailin::default()).await;
     Harness {
-        _dir: dir,
-        store,
-        dispatch,
-        task,
-        rules,
+        store: app.engine.clone(),
+        dispatch: app.dispatch.clone(),
+        app,
     }
-}
-
-fn recipient(email: &str, name: &str) -> Recipient {
-    Recipient {
-        email: email.into(),
-        name: Some(name.into()),
-        locale: None,
-        timezone: None,
-    }
-}
-
-fn by_tran(tran: &str) -> Identifiers {
-    Identifiers {
-        esim_tran_no: Some(tran.into()),
-        ..Default::default()
-    }
-}
-
-fn bind(store: &dyn Store, email: &str, name: &str, tran: &str) {
-    store
-        .bind(
-            &recipient(email, name),
-            &by_tran(tran),
-            Duration::from_secs(3600),
-            Utc::now(),
-        )
-        .unwrap();
 }
 
 fn data_usage(notify_id: &str, tran: &str, total: u64, remain: u64) -> String {
@@ -276,22 +73,38 @@ fn esim_status(notify_id: &str, tran: &str, status: &str) -> String {
 }
 
 impl Harness {
-    /// What the webhook handler does with an accepted delivery.
-    async fn post(&self, body: &str) -> Vec<QueuedNotice> {
-        let event = Event::parse(body.as_bytes()).unwrap();
-        let value: Value = serde_json::from_str(body).unwrap();
-        let outcome = self
-            .store
-            .ingest(&event, &value, &self.rules, Utc::now())
-            .unwrap();
-        self.store.durable().await.unwrap().unwrap();
-        match outcome {
-            IngestOutcome::Accepted { queued, .. } => {
-                self.dispatch.enqueue(queued.clone());
-                queued
-            }
-            IngestOutcome::Duplicate => panic!("duplicate delivery"),
-        }
+    /// Binds a customer to an esimTranNo through the admin API.
+    async fn bind(&self, email: &str, name: &str, tran: &str) {
+        let (status, body) = self
+            .app
+            .bind(json!({"email": email, "name": name, "esimTranNo": tran}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Posts a delivery over HTTP; returns the notices it queued, read
+    /// from the eSIM's decision log (they may already be sent).
+    async fn post(&self, body: &str) -> Vec<Queued> {
+        let (status, answer) = self.app.post(body).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("accepted")),
+            "{answer}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        let tran = v["content"]["esimTranNo"].as_str().unwrap();
+        let needle = format!("notifyId={}", v["notifyId"].as_str().unwrap());
+        let log = self.store.esim_view(None, tran).unwrap().unwrap().decisions;
+        log.iter()
+            .skip_while(|d| !(d.what == LogKind::Event && d.detail.contains(&needle)))
+            .skip(1)
+            .take_while(|d| d.what != LogKind::Event)
+            .filter(|d| d.what == LogKind::Queued)
+            .map(|d| Queued {
+                id: d.notice.unwrap(),
+                identity: d.detail.split(" to ").next().unwrap().to_string(),
+            })
+            .collect()
     }
 
     fn outbox(&self) -> Vec<QueuedNotice> {
@@ -310,11 +123,7 @@ impl Harness {
     }
 
     async fn stop(self) {
-        self.dispatch.shutdown();
-        tokio::time::timeout(LIMIT, self.task)
-            .await
-            .expect("the dispatcher stops")
-            .unwrap();
+        self.app.stop().await;
     }
 }
 
@@ -348,7 +157,7 @@ fn header(mail: &str, name: &str) -> Option<String> {
 async fn data_usage_for_a_bound_customer_is_delivered_over_smtp() {
     let (port, smtp) = mailin_server();
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     let queued = h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     assert_eq!(queued.len(), 1);
 
@@ -392,7 +201,7 @@ async fn one_click_mode_sends_a_signed_unsubscribe_link() {
         "[server]\npublic_url = \"https://notify.example.com\"\n[email]\nlist_unsubscribe = \"one-click\"\n",
     )
     .await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     let mail = &smtp.received()[0];
@@ -420,7 +229,7 @@ async fn temporary_refusals_are_retried_with_the_same_message_id() {
         (451, "4.7.1 greylisted, try later"),
     ]);
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
@@ -450,7 +259,7 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
         .rcpt
         .push_back((550, "5.1.1 <ana@example.com>: user unknown"));
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     let queued = h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(eventually(|| h.store.dead().unwrap().len() == 1).await);
@@ -470,14 +279,14 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
 
     // The mailbox exists again (the scripted 550 was used up): retrying the
     // dead letter lifts the suppression its own refusal added, and delivers.
-    let DeadRetry::Requeued { notice, lifted } =
-        h.store.retry_dead(queued[0].id, Utc::now()).unwrap()
-    else {
-        panic!("not requeued");
-    };
-    assert_eq!(lifted.map(|s| s.reason), Some(s.reason.clone()));
+    let url = h
+        .app
+        .admin_url(&format!("/admin/dead/{}/retry", queued[0].id));
+    let r = h.app.http.post(url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let row: Value = r.json().await.unwrap();
+    assert_eq!(row["lifted_suppression"]["reason"], json!(s.reason));
     assert_eq!(h.store.suppression("ana@example.com").unwrap(), None);
-    h.dispatch.enqueue(vec![*notice]);
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
     assert!(h.store.dead().unwrap().is_empty());
@@ -495,7 +304,7 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
 async fn a_retry_never_lifts_a_suppression_made_for_another_reason() {
     let (port, smtp) = mailin_server();
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.dispatch.set_paused(true);
     let queued = h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     let id = queued[0].id;
@@ -534,7 +343,7 @@ async fn a_retry_never_lifts_a_suppression_made_for_another_reason() {
 
 #[tokio::test]
 async fn refused_authentication_pauses_sending_without_dead_letters() {
-    let (port, smtp) = scripted_server(Mode::AuthFails).await;
+    let (port, smtp) = switchable_server(Mode::AuthFails).await;
     // A quota of one per recipient: the refused attempts must not spend it
     // (SPEC §8: the quota counts messages the mail server accepted).
     let h = start(
@@ -542,8 +351,8 @@ async fn refused_authentication_pauses_sending_without_dead_letters() {
         "[email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n[rate_limit]\nper_recipient_per_hour = 1\n",
     )
     .await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
-    bind(&*h.store, "bob@example.com", "Bob", "T2");
+    h.bind("ana@example.com", "Ana", "T1").await;
+    h.bind("bob@example.com", "Bob", "T2").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     h.post(&data_usage("n2", "T2", 10 * GIB, GIB)).await;
 
@@ -589,7 +398,7 @@ async fn refused_attempts_do_not_spend_the_recipient_quota() {
         (451, "4.7.1 greylisted, try later"),
     ]);
     let h = start(port, "[rate_limit]\nper_recipient_per_hour = 1\n").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     assert!(
         eventually(|| smtp.received().len() == 1).await,
@@ -599,7 +408,7 @@ async fn refused_attempts_do_not_spend_the_recipient_quota() {
     assert_eq!(smtp.tried().len(), 3);
     assert!(eventually(|| h.outbox().is_empty()).await);
     // The accepted one did spend it.
-    bind(&*h.store, "ana@example.com", "Ana", "T2");
+    h.bind("ana@example.com", "Ana", "T2").await;
     h.post(&data_usage("n2", "T2", 10 * GIB, GIB)).await;
     assert!(
         eventually(|| h
@@ -617,9 +426,9 @@ async fn refused_attempts_do_not_spend_the_recipient_quota() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_is_cut_off_and_retried() {
-    let (port, smtp) = scripted_server(Mode::Silent).await;
+    let (port, smtp) = switchable_server(Mode::Silent).await;
     let h = start(port, "[email]\nsend_timeout = \"1s\"\n").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(
@@ -645,7 +454,7 @@ async fn a_server_that_never_answers_is_cut_off_and_retried() {
 async fn connection_refused_is_retried_until_a_server_appears() {
     let port = free_port();
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(
@@ -669,9 +478,9 @@ async fn over_the_recipient_quota_a_notice_waits_and_others_go() {
     let (port, smtp) = mailin_server();
     let h = start(port, "[rate_limit]\nper_recipient_per_hour = 2\n").await;
     for tran in ["T1", "T2", "T3"] {
-        bind(&*h.store, "ana@example.com", "Ana", tran);
+        h.bind("ana@example.com", "Ana", tran).await;
     }
-    bind(&*h.store, "bob@example.com", "Bob", "T4");
+    h.bind("bob@example.com", "Bob", "T4").await;
     for (i, tran) in ["T1", "T2", "T3", "T4"].iter().enumerate() {
         h.post(&data_usage(&format!("n{i}"), tran, 10 * GIB, GIB))
             .await;
@@ -712,7 +521,7 @@ async fn over_the_recipient_quota_a_notice_waits_and_others_go() {
 async fn a_notice_overtaken_while_queued_is_superseded_not_sent() {
     let (port, smtp) = mailin_server();
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.dispatch.set_paused(true);
     assert!(h.dispatch.is_paused());
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
@@ -768,8 +577,8 @@ fn quiet_now() -> String {
 async fn quiet_hours_hold_a_notice_but_not_a_bypassing_one_behind_it() {
     let (port, smtp) = mailin_server();
     let h = start(port, &quiet_now()).await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
-    bind(&*h.store, "bob@example.com", "Bob", "T2");
+    h.bind("ana@example.com", "Ana", "T1").await;
+    h.bind("bob@example.com", "Bob", "T2").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     h.post(&data_usage("n2", "T2", 10 * GIB, GIB)).await;
     assert!(
@@ -813,7 +622,7 @@ async fn quiet_hours_hold_a_notice_but_not_a_bypassing_one_behind_it() {
 async fn shutdown_leaves_unsent_notices_queued() {
     let port = free_port();
     let h = start(port, "").await;
-    bind(&*h.store, "ana@example.com", "Ana", "T1");
+    h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
     assert!(eventually(|| h.outbox().first().is_some_and(|q| q.attempts >= 1)).await);
     let store = h.store.clone();
@@ -827,147 +636,65 @@ async fn shutdown_leaves_unsent_notices_queued() {
 
 // 9 ------------------------------------------------------------------------------------
 
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-struct Child {
-    child: std::process::Child,
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary and waits for its /healthz; a start that fails
-/// because the previous process has not let go of the store yet is retried.
-async fn start_binary(config: &Path, log: &Path, public: u16) -> Child {
-    let http = reqwest::Client::new();
-    for _ in 0..5 {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut child = Child {
-            child: std::process::Command::new(env!("CARGO_BIN_EXE_esim-notify"))
-                .arg("--config")
-                .arg(config)
-                .arg("serve")
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap(),
+/// Binds customers offline, as `customers add` does while no server runs.
+fn bind_offline(dir: &std::path::Path, customers: &[(String, String)]) {
+    let store = open_engine(&dir.join("data"), Duration::from_secs(3600)).unwrap();
+    for (email, tran) in customers {
+        let recipient = esim_notify::customers::Recipient {
+            email: email.clone(),
+            name: Some("User".into()),
+            locale: None,
+            timezone: None,
         };
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        while tokio::time::Instant::now() < deadline {
-            if child.child.try_wait().unwrap().is_some() {
-                break;
-            }
-            let url = format!("http://127.0.0.1:{public}/healthz");
-            if http.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
-                return child;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.child.kill();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ids = esim_notify::event::Identifiers {
+            esim_tran_no: Some(tran.clone()),
+            ..Default::default()
+        };
+        store
+            .bind(&recipient, &ids, Duration::from_secs(3600), Utc::now())
+            .unwrap();
     }
-    panic!(
-        "the binary did not start:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+    store.flush().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_with_acknowledged_notices_it_sends_each_once_after_a_restart() {
     const N: usize = 20;
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin, smtp_port) = (free_port(), free_port(), free_port());
-    let text = config_text(
-        dir.path(),
-        smtp_port,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\nsend_timeout = \"2s\"\n"
-        ),
-    );
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, &text).unwrap();
-    let log = dir.path().join("server.log");
-
-    // Customers first, while the store is free.
-    {
-        let config = load_config(&text);
-        let store =
-            SledStore::open(&config.store.path, 8 << 20, Duration::from_secs(3600)).unwrap();
-        for i in 0..N {
-            bind(
-                &store,
-                &format!("user{i}@example.com"),
-                "User",
-                &format!("K{i}"),
-            );
-        }
-        store.flush().unwrap();
-    }
+    let smtp_port = free_port();
+    let extra = "[email]\nsend_timeout = \"2s\"\n";
+    let customers: Vec<(String, String)> = (0..N)
+        .map(|i| (format!("user{i}@example.com"), format!("K{i}")))
+        .collect();
+    bind_offline(dir.path(), &customers);
 
     // Acknowledge N deliveries while no mail server listens, then kill -9.
-    let mut child = start_binary(&config_path, &log, public).await;
-    let http = reqwest::Client::new();
+    let server = Binary::serve_smtp(dir.path(), smtp_port, extra).await;
     for i in 0..N {
-        let r = http
-            .post(format!("http://127.0.0.1:{public}/webhooks/esimaccess"))
-            .header("content-type", "application/json")
-            .body(data_usage(
-                &format!("crash-{i}"),
-                &format!("K{i}"),
-                10 * GIB,
-                GIB,
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+        let body = data_usage(&format!("crash-{i}"), &format!("K{i}"), 10 * GIB, GIB);
+        assert_eq!(server.post(&body).await, 200);
     }
-    child.child.kill().unwrap();
-    child.child.wait().unwrap();
-    drop(child);
+    let first_log = server.kill();
 
     // Start again with a mail server on that port: everything arrives, once.
     let smtp = mailin_on(std::net::TcpListener::bind(("127.0.0.1", smtp_port)).unwrap());
-    let _child = start_binary(&config_path, &log, public).await;
-    let drained = {
-        let deadline = tokio::time::Instant::now() + LIMIT;
-        loop {
-            let depth = match http
-                .get(format!("http://127.0.0.1:{admin}/metrics"))
-                .send()
-                .await
-            {
-                Ok(r) => metric(
-                    &r.text().await.unwrap_or_default(),
-                    "esim_notify_outbox_depth",
-                ),
-                Err(_) => None,
-            };
-            if depth == Some(0.0) && smtp.received().len() >= N {
-                break true;
-            }
-            if tokio::time::Instant::now() > deadline {
-                break false;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let server = Binary::serve_smtp(dir.path(), smtp_port, extra).await;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let drained = loop {
+        let depth = crate::helpers::sample(&server.metrics().await, "esim_notify_outbox_depth");
+        if depth == Some(0.0) && smtp.received().len() >= N {
+            break true;
         }
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
         drained,
-        "received {} of {N}\n{}",
+        "received {} of {N}\n{first_log}\n{}",
         smtp.received().len(),
-        std::fs::read_to_string(&log).unwrap_or_default()
+        server.kill()
     );
     let received = smtp.received();
     let ids: BTreeSet<String> = received
@@ -983,38 +710,28 @@ async fn killed_with_acknowledged_notices_it_sends_each_once_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_working_transport_is_probed_at_once_not_waited_for() {
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_port(), free_port());
-    let (smtp_port, smtp) = scripted_server(Mode::AuthFails).await;
+    let (smtp_port, smtp) = switchable_server(Mode::AuthFails).await;
     // The transport pause's backoff is an hour: the stored next attempt is
     // an hour away when the first run stops.
-    let text = config_text(
+    let extra = "[email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n\
+                 [retry]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n";
+    bind_offline(
         dir.path(),
-        smtp_port,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
-             [email.smtp]\nusername = \"relay\"\npassword = \"not-the-password\"\n\
-             [retry]\ninitial_backoff = \"1h\"\nmax_backoff = \"1h\"\n"
-        ),
+        &[("ana@example.com".to_string(), "T1".to_string())],
     );
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, &text).unwrap();
-    let log = dir.path().join("server.log");
-    {
-        let config = load_config(&text);
-        let store =
-            SledStore::open(&config.store.path, 8 << 20, Duration::from_secs(3600)).unwrap();
-        bind(&store, "ana@example.com", "Ana", "T1");
-        store.flush().unwrap();
-    }
     let http = reqwest::Client::new();
-    let outbox = || async {
-        http.get(format!("http://127.0.0.1:{admin}/admin/outbox"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Vec<Value>>()
-            .await
-            .unwrap()
+    let outbox = |server: &Binary| {
+        let url = server.admin_url("/admin/outbox");
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+        }
     };
     let broken = |rows: &[Value]| {
         rows.iter().any(|r| {
@@ -1024,44 +741,33 @@ async fn after_a_restart_a_working_transport_is_probed_at_once_not_waited_for() 
         })
     };
 
-    let mut child = start_binary(&config_path, &log, public).await;
-    let r = http
-        .post(format!("http://127.0.0.1:{public}/webhooks/esimaccess"))
-        .header("content-type", "application/json")
-        .body(data_usage("n1", "T1", 10 * GIB, GIB))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let server = Binary::serve_smtp(dir.path(), smtp_port, extra).await;
+    assert_eq!(
+        server.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await,
+        200
+    );
     let mut held = false;
     for _ in 0..500 {
-        if broken(&outbox().await) {
+        if broken(&outbox(&server).await) {
             held = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(held, "{:?}", outbox().await);
+    assert!(held, "{:?}", outbox(&server).await);
     // A graceful stop (SIGTERM), the password fixed, a new start.
-    let pid = child.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    assert!(child.child.wait().unwrap().success());
-    drop(child);
+    assert!(server.terminate(), "a clean exit on SIGTERM");
     smtp.set(Mode::Behaves);
 
-    let _child = start_binary(&config_path, &log, public).await;
-    let rows = outbox().await;
+    let server = Binary::serve_smtp(dir.path(), smtp_port, extra).await;
+    let rows = outbox(&server).await;
     assert!(
         !broken(&rows),
         "nothing is shown as broken from the previous run: {rows:?}"
     );
     let mut delivered = false;
     for _ in 0..500 {
-        if smtp.received().len() == 1 && outbox().await.is_empty() {
+        if smtp.received().len() == 1 && outbox(&server).await.is_empty() {
             delivered = true;
             break;
         }
@@ -1070,7 +776,7 @@ async fn after_a_restart_a_working_transport_is_probed_at_once_not_waited_for() 
     assert!(
         delivered,
         "sent at once, not an hour later: {:?}\n{}",
-        outbox().await,
-        std::fs::read_to_string(&log).unwrap_or_default()
+        outbox(&server).await,
+        server.kill()
     );
 }

@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use esim_notify::config::Config;
+use esim_notify::dispatch::DispatchHandle;
+use esim_notify::engine::Engine;
 use esim_notify::startup::Application;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +29,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub config: Config,
     pub reload: mpsc::UnboundedSender<()>,
+    /// The application's engine, to read what it recorded.
+    pub engine: Arc<Engine>,
+    /// The application's dispatcher (pause, transport state).
+    pub dispatch: DispatchHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     extra: String,
@@ -124,6 +132,7 @@ pub async fn spawn_app_in(
         }
     };
     let (public, admin) = (app.public_addr(), app.admin_addr());
+    let (engine, dispatch) = (app.engine(), app.dispatch());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(app.run_until_stopped(
@@ -141,6 +150,8 @@ pub async fn spawn_app_in(
         http: reqwest::Client::new(),
         config,
         reload: reload_tx,
+        engine,
+        dispatch,
         stop: Some(stop_tx),
         task: Some(task),
         extra: extra_toml.to_string(),
@@ -314,12 +325,32 @@ impl Binary {
     /// `esim-notify serve` on `dir` (an existing store is reused), file
     /// transport, `extra` TOML merged over the test config; waits for /readyz.
     pub async fn serve(dir: &Path, extra: &str) -> Binary {
+        Binary::start(dir, None, extra).await
+    }
+
+    /// The same, sending over SMTP to `smtp_port` on 127.0.0.1.
+    pub async fn serve_smtp(dir: &Path, smtp_port: u16, extra: &str) -> Binary {
+        Binary::start(dir, Some(smtp_port), extra).await
+    }
+
+    async fn start(dir: &Path, smtp_port: Option<u16>, extra: &str) -> Binary {
         let (public, admin) = (free_port(), free_port());
-        let extra = format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"file\"\n{extra}"
+        let transport = if smtp_port.is_some() { "smtp" } else { "file" };
+        let ours = format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"{transport}\"\n"
         );
+        let mut table: toml::Table = toml::from_str(&ours).unwrap();
+        merge(
+            &mut table,
+            toml::from_str(extra).expect("extra test TOML parses"),
+        );
+        let extra = toml::to_string(&table).unwrap();
         let config = dir.join("config.toml");
-        std::fs::write(&config, test_config_toml(dir, 9, &extra)).unwrap();
+        std::fs::write(
+            &config,
+            test_config_toml(dir, smtp_port.unwrap_or(9), &extra),
+        )
+        .unwrap();
         let log = dir.join(format!("stderr-{public}.log"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_esim-notify"))
             .arg("--config")
@@ -331,13 +362,44 @@ impl Binary {
             .unwrap();
         let http = reqwest::Client::new();
         let ready = until_ready(&http, public, Duration::from_secs(20)).await;
-        assert!(ready, "server did not become ready");
+        assert!(
+            ready,
+            "server did not become ready:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         Binary {
             child,
             public,
             admin,
             log,
         }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin, path)
+    }
+
+    /// Posts a webhook body; returns the status.
+    pub async fn post(&self, body: &str) -> u16 {
+        reqwest::Client::new()
+            .post(self.webhook_url())
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("webhook request")
+            .status()
+            .as_u16()
+    }
+
+    /// Stops it as SIGTERM does and waits; whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        sent && self.child.wait().is_ok_and(|s| s.success())
     }
 
     pub fn webhook_url(&self) -> String {
@@ -389,4 +451,14 @@ pub async fn until_ready(http: &reqwest::Client, public: u16, limit: Duration) -
         }
     })
     .await
+}
+
+/// The engine over a sled store at `path` (the test's own, or a copy), as
+/// the server opens it; `dedup` is `store.delivery_dedup`.
+pub fn open_engine(
+    path: &Path,
+    dedup: Duration,
+) -> Result<esim_notify::engine::Engine, esim_notify::store::StoreError> {
+    let storage = esim_notify::store::SledStorage::open(path, 16 << 20)?;
+    esim_notify::engine::Engine::new(std::sync::Arc::new(storage), dedup)
 }

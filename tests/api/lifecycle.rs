@@ -247,11 +247,9 @@ async fn backup_under_load_holds_every_acknowledged_event() {
     assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
     let acked = load.await.unwrap();
     app.stop().await;
-    let copy =
-        esim_notify::store::SledStore::open(&target, 16 << 20, Duration::from_secs(86400)).unwrap();
+    let copy = crate::helpers::open_engine(&target, Duration::from_secs(86400)).unwrap();
     let before: Vec<_> = acked.iter().filter(|(t, _)| *t < asked).collect();
     assert!(!before.is_empty(), "the load had started before the backup");
-    use esim_notify::store::Store;
     for (_, tran) in before {
         assert!(
             copy.esim_view(None, tran).unwrap().is_some(),

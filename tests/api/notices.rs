@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use esim_notify::customers::{IdKind, Recipient};
+use esim_notify::engine::{Ages, Engine, IngestOutcome, LogKind};
 use esim_notify::event::{Event, Identifiers};
 use esim_notify::policy::Rules;
-use esim_notify::store::{IngestOutcome, LogKind, SledStore, Store};
 use serde_json::{json, Value};
 
 const PARK_FOR: Duration = Duration::from_secs(72 * 3600);
 
 struct Harness {
     _dir: tempfile::TempDir,
-    store: SledStore,
+    store: Engine,
     rules: Rules,
     now: DateTime<Utc>,
     n: u32,
@@ -24,12 +24,9 @@ struct Harness {
 impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(
-            &dir.path().join("data"),
-            16 << 20,
-            Duration::from_secs(7 * 86400),
-        )
-        .unwrap();
+        let store =
+            crate::helpers::open_engine(&dir.path().join("data"), Duration::from_secs(7 * 86400))
+                .unwrap();
         Harness {
             _dir: dir,
             store,
@@ -64,7 +61,7 @@ impl Harness {
             .unwrap()
     }
 
-    fn bind(&mut self, email: &str, kind: IdKind, value: &str) -> esim_notify::store::BindReport {
+    fn bind(&mut self, email: &str, kind: IdKind, value: &str) -> esim_notify::engine::BindReport {
         let mut ids = Identifiers::default();
         match kind {
             IdKind::EsimTranNo => ids.esim_tran_no = Some(value.into()),
@@ -480,17 +477,16 @@ fn retention_removes_what_has_aged_out_and_keeps_the_queue() {
     h.post("IDLE", "ESIM_STATUS", status("SUSPENDED")); // nothing queued, no customer
     h.post("PARK", "DATA_USAGE", data(100, 10)); // parked
     let day = Duration::from_secs(86400);
-    let (dedup, history) = (day, 30 * day);
+    let ages = Ages {
+        delivery_dedup: day,
+        history: 30 * day,
+        park_for: PARK_FOR,
+    };
 
     // After park_for: the parked notice expires, nothing else goes.
     let r = h
         .store
-        .retain(
-            h.now + chrono::Duration::hours(73),
-            dedup,
-            history,
-            PARK_FOR,
-        )
+        .retain(h.now + chrono::Duration::hours(73), &ages)
         .unwrap();
     assert_eq!((r.parked_expired, r.esims_removed), (1, 0), "{r:?}");
     assert_eq!(
@@ -501,7 +497,7 @@ fn retention_removes_what_has_aged_out_and_keeps_the_queue() {
 
     // After history: idle eSIMs and old events go; the one with a queued notice stays.
     let later = h.now + chrono::Duration::days(31);
-    let r = h.store.retain(later, dedup, history, PARK_FOR).unwrap();
+    let r = h.store.retain(later, &ages).unwrap();
     assert_eq!(r.events_removed, 3, "{r:?}");
     assert_eq!(r.esims_removed, 2, "{r:?}");
     assert!(h.store.esim_view(None, "IDLE").unwrap().is_none());
@@ -527,8 +523,8 @@ fn ids_never_repeat_across_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data");
     let rules = Rules::default();
-    let open = || SledStore::open(&path, 16 << 20, Duration::from_secs(86400)).unwrap();
-    let post = |store: &SledStore, tran: &str, n: usize| {
+    let open = || crate::helpers::open_engine(&path, Duration::from_secs(86400)).unwrap();
+    let post = |store: &Engine, tran: &str, n: usize| {
         let body = json!({"notifyType":"DATA_USAGE","notifyId": format!("{tran}-{n}"),
             "content":{"esimTranNo": tran, "totalVolume": 100, "remain": 10}});
         store

@@ -189,3 +189,101 @@ pub async fn scripted_server(greeting: Option<&'static str>, script: Script) -> 
     });
     port
 }
+
+/// A scripted server that can misbehave, then behave (`set`): for AUTH
+/// over plain TCP and a server that never answers, which mailin cannot play.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Mode {
+    /// Refuses AUTH with 535.
+    AuthFails,
+    /// Accepts the connection and never says a word.
+    Silent,
+    /// A plain working server (AUTH accepted).
+    Behaves,
+}
+
+#[derive(Clone)]
+pub struct Switchable {
+    mode: Arc<Mutex<Mode>>,
+    received: Arc<Mutex<Vec<String>>>,
+}
+
+impl Switchable {
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+pub async fn switchable_server(mode: Mode) -> (u16, Switchable) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let s = Switchable {
+        mode: Arc::new(Mutex::new(mode)),
+        received: Arc::default(),
+    };
+    let server = s.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let s = server.clone();
+            tokio::spawn(async move {
+                let mode = *s.mode.lock().unwrap();
+                let (rd, mut wr) = sock.into_split();
+                let mut lines = BufReader::new(rd).lines();
+                if mode == Mode::Silent {
+                    while let Ok(Some(_)) = lines.next_line().await {}
+                    return;
+                }
+                if wr.write_all(b"220 scripted ESMTP\r\n").await.is_err() {
+                    return;
+                }
+                let mut in_data = false;
+                let mut message = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            s.received
+                                .lock()
+                                .unwrap()
+                                .push(std::mem::take(&mut message));
+                            let _ = wr.write_all(b"250 queued\r\n").await;
+                        } else {
+                            message.push_str(&line);
+                            message.push_str("\r\n");
+                        }
+                        continue;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let answer: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-scripted\r\n250 AUTH PLAIN LOGIN\r\n"
+                    } else if upper.starts_with("AUTH") {
+                        if mode == Mode::AuthFails {
+                            b"535 5.7.8 Authentication credentials invalid\r\n"
+                        } else {
+                            b"235 2.7.0 ok\r\n"
+                        }
+                    } else if upper.starts_with("MAIL") || upper.starts_with("RCPT") {
+                        b"250 ok\r\n"
+                    } else if upper == "DATA" {
+                        in_data = true;
+                        b"354 go ahead\r\n"
+                    } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+                        b"250 ok\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = wr.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"502 not implemented\r\n"
+                    };
+                    if wr.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, s)
+}

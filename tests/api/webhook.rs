@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use esim_notify::customers::IdKind;
-use esim_notify::store::{SledStore, Store};
 use serde_json::{json, Value};
 
 const SAMPLE_DATA: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime":"2025-07-21T10:57:28Z","notifyId":"f776267e8d6745db8cc316e4c146ea0c","content":{"orderNo":"B25052822150009","transactionId":"unique_id_from_partner","esimTranNo":"25052822150009","iccid":"8943108170001029631","totalVolume":53687091200,"orderUsage":48335585458,"remain":5351505742,"lastUpdateTime":"2025-07-21T09:38:25Z","remainThreshold":0.1}}"#;
@@ -14,10 +13,10 @@ const SAMPLE_HEALTH: &str = r#"{"notifyType":"CHECK_HEALTH","notifyId":"918ff7f6
 
 /// Opens the store a stopped app left behind (sled may take a moment to
 /// let go of its lock after the last handle is dropped).
-fn open_store(path: &std::path::Path) -> SledStore {
+fn open_store(path: &std::path::Path) -> esim_notify::engine::Engine {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match SledStore::open(path, 16 << 20, Duration::from_secs(7 * 86400)) {
+        match crate::helpers::open_engine(path, Duration::from_secs(7 * 86400)) {
             Ok(s) => return s,
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;

@@ -1,0 +1,339 @@
+//! The engine: SPEC §5–6 over the storage interface.
+//!
+//! Each operation is one unit of work ([`tx::Tx`]): it reads the records it
+//! needs, decides, and writes every record and decision-log line it causes,
+//! committed whole or not at all and never interleaved with another
+//! operation. The rules themselves are pure (`policy`); this folder applies
+//! them to stored state: which eSIM (`resolve`), one delivery (`intake`),
+//! bindings and release (`binding`), the suppression list (`suppression`),
+//! what became of a notice (`outcomes`), reads (`views`), retention
+//! (`retention`) and the upgrade of older stores (`migrate`).
+//!
+//! Nothing here names sled: [`Engine::new`] takes any [`Storage`].
+
+mod binding;
+mod codec;
+mod intake;
+mod migrate;
+pub mod model;
+mod outcomes;
+mod records;
+mod resolve;
+mod retention;
+mod suppression;
+mod tx;
+mod views;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub use model::*;
+pub use retention::Ages;
+
+use crate::customers::{IdKind, Recipient};
+use crate::event::{Event, Identifiers};
+use crate::policy::{EsimState, Rules};
+use crate::store::{Space, Storage, StoreError};
+use records::{ident, meta, StoredBinding};
+use tx::Tx;
+use views::Snapshot;
+
+pub struct Engine {
+    storage: Arc<dyn Storage>,
+    /// The counts as last committed, for readers that must not wait (metrics).
+    counts: Mutex<Counts>,
+    dedup_window: Duration,
+}
+
+impl Engine {
+    /// The engine over `storage`, upgraded to this release's record format.
+    pub fn new(storage: Arc<dyn Storage>, dedup_window: Duration) -> Result<Engine, StoreError> {
+        let engine = Engine {
+            storage,
+            counts: Mutex::new(Counts::default()),
+            dedup_window,
+        };
+        migrate::migrate(&engine)?;
+        let counts = engine
+            .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
+            .unwrap_or_default();
+        *engine.counts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+        Ok(engine)
+    }
+
+    /// The engine over the store `[store]` names (once per process: sled
+    /// holds a lock; a second opener gets [`StoreError::Locked`]).
+    pub fn open(config: &crate::config::Config) -> Result<Engine, StoreError> {
+        let storage = crate::store::open(config)?;
+        Engine::new(Arc::new(storage), config.store.delivery_dedup.0)
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    /// Runs `work` as one unit of work; keeps the counts in step.
+    fn unit<R>(
+        &self,
+        work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.unit_logged(work).map(|(r, _)| r)
+    }
+
+    /// [`Engine::unit`], also returning the decision-log lines written.
+    fn unit_logged<R>(
+        &self,
+        work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
+    ) -> Result<(R, Vec<LogEntry>), StoreError> {
+        let (r, written, counts) = self.storage.run(|unit| {
+            let mut tx = Tx::new(unit);
+            let r = work(&mut tx)?;
+            let (written, counts) = tx.finish();
+            Ok((r, written, counts))
+        })?;
+        if let Some(c) = counts {
+            *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        }
+        Ok((r, written))
+    }
+
+    /// Runs look-ups on committed data, outside any unit of work.
+    fn read<R>(
+        &self,
+        work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut snapshot = Snapshot {
+            storage: self.storage(),
+        };
+        work(&mut Tx::new(&mut snapshot))
+    }
+
+    // ---------------------------------------------------------------- intake
+
+    /// Records one delivery and every decision it causes, atomically. Not
+    /// yet durable: await [`Engine::durable`] before acknowledging it.
+    pub fn ingest(
+        &self,
+        event: &Event,
+        body: &Value,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let (outcome, written) =
+            self.unit_logged(|tx| intake::ingest(tx, event, body, rules, self.dedup_window, now))?;
+        Ok(match outcome {
+            IngestOutcome::Accepted { esim, queued, .. } => IngestOutcome::Accepted {
+                esim,
+                queued,
+                decisions: written,
+            },
+            d => d,
+        })
+    }
+
+    /// Resolves once everything committed before the call is on disk.
+    pub fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
+        self.storage.durable()
+    }
+
+    /// Makes everything committed durable now (shutdown, CLI).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.storage.flush()
+    }
+
+    // ------------------------------------------------------------- customers
+
+    /// Binds a recipient to identifiers and releases what was parked for them.
+    pub fn bind(
+        &self,
+        recipient: &Recipient,
+        ids: &Identifiers,
+        park_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<BindReport, StoreError> {
+        let (mut report, written) =
+            self.unit_logged(|tx| binding::bind(tx, recipient, ids, park_for, now))?;
+        report.decisions = written;
+        Ok(report)
+    }
+
+    pub fn recipient_by(&self, kind: IdKind, value: &str) -> Result<Option<Recipient>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .get::<StoredBinding>(Space::Customers, &ident(kind, value))?
+                .map(|b| b.recipient))
+        })
+    }
+
+    pub fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError> {
+        self.unit(|tx| binding::unbind(tx, kind, value))
+    }
+
+    /// Removes every binding of the address, cancels its queued notices and
+    /// redacts it from dead letters.
+    pub fn forget(&self, email: &str, now: DateTime<Utc>) -> Result<ForgetReport, StoreError> {
+        // Before the unit: creating the secret the first time is a unit of its own.
+        let secret = self.secret(suppression::FORGOTTEN_SECRET)?;
+        self.unit(|tx| binding::forget(tx, email, &secret, now))
+    }
+
+    // ---------------------------------------------------------- suppressions
+
+    pub fn suppress(
+        &self,
+        email: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.unit(|tx| {
+            suppression::suppress(tx, email, reason, now);
+            Ok(())
+        })
+    }
+
+    pub fn unsuppress(&self, email: &str) -> Result<bool, StoreError> {
+        self.unit(|tx| suppression::unsuppress(tx, email))
+    }
+
+    pub fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
+        self.read(|tx| suppression::active_suppression(tx, email))
+    }
+
+    pub fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
+        views::suppressions(self)
+    }
+
+    // ----------------------------------------------------------------- queue
+
+    pub fn outbox(&self) -> Result<Vec<QueuedNotice>, StoreError> {
+        views::outbox(self)
+    }
+
+    pub fn queued(&self, id: u64) -> Result<Option<QueuedNotice>, StoreError> {
+        self.read(|tx| tx.get(Space::Queue, &codec::id(id)))
+    }
+
+    pub fn esim_state(&self, esim: EsimId) -> Result<Option<(EsimState, Identifiers)>, StoreError> {
+        Ok(self.read(|tx| resolve::record_of(tx, esim))?.map(|r| {
+            let ids = r.state.ids.clone();
+            (r.state, ids)
+        }))
+    }
+
+    /// Applies the result of one send attempt to the queue and the decision log.
+    pub fn record(
+        &self,
+        id: u64,
+        outcome: &SendOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.unit(|tx| outcomes::record(tx, id, outcome, now))
+    }
+
+    pub fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.unit(|tx| outcomes::cancel(tx, id, now))
+    }
+
+    pub fn dead(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        views::dead(self)
+    }
+
+    /// Puts a dead letter back in the queue with its attempts reset, lifting
+    /// the suppression its own "user unknown" added; refuses (and keeps the
+    /// dead letter) when the address is suppressed for any other reason.
+    pub fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError> {
+        self.unit(|tx| outcomes::retry_dead(tx, id, now))
+    }
+
+    /// Makes queued notices due at `now` with nothing to wait for (at start,
+    /// for notices a previous run held back for a broken transport).
+    pub fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.unit(|tx| outcomes::make_due(tx, ids, now))
+    }
+
+    /// Every parked notice, with its eSIM's identifiers, oldest eSIM first.
+    pub fn parked(&self) -> Result<Vec<ParkedNotice>, StoreError> {
+        views::parked(self)
+    }
+
+    /// When the oldest queued notice was queued (the queue is in id order).
+    pub fn oldest_queued(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match self.storage.scan(Space::Queue, &[]).next() {
+            Some(kv) => Ok(Some(codec::decode::<QueuedNotice>(&kv?.1)?.queued_at)),
+            None => Ok(None),
+        }
+    }
+
+    // ------------------------------------------------------------ operations
+
+    /// By any identifier (`kind` None tries each kind in lookup order).
+    pub fn esim_view(
+        &self,
+        kind: Option<IdKind>,
+        value: &str,
+    ) -> Result<Option<EsimView>, StoreError> {
+        self.read(|tx| views::esim_view(tx, kind, value))
+    }
+
+    pub fn paused(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .storage
+            .get(Space::Meta, meta::PAUSED)?
+            .is_some_and(|v| v == b"1"))
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.unit(|tx| {
+            let flag = if paused { b"1" } else { b"0" };
+            tx.put_raw(Space::Meta, meta::PAUSED, flag.to_vec());
+            Ok(())
+        })
+    }
+
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the last delivery was accepted, kept across restarts (SPEC §9).
+    pub fn last_webhook(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .storage
+            .get(Space::Meta, meta::LAST_WEBHOOK)?
+            .and_then(|v| codec::read_id(&v))
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
+    }
+
+    /// A random key kept in the store, created (and synced) on first use,
+    /// e.g. for unsubscribe links, so they stay valid across restarts.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        let key = meta::secret(name);
+        if let Some(v) = self.storage.get(Space::Meta, &key)? {
+            return Ok(v);
+        }
+        let value = self.unit(|tx| {
+            if let Some(v) = tx.get_raw(Space::Meta, &key)? {
+                return Ok(v);
+            }
+            let fresh: [u8; 32] = rand::random();
+            tx.put_raw(Space::Meta, &key, fresh.to_vec());
+            Ok(fresh.to_vec())
+        })?;
+        self.flush()?;
+        Ok(value)
+    }
+
+    /// Writes a consistent copy of the store into `dir` (which must not hold one yet).
+    pub fn backup(&self, dir: &Path) -> Result<(), StoreError> {
+        self.storage.backup(dir)
+    }
+
+    /// Removes what has aged out; expires parked notices older than `park_for`.
+    pub fn retain(&self, now: DateTime<Utc>, ages: &Ages) -> Result<RetentionReport, StoreError> {
+        retention::retain(self, now, ages)
+    }
+}

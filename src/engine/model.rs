@@ -1,0 +1,292 @@
+//! What the engine decides and keeps, as the rest of the program sees it:
+//! queued notices, dead letters, parked notices, suppressions, the decision
+//! log, and the reports of each operation. The store keeps these as
+//! versioned binary records (`codec`); the admin API shows them as JSON,
+//! with instants as RFC 3339 text (`serde_time`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::customers::Recipient;
+use crate::event::Identifiers;
+use crate::policy::{EsimState, Notice};
+use crate::vars::Captured;
+
+/// `waiting_for` of a notice waiting out its backoff after a passing failure.
+pub const BACKOFF: &str = "backoff";
+
+/// The engine's own number for one eSIM; identifiers may change or be
+/// learned late, this does not.
+pub type EsimId = u64;
+
+/// A notice waiting in the queue, with everything needed to send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedNotice {
+    pub id: u64,
+    pub esim: EsimId,
+    /// The notice's full identity (eSIM, kind, template, level, epoch): the Message-ID source.
+    pub identity: String,
+    pub notice: Notice,
+    pub recipient: Recipient,
+    #[serde(with = "crate::serde_time")]
+    pub queued_at: DateTime<Utc>,
+    pub attempts: u32,
+    #[serde(with = "crate::serde_time")]
+    pub next_attempt: DateTime<Utc>,
+    pub waiting_for: Option<String>,
+    pub last_error: Option<String>,
+    /// What the event that caused it said (figures, not the body).
+    pub vars: Captured,
+}
+
+impl QueuedNotice {
+    /// A 10 % data notice for ana@example.com, due at `at`: the fixture of
+    /// the dispatcher's unit tests.
+    #[cfg(test)]
+    pub fn example(id: u64, esim: EsimId, at: DateTime<Utc>) -> QueuedNotice {
+        QueuedNotice {
+            id,
+            esim,
+            identity: format!("T{esim}/data/data_usage/0.1/cycle-0"),
+            notice: Notice {
+                kind: crate::policy::NoticeKind::Data,
+                template: "data_usage".into(),
+                level: Some(0.1),
+                epoch: "cycle-0".into(),
+                status: None,
+            },
+            recipient: Recipient {
+                email: "ana@example.com".into(),
+                name: None,
+                locale: None,
+                timezone: None,
+            },
+            queued_at: at,
+            attempts: 0,
+            next_attempt: at,
+            waiting_for: None,
+            last_error: None,
+            vars: Captured::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub notice: QueuedNotice,
+    pub reason: String,
+    #[serde(with = "crate::serde_time")]
+    pub died_at: DateTime<Utc>,
+}
+
+/// A notice decided while no recipient was known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parked {
+    pub identity: String,
+    pub notice: Notice,
+    pub vars: Captured,
+    #[serde(with = "crate::serde_time")]
+    pub parked_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    Event,
+    Queued,
+    Parked,
+    Released,
+    Sent,
+    Suppressed,
+    Superseded,
+    Failed,
+    Dead,
+    Expired,
+    Cancelled,
+    Requeued,
+    Note,
+}
+
+/// One line of an eSIM's decision log (SPEC §6: every decision is recorded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    #[serde(with = "crate::serde_time")]
+    pub at: DateTime<Utc>,
+    pub what: LogKind,
+    pub notice: Option<u64>,
+    pub template: Option<String>,
+    pub detail: String,
+}
+
+impl LogKind {
+    /// The `outcome` label of `esim_notify_notices_total` for a decision, if it counts there.
+    pub fn notice_outcome(self) -> Option<&'static str> {
+        Some(match self {
+            LogKind::Queued => "queued",
+            LogKind::Parked => "parked",
+            LogKind::Released => "released",
+            LogKind::Superseded => "superseded",
+            LogKind::Suppressed => "suppressed",
+            LogKind::Sent => "sent",
+            LogKind::Failed => "failed",
+            LogKind::Dead => "dead",
+            _ => return None,
+        })
+    }
+}
+
+impl LogEntry {
+    pub fn new(
+        at: DateTime<Utc>,
+        what: LogKind,
+        template: Option<&str>,
+        detail: impl Into<String>,
+    ) -> LogEntry {
+        LogEntry {
+            at,
+            what,
+            notice: None,
+            template: template.map(str::to_string),
+            detail: detail.into(),
+        }
+    }
+
+    /// The queued notice this line is about.
+    pub fn about(mut self, notice: u64) -> LogEntry {
+        self.notice = Some(notice);
+        self
+    }
+}
+
+/// What one webhook delivery did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestOutcome {
+    /// The notifyId was seen within `delivery_dedup`: nothing changed.
+    Duplicate,
+    Accepted {
+        esim: Option<EsimId>,
+        /// Newly queued notices, for the dispatcher once they are durable.
+        queued: Vec<QueuedNotice>,
+        /// The decision log lines this delivery wrote (for metrics and logs).
+        decisions: Vec<LogEntry>,
+    },
+}
+
+/// What became of one send attempt, as the dispatcher reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendOutcome {
+    /// The mail server accepted the message with this Message-ID.
+    Sent {
+        message_id: String,
+    },
+    /// A failed attempt to be retried at `next_attempt`.
+    Retry {
+        error: String,
+        next_attempt: DateTime<Utc>,
+    },
+    /// Not attempted: waits for a quota, quiet hours or a paused transport.
+    Wait {
+        until: DateTime<Utc>,
+        why: String,
+    },
+    /// Given up; `suppress` adds the recipient to the suppression list with that reason.
+    Dead {
+        reason: String,
+        suppress: Option<String>,
+    },
+    Superseded(String),
+    Suppressed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub email: String,
+    pub reason: String,
+    #[serde(with = "crate::serde_time")]
+    pub at: DateTime<Utc>,
+    /// The dead letters whose refusal at RCPT ("user unknown") put the
+    /// address here automatically; a retry of one of them may lift it.
+    /// Empty for every other source (an operator, an unsubscribe, a
+    /// complaint) and for records written before this field existed: those
+    /// only an operator lifts.
+    #[serde(default)]
+    pub auto_for: Vec<u64>,
+}
+
+impl Suppression {
+    /// Whether the refusal of notice `id` is what put the address here.
+    pub fn added_by(&self, id: u64) -> bool {
+        self.auto_for.contains(&id)
+    }
+}
+
+/// What [`Engine::retry_dead`](super::Engine::retry_dead) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadRetry {
+    /// Back in the queue; `lifted` is the automatic suppression this
+    /// notice's own failure had added, now removed.
+    Requeued {
+        notice: Box<QueuedNotice>,
+        lifted: Option<Suppression>,
+    },
+    /// No such dead letter (or its customer was forgotten).
+    NotFound,
+    /// The address is suppressed for another reason: the dead letter stays.
+    Suppressed(Suppression),
+}
+
+/// A parked notice as operators see it (`outbox --parked`, `GET /admin/parked`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedNotice {
+    pub esim: EsimId,
+    pub ids: Identifiers,
+    pub parked: Parked,
+}
+
+/// What the engine knows of one eSIM, for `GET /admin/esims/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EsimView {
+    pub id: EsimId,
+    pub ids: Identifiers,
+    pub state: EsimState,
+    pub recipient: Option<Recipient>,
+    pub parked: Vec<Parked>,
+    pub decisions: Vec<LogEntry>,
+}
+
+/// Sizes the metrics report, kept up to date by the store rather than counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub outbox: u64,
+    pub parked: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetReport {
+    pub bindings: usize,
+    pub cancelled: usize,
+    pub redacted: usize,
+    /// The queued notices removed, so a running dispatcher can drop them too.
+    #[serde(default)]
+    pub cancelled_ids: Vec<u64>,
+}
+
+/// What a customer binding did to the eSIMs it names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BindReport {
+    /// Parked notices released into the queue.
+    pub released: Vec<QueuedNotice>,
+    pub superseded: usize,
+    /// The decision log lines the binding wrote (for metrics and logs).
+    pub decisions: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetentionReport {
+    pub dedup_removed: usize,
+    pub events_removed: usize,
+    pub esims_removed: usize,
+    pub dead_removed: usize,
+    pub parked_expired: usize,
+}

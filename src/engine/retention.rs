@@ -1,0 +1,142 @@
+//! Keeping the store bounded (SPEC §9): notifyIds past `delivery_dedup`,
+//! events, idle eSIMs (with their aliases and decision logs) and dead letters
+//! past `history`, parked notices past `park_for`.
+//!
+//! Candidates are found by scans outside any unit of work and removed in
+//! small units that re-check them, so intake is never held up for a whole
+//! scan and an eSIM that received an event meanwhile is kept.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::binding::{expire_parked, older_than};
+use super::codec::{decode, read_id};
+use super::model::{DeadLetter, QueuedNotice, RetentionReport};
+use super::records::{ident, EsimRecord, EventRecord};
+use super::resolve::{alias, record_of};
+use super::{Engine, EsimId};
+use crate::customers::IdKind;
+use crate::store::{Space, StoreError};
+
+/// Keys removed per unit of work.
+const CHUNK: usize = 1000;
+
+pub struct Ages {
+    pub delivery_dedup: Duration,
+    pub history: Duration,
+    pub park_for: Duration,
+}
+
+pub fn retain(
+    engine: &Engine,
+    now: DateTime<Utc>,
+    ages: &Ages,
+) -> Result<RetentionReport, StoreError> {
+    let storage = engine.storage();
+    let mut report = RetentionReport::default();
+    let dedup_cut = now.timestamp_millis() - ages.delivery_dedup.as_millis() as i64;
+    let mut stale = Vec::new();
+    for kv in storage.scan(Space::Dedup, &[]) {
+        let (k, v) = kv?;
+        if (read_id(&v).unwrap_or(0) as i64) < dedup_cut {
+            stale.push(k);
+        }
+    }
+    report.dedup_removed = delete_in_chunks(engine, Space::Dedup, &stale)?;
+
+    // Events are in arrival order: stop at the first one young enough.
+    let mut old_events = Vec::new();
+    for kv in storage.scan(Space::Events, &[]) {
+        let (k, v) = kv?;
+        let e: EventRecord = decode(&v)?;
+        if !older_than(e.at, now, ages.history) {
+            break;
+        }
+        old_events.push(k);
+    }
+    report.events_removed = delete_in_chunks(engine, Space::Events, &old_events)?;
+
+    let mut queued: BTreeSet<EsimId> = BTreeSet::new();
+    for kv in storage.scan(Space::Queue, &[]) {
+        queued.insert(decode::<QueuedNotice>(&kv?.1)?.esim);
+    }
+    let mut candidates = Vec::new();
+    for kv in storage.scan(Space::Esims, &[]) {
+        let rec: EsimRecord = decode(&kv?.1)?;
+        let idle = older_than(rec.last_event_at, now, ages.history) && !queued.contains(&rec.id);
+        let expiring = rec
+            .parked
+            .iter()
+            .any(|p| older_than(p.parked_at, now, ages.park_for));
+        if idle || expiring {
+            candidates.push(rec.id);
+        }
+    }
+    for esim in candidates {
+        let (removed, expired) = engine.unit(|tx| {
+            // Re-read in the unit: an event may have arrived meanwhile.
+            let Some(mut rec) = record_of(tx, esim)? else {
+                return Ok((false, 0));
+            };
+            if older_than(rec.last_event_at, now, ages.history) && !queued.contains(&rec.id) {
+                let counts = tx.counts()?;
+                counts.parked = counts.parked.saturating_sub(rec.parked.len() as u64);
+                tx.delete(Space::Esims, &super::codec::id(rec.id));
+                for kind in IdKind::LOOKUP_ORDER {
+                    if let Some(v) = kind.get(&rec.state.ids) {
+                        if alias(tx, kind, v)? == Some(rec.id) {
+                            tx.delete(Space::Aliases, &ident(kind, v));
+                        }
+                    }
+                }
+                for k in tx.keys(Space::Log, &super::codec::id(rec.id))? {
+                    tx.delete(Space::Log, &k);
+                }
+                Ok((true, 0))
+            } else {
+                let n = expire_parked(tx, &mut rec, now, ages.park_for)?;
+                tx.put(Space::Esims, &super::codec::id(rec.id), &rec);
+                Ok((false, n))
+            }
+        })?;
+        report.esims_removed += usize::from(removed);
+        report.parked_expired += expired;
+    }
+
+    let mut old_dead = Vec::new();
+    for kv in storage.scan(Space::Dead, &[]) {
+        let (k, v) = kv?;
+        if older_than(decode::<DeadLetter>(&v)?.died_at, now, ages.history) {
+            old_dead.push(k);
+        }
+    }
+    for chunk in old_dead.chunks(CHUNK) {
+        report.dead_removed += engine.unit(|tx| {
+            let mut n = 0;
+            for k in chunk {
+                if tx.get_raw(Space::Dead, k)?.is_some() {
+                    tx.delete(Space::Dead, k);
+                    n += 1;
+                }
+            }
+            let counts = tx.counts()?;
+            counts.dead = counts.dead.saturating_sub(n as u64);
+            Ok(n)
+        })?;
+    }
+    Ok(report)
+}
+
+fn delete_in_chunks(engine: &Engine, space: Space, keys: &[Vec<u8>]) -> Result<usize, StoreError> {
+    for chunk in keys.chunks(CHUNK) {
+        engine.unit(|tx| {
+            for k in chunk {
+                tx.delete(space, k);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(keys.len())
+}

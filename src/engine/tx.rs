@@ -1,0 +1,121 @@
+//! A unit of work with types: records read and written through the codec,
+//! the decision-log lines written, and the store's counts kept in step.
+//!
+//! Every engine operation is one [`Tx`] over one storage unit, so what it
+//! decides is committed whole or not at all, and operations on the same eSIM
+//! never interleave.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::codec::{self, decode, encode};
+use super::model::{Counts, LogEntry};
+use super::records::{log_key, meta};
+use super::EsimId;
+use crate::store::{Space, StoreError, Unit};
+
+pub struct Tx<'u> {
+    unit: &'u mut dyn Unit,
+    /// The counts, read on first use and written back if they changed.
+    counts: Option<(Counts, Counts)>,
+    /// Decision-log lines this unit wrote (for metrics and logs).
+    pub written: Vec<LogEntry>,
+}
+
+impl<'u> Tx<'u> {
+    pub fn new(unit: &'u mut dyn Unit) -> Tx<'u> {
+        Tx {
+            unit,
+            counts: None,
+            written: Vec::new(),
+        }
+    }
+
+    pub fn get<R: DeserializeOwned>(
+        &mut self,
+        space: Space,
+        key: &[u8],
+    ) -> Result<Option<R>, StoreError> {
+        match self.unit.get(space, key)? {
+            Some(b) => Ok(Some(decode(&b)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put<R: Serialize>(&mut self, space: Space, key: &[u8], record: &R) {
+        self.unit.put(space, key, encode(record));
+    }
+
+    pub fn get_raw(&mut self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.unit.get(space, key)
+    }
+
+    pub fn put_raw(&mut self, space: Space, key: &[u8], value: Vec<u8>) {
+        self.unit.put(space, key, value);
+    }
+
+    pub fn delete(&mut self, space: Space, key: &[u8]) {
+        self.unit.delete(space, key);
+    }
+
+    /// Every record of a keyspace (under `prefix`), decoded, in key order.
+    pub fn scan<R: DeserializeOwned>(
+        &mut self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, R)>, StoreError> {
+        self.unit
+            .scan(space, prefix)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, decode(&v)?)))
+            .collect()
+    }
+
+    /// Keys only, for deletions.
+    pub fn keys(&mut self, space: Space, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self
+            .unit
+            .scan(space, prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    pub fn next_id(&mut self) -> u64 {
+        self.unit.next_id()
+    }
+
+    /// Appends a line to an eSIM's decision log.
+    pub fn log(&mut self, esim: EsimId, entry: LogEntry) {
+        let seq = self.next_id();
+        self.put(Space::Log, &log_key(esim, seq), &entry);
+        self.written.push(entry);
+    }
+
+    /// The store's counts, to change in this unit.
+    pub fn counts(&mut self) -> Result<&mut Counts, StoreError> {
+        if self.counts.is_none() {
+            let c: Counts = self.get(Space::Meta, meta::COUNTS)?.unwrap_or_default();
+            self.counts = Some((c, c));
+        }
+        Ok(&mut self.counts.as_mut().expect("read just above").1)
+    }
+
+    /// Writes the counts back if they changed (every key written costs
+    /// log space, so only then), and hands back what the caller reports.
+    pub fn finish(mut self) -> (Vec<LogEntry>, Option<Counts>) {
+        let changed = match self.counts {
+            Some((before, after)) if before != after => Some(after),
+            _ => None,
+        };
+        if let Some(c) = changed {
+            self.put(Space::Meta, meta::COUNTS, &c);
+        }
+        (self.written, changed)
+    }
+}
+
+/// An eSIM id as stored in an alias.
+pub fn alias_value(esim: EsimId) -> Vec<u8> {
+    codec::id(esim).to_vec()
+}
