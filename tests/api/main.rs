@@ -17,5 +17,7 @@ mod metrics;
 mod notices;
 mod operations;
 mod sequences;
+mod storage;
 mod templates;
+mod upgrade;
 mod webhook;
