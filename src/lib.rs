@@ -18,6 +18,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod operator_views;
 pub mod policy;
+pub mod provider;
 pub mod render;
 pub mod startup;
 pub mod store;
