@@ -178,6 +178,7 @@ pub async fn turn(
         html: rendered.html,
         message_id: message_id_for(&q.identity, &ctx.config.email.from),
         list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
+        inline_images: Vec::new(),
     };
 
     let started = Instant::now();

@@ -29,6 +29,7 @@ fn email() -> OutgoingEmail {
             target: "https://example.com/unsubscribe?t=abc.def".into(),
             one_click: true,
         }),
+        inline_images: Vec::new(),
     }
 }
 
