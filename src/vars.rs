@@ -74,6 +74,7 @@ pub fn event_vars(event: &Event, notice: &Notice, state: &EsimState) -> Value {
                 json!({
                     "qrCodeUrl": null, "shortUrl": null, "ac": null,
                     "smdpAddress": null, "matchingId": null, "apn": null,
+                    "appleUrl": null, "androidUrl": null, "qrImage": null,
                 }),
             );
         }
