@@ -1,6 +1,5 @@
 //! The admin listener of SPEC §4 over real HTTP, on a real sled store.
 
-
 use crate::helpers::{data_usage, spawn_app, TestApp};
 use esim_notify::customers::IdKind;
 use esim_notify::store::{SledStore, Store};

@@ -2,7 +2,6 @@
 //! The reload metric is process-wide (and every app start sets it to 1), so
 //! this binary starts one app and reloads it in one test, in order.
 
-
 use std::time::Duration;
 
 use crate::helpers::*;
