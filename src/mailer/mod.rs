@@ -132,6 +132,20 @@ impl InlineImage {
     }
 }
 
+impl InlineImage {
+    /// The image as a `data:` URL, for showing an email in a browser (the
+    /// preview page) where `cid:` means nothing: replace `cid:{content_id}`
+    /// in the HTML by this.
+    pub fn data_url(&self) -> String {
+        use base64::Engine;
+        format!(
+            "data:{};base64,{}",
+            self.content_type,
+            base64::engine::general_purpose::STANDARD.encode(&self.data)
+        )
+    }
+}
+
 // By hand: the bytes would flood a log line.
 impl fmt::Debug for InlineImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -354,3 +354,10 @@ fn send_error_code_and_kind() {
     );
     assert_eq!(SendError::Invalid { reason: "x".into() }.kind(), "invalid");
 }
+
+#[test]
+fn inline_image_as_a_data_url_for_browsers() {
+    let img = InlineImage::png("qr@esim-notify", "qr.png", vec![0x89, b'P', b'N', b'G']);
+    assert_eq!(img.data_url(), "data:image/png;base64,iVBORw==");
+    assert!(format!("{img:?}").contains("bytes: 4"));
+}

@@ -432,3 +432,18 @@ fn the_client_comes_from_provider_settings_only_with_an_access_code() {
     .unwrap_err();
     assert!(bad.to_string().contains("provider.base_url"), "{bad}");
 }
+
+#[test]
+fn an_access_code_over_plain_http_to_another_host_is_warned_about() {
+    let warned = |base: &str| {
+        let c = load_config(&format!(
+            "[provider]\naccess_code = \"c\"\nbase_url = \"{base}\"\n"
+        ));
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("travels unencrypted") && w.contains("provider.base_url"))
+    };
+    assert!(warned("http://api.esimaccess.com"));
+    assert!(!warned("https://api.esimaccess.com"));
+    assert!(!warned("http://127.0.0.1:8099"));
+}
