@@ -561,6 +561,15 @@ impl Config {
             p.add("provider.requests_per_second", "must be at least 1");
         }
         p.positive("provider.timeout", self.provider.timeout);
+        let base = self.provider.base_url.trim();
+        let scheme_ok = reqwest::Url::parse(base)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+        if !scheme_ok {
+            p.add(
+                "provider.base_url",
+                format!("`{base}` is not an http(s) URL such as \"https://api.esimaccess.com\""),
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.add(
                 "log.level",
@@ -606,8 +615,9 @@ impl Config {
         }
     }
 
+    /// An access code of only blanks is no access code (enrichment off).
     pub fn provider_enabled(&self) -> bool {
-        !self.provider.access_code.is_empty()
+        !self.provider.access_code.is_blank()
     }
 
     /// Parsed `security.allowed_ips` (validated at load).
@@ -692,6 +702,16 @@ impl Config {
                 w.push(format!("email.list_unsubscribe = \"one-click\" with server.public_url empty: emails link to http://{}, which customers cannot reach; set server.public_url", self.server.listen));
             } else if host.is_some_and(|h| is_loopback_host(&h)) {
                 w.push(format!("email.list_unsubscribe = \"one-click\" with server.public_url = {pu}: a loopback address customers cannot reach"));
+            }
+        }
+        if self.provider_enabled() {
+            let base = self.provider.base_url.trim();
+            let host = reqwest::Url::parse(base)
+                .ok()
+                .filter(|u| u.scheme() == "http")
+                .and_then(|u| u.host_str().map(str::to_string));
+            if host.is_some_and(|h| !is_loopback_host(&h)) {
+                w.push(format!("provider.base_url = {base} is plain http to a host that is not loopback: the access code travels unencrypted"));
             }
         }
         w.extend(self.env_warnings.iter().cloned());

@@ -19,6 +19,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod operator_views;
 pub mod policy;
+pub mod provider;
 pub mod render;
 pub mod serde_time;
 pub mod startup;

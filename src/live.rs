@@ -108,6 +108,47 @@ pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
     }
 }
 
+/// With the provider API off (no access code), the templates that use what
+/// only it fills: `plan` is then always null, and an `install` template
+/// mapped in `[notify.order_status]` is never sent. Not errors: running
+/// without the API is a choice, and the shipped templates read well without
+/// a plan; but an operator who forgot the access code should hear of it.
+pub fn provider_warnings(config: &Config, templates: &Templates) -> Vec<String> {
+    if config.provider_enabled() {
+        return Vec::new();
+    }
+    let uses = |name: &String, var: &str| {
+        templates.has(name) && templates.variables_used(name, &config.brand).contains(var)
+    };
+    // The templates that are sent: those of [notify.order_status] are not.
+    let plan: Vec<String> = template_names(config)
+        .into_iter()
+        .filter(|n| uses(n, "plan"))
+        .collect();
+    let mut install: Vec<String> = config
+        .notify
+        .order_status
+        .values()
+        .filter(|n| uses(n, "install"))
+        .cloned()
+        .collect();
+    install.dedup();
+    let mut w = Vec::new();
+    if !plan.is_empty() {
+        w.push(format!(
+            "provider.access_code is empty (the provider API is off), so `plan` is always null in {}: set ESIM_NOTIFY_PROVIDER__ACCESS_CODE to show plan names",
+            plan.join(", ")
+        ));
+    }
+    if !install.is_empty() {
+        w.push(format!(
+            "provider.access_code is empty (the provider API is off), so {} (`install`, the install email of [notify.order_status]) is never sent",
+            install.join(", ")
+        ));
+    }
+    w
+}
+
 /// Everything SIGHUP may swap, built and validated from a config.
 pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
     let templates = load_templates(config)?;

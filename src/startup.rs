@@ -51,6 +51,9 @@ impl Application {
         }
         let live =
             build_live(&config).map_err(|p| anyhow::anyhow!("templates:\n{}", p.join("\n")))?;
+        for w in live::provider_warnings(&config, &live.templates) {
+            tracing::warn!("{w}");
+        }
         let store: Arc<Engine> = Arc::new(Engine::open(&config).context("opening the store")?);
         let mailer = Mailer::new(crate::mailer::settings_from(&config))
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -143,6 +143,7 @@ impl Captured {
                     json!({
                         "qrCodeUrl": null, "shortUrl": null, "ac": null,
                         "smdpAddress": null, "matchingId": null, "apn": null,
+                        "appleUrl": null, "androidUrl": null, "qrImage": null,
                     }),
                 );
             }

@@ -8,8 +8,10 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::customers::Binding;
 use crate::event::Event;
-use crate::mailer::{message_id_for, Mailer, OutgoingEmail, Tls, TransportSettings};
-use crate::policy::{self, EsimState};
+use crate::event::Identifiers;
+use crate::mailer::{message_id_for, InlineImage, Mailer, OutgoingEmail, Tls, TransportSettings};
+use crate::policy::{self, EsimState, NoticeKind};
+use crate::provider::{qr, Esim, InstallVars, Plan};
 use crate::render::{sample_vars, NoticeClass, Rendered, Templates};
 use crate::vars;
 
@@ -97,10 +99,30 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
             println!("===== email {} of {count} =====", i + 1);
         }
         let captured = vars::capture(&event, notice, &state);
-        let all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
+        let mut all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
+        // The install email needs the provider's answer, which `render` does
+        // not ask for (it changes nothing and needs no network): it shows
+        // sample install and plan data instead, and says so.
+        let install = (notice.kind == NoticeKind::Ready).then(|| {
+            let esim = sample_esim(&state.ids);
+            all["plan"] = crate::provider::plan_vars(esim.plan.as_ref());
+            let install = InstallVars::from(&esim);
+            all["install"] = install.vars();
+            println!("Note: install.* and plan.* below are SAMPLE data: `render` does not query the provider API. A sent install email carries the eSIM's own activation code and plan.");
+            install
+        });
         let rendered = match templates.render(&notice.template, recipient.locale.as_deref(), &all) {
             Ok(r) => r,
             Err(e) => {
+                eprintln!("{}: {e}", notice.template);
+                code = FAILED;
+                continue;
+            }
+        };
+        let images = match install.as_ref().map(|i| i.inline_images(&rendered.html)) {
+            None => Vec::new(),
+            Some(Ok(images)) => images,
+            Some(Err(e)) => {
                 eprintln!("{}: {e}", notice.template);
                 code = FAILED;
                 continue;
@@ -115,8 +137,59 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
             &message_id,
             &notice.template,
         );
+        if let Some(install) = &install {
+            print_images(install, &images);
+        }
     }
     code
+}
+
+/// The made-up eSIM `render` shows an install email for, with the
+/// identifiers the webhook body gave.
+fn sample_esim(ids: &Identifiers) -> Esim {
+    Esim {
+        esim_tran_no: ids.esim_tran_no.clone(),
+        iccid: ids.iccid.clone(),
+        order_no: ids.order_no.clone(),
+        transaction_id: ids.transaction_id.clone(),
+        ac: Some("LPA:1$rsp.example.net$SAMPLE-0000-0000-0000".into()),
+        qr_code_url: Some("https://p.example.net/sample-qr.png".into()),
+        short_url: Some("https://p.example.net/sample".into()),
+        apn: Some("internet".into()),
+        duration_unit: Some("DAY".into()),
+        plan: Some(Plan {
+            name: Some("Sample 5GB 30Days".into()),
+            slug: Some("SAMPLE_5_30".into()),
+            volume: Some(5 * 1024 * 1024 * 1024),
+            duration: Some(30),
+            duration_unit: Some("DAY".into()),
+            location_code: Some("ES".into()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The inline images of an install email: what is embedded, and the QR code
+/// itself drawn in the terminal (it scans from the screen).
+fn print_images(install: &InstallVars, images: &[InlineImage]) {
+    if images.is_empty() {
+        println!("(the HTML part does not use install.qrImage: no QR code is embedded)");
+        println!();
+        return;
+    }
+    for image in images {
+        println!(
+            "----- inline {} <{}> ({}, {} bytes): the QR code of install.ac -----",
+            image.content_type,
+            image.content_id,
+            image.filename,
+            image.data.len()
+        );
+        if let Some(art) = install.ac.as_deref().and_then(|ac| qr::terminal(ac).ok()) {
+            print!("{art}");
+        }
+    }
+    println!();
 }
 
 fn print_email(
@@ -197,6 +270,7 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
             &config.email.from,
         ),
         list_unsubscribe: None,
+        inline_images: Vec::new(),
     };
     let runtime = match super::runtime(false) {
         Ok(r) => r,

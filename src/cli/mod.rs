@@ -310,6 +310,9 @@ fn check(path: &std::path::Path) -> u8 {
     }
     match live::build_live(&config) {
         Ok(live) => {
+            for w in live::provider_warnings(&config, &live.templates) {
+                println!("warning: {w}");
+            }
             println!(
                 "{}: OK ({} templates checked)",
                 path.display(),

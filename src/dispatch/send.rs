@@ -179,6 +179,7 @@ pub async fn turn(
         html: rendered.html,
         message_id: message_id.clone(),
         list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
+        inline_images: Vec::new(),
     };
 
     let started = Instant::now();

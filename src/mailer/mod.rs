@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use sha2::{Digest, Sha256};
 
@@ -102,6 +103,59 @@ pub struct OutgoingEmail {
     /// Full header value "<...@domain>", from [`message_id_for`].
     pub message_id: String,
     pub list_unsubscribe: Option<ListUnsubscribe>,
+    /// Images the HTML part shows by `cid:` (the install email's QR code);
+    /// empty for every other email, which then keeps its plain two-part shape.
+    pub inline_images: Vec<InlineImage>,
+}
+
+/// An image carried in the message and shown by the HTML part as
+/// `<img src="cid:{content_id}">`: it shows even where remote images are blocked.
+#[derive(Clone)]
+pub struct InlineImage {
+    /// Without the angle brackets: `esim-qr-…@esim-notify`.
+    pub content_id: String,
+    /// `image/png`.
+    pub content_type: String,
+    /// The name a client offers when the image is saved.
+    pub filename: String,
+    pub data: Vec<u8>,
+}
+
+impl InlineImage {
+    pub fn png(content_id: &str, filename: &str, data: Vec<u8>) -> InlineImage {
+        InlineImage {
+            content_id: content_id.to_string(),
+            content_type: "image/png".to_string(),
+            filename: filename.to_string(),
+            data,
+        }
+    }
+}
+
+impl InlineImage {
+    /// The image as a `data:` URL, for showing an email in a browser (the
+    /// preview page) where `cid:` means nothing: replace `cid:{content_id}`
+    /// in the HTML by this.
+    pub fn data_url(&self) -> String {
+        use base64::Engine;
+        format!(
+            "data:{};base64,{}",
+            self.content_type,
+            base64::engine::general_purpose::STANDARD.encode(&self.data)
+        )
+    }
+}
+
+// By hand: the bytes would flood a log line.
+impl fmt::Debug for InlineImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InlineImage")
+            .field("content_id", &self.content_id)
+            .field("content_type", &self.content_type)
+            .field("filename", &self.filename)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -358,10 +412,7 @@ impl Mailer {
             }
         }
         builder
-            .multipart(MultiPart::alternative_plain_html(
-                email.text.clone(),
-                email.html.clone(),
-            ))
+            .multipart(body(email).map_err(invalid)?)
             .map_err(|e| invalid(format!("cannot build message: {e}")))
     }
 
@@ -414,6 +465,51 @@ impl Mailer {
             }
             Transport::Smtp(pool) => pool.send(message).await,
         }
+    }
+}
+
+/// The body of SPEC §7: `multipart/alternative` with a text and an HTML part.
+/// With inline images the HTML part becomes `multipart/related` [HTML, images…],
+/// so the top level stays an alternative of text and HTML, which clients
+/// that show only text (and the acceptance suite) read as before.
+fn body(email: &OutgoingEmail) -> Result<MultiPart, String> {
+    if email.inline_images.is_empty() {
+        return Ok(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            email.html.clone(),
+        ));
+    }
+    let mut related = MultiPart::related().singlepart(SinglePart::html(email.html.clone()));
+    for image in &email.inline_images {
+        check_content_id(&image.content_id)?;
+        let content_type = ContentType::parse(&image.content_type)
+            .map_err(|e| format!("inline image type {:?}: {e}", image.content_type))?;
+        let filename = one_line(&image.filename);
+        let attachment = if filename.is_empty() {
+            Attachment::new_inline(image.content_id.clone())
+        } else {
+            Attachment::new_inline_with_name(image.content_id.clone(), filename)
+        };
+        related = related.singlepart(attachment.body(image.data.clone(), content_type));
+    }
+    Ok(MultiPart::alternative()
+        .singlepart(SinglePart::plain(email.text.clone()))
+        .multipart(related))
+}
+
+/// A Content-ID goes into a header between `<>` and into `cid:` URLs: printable
+/// ASCII without spaces, brackets or quotes, with an `@` (RFC 2392).
+fn check_content_id(id: &str) -> Result<(), String> {
+    let ok = id.contains('@')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>\"()[]\\,;:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "inline image content id {id:?} is not of the form left@right"
+        ))
     }
 }
 

@@ -29,6 +29,7 @@ fn email() -> OutgoingEmail {
             target: "https://example.com/unsubscribe?t=abc.def".into(),
             one_click: true,
         }),
+        inline_images: Vec::new(),
     }
 }
 
@@ -352,4 +353,11 @@ fn send_error_code_and_kind() {
         "message_rejected"
     );
     assert_eq!(SendError::Invalid { reason: "x".into() }.kind(), "invalid");
+}
+
+#[test]
+fn inline_image_as_a_data_url_for_browsers() {
+    let img = InlineImage::png("qr@esim-notify", "qr.png", vec![0x89, b'P', b'N', b'G']);
+    assert_eq!(img.data_url(), "data:image/png;base64,iVBORw==");
+    assert!(format!("{img:?}").contains("bytes: 4"));
 }

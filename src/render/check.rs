@@ -39,6 +39,8 @@ pub(super) struct Checker<'a> {
     partials: &'a BTreeMap<String, (PathBuf, &'a Template)>,
     helpers: &'a BTreeSet<&'a str>,
     problems: Vec<TemplateProblem>,
+    /// Top-level variables the walk met (`plan`, `install`...), in any branch.
+    used: BTreeSet<String>,
 }
 
 struct Site<'f> {
@@ -119,11 +121,16 @@ impl<'a> Checker<'a> {
             partials,
             helpers,
             problems: Vec::new(),
+            used: BTreeSet::new(),
         }
     }
 
     pub(super) fn into_problems(self) -> Vec<TemplateProblem> {
         self.problems
+    }
+
+    pub(super) fn into_used(self) -> BTreeSet<String> {
+        self.used
     }
 
     pub(super) fn walk_root(&mut self, t: &'a Template, file: &Path) {
@@ -308,6 +315,10 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+        }
+        if let (true, Some(PathSeg::Named(first))) = (shape_is_root(shape, self.root), segs.get(i))
+        {
+            self.used.insert(first.clone());
         }
         for seg in &segs[i..] {
             let PathSeg::Named(name) = seg else {

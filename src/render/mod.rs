@@ -663,6 +663,40 @@ impl Templates {
         problems.retain(|p| seen.insert(p.to_string()));
         problems
     }
+
+    /// The top-level variables (`plan`, `install`, `usage`...) that any part
+    /// of `name`, in any locale, branch or partial, refers to; for warnings
+    /// such as "uses `plan` while the provider API is off".
+    pub fn variables_used(&self, name: &str, brand: &BTreeMap<String, String>) -> BTreeSet<String> {
+        let mut used = BTreeSet::new();
+        let partial_asts: BTreeMap<String, (PathBuf, &Template)> = self
+            .partials
+            .iter()
+            .filter_map(|(n, f)| {
+                self.html
+                    .get_template(n)
+                    .map(|t| (n.clone(), (f.clone(), t)))
+            })
+            .collect();
+        let helper_names: BTreeSet<&str> = helpers::BUILTIN_HELPERS
+            .iter()
+            .chain(helpers::CUSTOM_HELPERS)
+            .copied()
+            .collect();
+        let root = sample_vars(NoticeClass::Ready, true, brand);
+        for part in Part::ALL {
+            for key in self.variants(name, part) {
+                let Some(tpl) = self.registry(part).get_template(&key) else {
+                    continue;
+                };
+                let mut checker =
+                    check::Checker::new(&root, NoticeClass::Ready, &partial_asts, &helper_names);
+                checker.walk_root(tpl, &self.dir.join(&key));
+                used.extend(checker.into_used());
+            }
+        }
+        used
+    }
 }
 
 fn render_reason(e: &handlebars::RenderError) -> String {

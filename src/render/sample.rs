@@ -138,6 +138,10 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
                     "smdpAddress": opt(json!("rsp.example.net")),
                     "matchingId": opt(json!("A1B2-C3D4-E5F6")),
                     "apn": opt(json!("internet")),
+                    // Derived from `ac`, so present whenever it is.
+                    "appleUrl": "https://esimsetup.apple.com/esim_qrcode_provisioning?carddata=LPA%3A1%24rsp.example.net%24A1B2-C3D4-E5F6",
+                    "androidUrl": "https://esimsetup.android.com/esim_qrcode_provisioning?carddata=LPA%3A1%24rsp.example.net%24A1B2-C3D4-E5F6",
+                    "qrImage": "cid:esim-qr-sample@esim-notify",
                 }),
             );
         }

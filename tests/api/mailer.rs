@@ -47,6 +47,7 @@ fn email(to: &str) -> OutgoingEmail {
             target: "https://example.com/unsubscribe?t=tok".into(),
             one_click: true,
         }),
+        inline_images: Vec::new(),
     }
 }
 

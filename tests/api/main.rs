@@ -3,6 +3,7 @@
 //! (`helpers::spawn_app`). Each module is one part of the product, as seen
 //! from outside: HTTP on loopback, a real SMTP server, the built binary.
 
+pub mod fake_provider;
 pub mod helpers;
 pub mod smtp;
 
@@ -10,12 +11,14 @@ mod admin;
 mod cli;
 mod dispatch;
 mod durability;
+mod install_email;
 mod intake_props;
 mod lifecycle;
 mod mailer;
 mod metrics;
 mod notices;
 mod operations;
+mod provider;
 mod sequences;
 mod storage;
 mod templates;
