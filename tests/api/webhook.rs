@@ -127,7 +127,12 @@ async fn store_failure_is_503() {
     let dir = app.stop().await;
     {
         drop(open_store(&dir.path().join("data")));
-        let db = sled::open(dir.path().join("data")).unwrap();
+        // New stores are created with sled's compression, which every opener must name.
+        let db = sled::Config::new()
+            .path(dir.path().join("data"))
+            .use_compression(true)
+            .open()
+            .unwrap();
         // All records live in the tree "esim-notify"; eSIM records under the prefix b's'.
         let tree = db.open_tree("esim-notify").unwrap();
         let keys: Vec<_> = tree.scan_prefix(b"s").keys().map(|k| k.unwrap()).collect();
