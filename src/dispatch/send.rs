@@ -202,7 +202,10 @@ pub async fn turn(
         Ok(()) => {
             quota.accepted();
             log("sent", None);
-            let mut t = finish(&ctx, &q, SendOutcome::Sent, "sent");
+            let sent = SendOutcome::Sent {
+                message_id: email.message_id.clone(),
+            };
+            let mut t = finish(&ctx, &q, sent, "sent");
             settle(&ctx, id).await;
             t.transport_ok = true;
             t
@@ -388,7 +391,7 @@ pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {
 
 fn outcome_label(o: &SendOutcome) -> &'static str {
     match o {
-        SendOutcome::Sent => "sent",
+        SendOutcome::Sent { .. } => "sent",
         SendOutcome::Retry { .. } => "retry",
         SendOutcome::Wait { .. } => "wait",
         SendOutcome::Dead { .. } => "dead",

@@ -162,7 +162,11 @@ pub enum IngestOutcome {
 /// What became of one send attempt, as the dispatcher reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SendOutcome {
-    Sent,
+    /// Accepted by the mail server; the Message-ID goes into the decision
+    /// log, so support can find the very email in a customer's mailbox.
+    Sent {
+        message_id: String,
+    },
     /// A failed attempt to be retried at `next_attempt`.
     Retry {
         error: String,
@@ -299,6 +303,10 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<BindReport, StoreError>;
     fn recipient_by(&self, kind: IdKind, value: &str) -> Result<Option<Recipient>, StoreError>;
+    /// Every identifier bound to `email` (compared case-insensitively), so
+    /// the console finds a customer's eSIMs by address. There is no index
+    /// by address: this reads every binding, as `forget` does.
+    fn bindings_of(&self, email: &str) -> Result<Vec<(IdKind, String)>, StoreError>;
     fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError>;
     /// Removes every binding of the address, cancels its queued notices and
     /// redacts it from dead letters.

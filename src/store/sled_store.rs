@@ -876,6 +876,24 @@ impl Store for SledStore {
             .map(|b| b.recipient))
     }
 
+    fn bindings_of(&self, email: &str) -> Result<Vec<(IdKind, String)>, StoreError> {
+        let email = email.trim();
+        let mut out = Vec::new();
+        for (k, b) in self.scan::<StoredBinding>(T::Customers)? {
+            if !b.recipient.email.eq_ignore_ascii_case(email) {
+                continue;
+            }
+            let key = String::from_utf8_lossy(&k);
+            let Some((tag, value)) = key.split_once(':') else {
+                continue;
+            };
+            if let Some(kind) = IdKind::LOOKUP_ORDER.into_iter().find(|k| k.tag() == tag) {
+                out.push((kind, value.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
     fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError> {
         let mut l = self.lock();
         let key = keys::ident(kind, value);
@@ -1017,11 +1035,11 @@ impl Store for SledStore {
             LogEntry::new(now, what, Some(&template), detail).about(id)
         };
         let done = match outcome {
-            SendOutcome::Sent => {
+            SendOutcome::Sent { message_id } => {
                 let e = entry(
                     LogKind::Sent,
                     format!(
-                        "to {} (attempt {})",
+                        "to {} (attempt {}), Message-ID {message_id}",
                         mask_email(&q.recipient.email),
                         q.attempts + 1
                     ),
