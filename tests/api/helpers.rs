@@ -314,12 +314,27 @@ impl Binary {
     /// `esim-notify serve` on `dir` (an existing store is reused), file
     /// transport, `extra` TOML merged over the test config; waits for /readyz.
     pub async fn serve(dir: &Path, extra: &str) -> Binary {
+        Self::start(dir, 9, "file", extra).await
+    }
+
+    /// As [`Binary::serve`], sending over SMTP to `smtp_port` (a test server).
+    pub async fn serve_smtp(dir: &Path, smtp_port: u16, extra: &str) -> Binary {
+        Self::start(dir, smtp_port, "smtp", extra).await
+    }
+
+    async fn start(dir: &Path, smtp_port: u16, transport: &str, extra: &str) -> Binary {
         let (public, admin) = (free_port(), free_port());
-        let extra = format!(
-            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"file\"\n{extra}"
+        let ours = format!(
+            "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"{transport}\"\n"
+        );
+        let mut table: toml::Table =
+            toml::from_str(&test_config_toml(dir, smtp_port, &ours)).unwrap();
+        merge(
+            &mut table,
+            toml::from_str(extra).expect("extra test TOML parses"),
         );
         let config = dir.join("config.toml");
-        std::fs::write(&config, test_config_toml(dir, 9, &extra)).unwrap();
+        std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
         let log = dir.join(format!("stderr-{public}.log"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_esim-notify"))
             .arg("--config")

@@ -8,6 +8,7 @@ pub mod smtp;
 
 mod admin;
 mod cli;
+mod console;
 mod dispatch;
 mod durability;
 mod intake_props;

@@ -2,7 +2,6 @@
 //! The reload metric is process-wide (and every app start sets it to 1), so
 //! this binary starts one app and reloads it in one test, in order.
 
-
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -18,15 +17,20 @@ async fn reload(app: &TestApp, accepted: bool) -> bool {
     .await
 }
 
+/// The data subject the running sender would send now (the console renders
+/// the files on disk, and says what the sender would send beside them).
 async fn preview(app: &TestApp) -> String {
-    app.http
-        .get(app.admin_url("/admin/preview"))
+    let v: serde_json::Value = app
+        .http
+        .post(app.admin_url("/admin/preview/render"))
+        .json(&serde_json::json!({"template": "data_usage"}))
         .send()
         .await
         .unwrap()
-        .text()
+        .json()
         .await
-        .unwrap()
+        .unwrap();
+    v["sender_subject"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

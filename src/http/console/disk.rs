@@ -186,8 +186,27 @@ pub struct RenderAnswer {
     /// still uses the version loaded at start or the last reload;
     /// `cannot`: it cannot render this at all (a new template).
     pub sender: &'static str,
+    /// The subject the running sender would send for the same input, if
+    /// it can render it.
+    pub sender_subject: Option<String>,
     /// The variables rendered with, locale and timezone applied.
     pub vars: Value,
+}
+
+impl RenderAnswer {
+    /// What the page says about the sender, in words.
+    pub fn sender_note(&self) -> String {
+        match (self.sender, &self.sender_subject) {
+            ("differs", Some(s)) if self.subject.is_none() => format!(
+                "The files on disk cannot be rendered, so a reload would be refused; the sender keeps the templates it loaded and would send the subject “{s}”."
+            ),
+            ("same", _) => "The sender sends exactly this: the files on disk are the ones it loaded.".into(),
+            ("differs", Some(s)) => format!(
+                "The sender still uses the templates it loaded at start or at the last reload, and would send the subject “{s}”. Reload now to send what you see."
+            ),
+            _ => "The sender cannot render this with the templates it has loaded. Reload now (once any problem is fixed) to take the files on disk.".into(),
+        }
+    }
 }
 
 impl Refusal {
@@ -283,10 +302,11 @@ pub fn render(
         }
         Ok(_) => {}
     }
-    let sender = match (live.templates.render(name, Some(locale), &vars), &rendered) {
-        (Ok(l), Some(r)) if &l == r => "same",
-        (Ok(_), _) => "differs",
-        (Err(_), _) => "cannot",
+    let by_sender = live.templates.render(name, Some(locale), &vars).ok();
+    let sender = match (&by_sender, &rendered) {
+        (Some(l), Some(r)) if l == r => "same",
+        (Some(_), _) => "differs",
+        (None, _) => "cannot",
     };
     let (subject, text, html) = match rendered {
         Some(r) => (Some(r.subject), Some(r.text), Some(r.html)),
@@ -298,6 +318,7 @@ pub fn render(
         html,
         problems: dedup(problems),
         sender,
+        sender_subject: by_sender.map(|r| r.subject),
         vars,
     })
 }

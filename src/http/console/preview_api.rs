@@ -62,6 +62,8 @@ pub async fn render(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         "html": answer.html,
         "problems": answer.problems,
         "sender": answer.sender,
+        "sender_subject": answer.sender_subject,
+        "sender_note": answer.sender_note(),
     })))
 }
 

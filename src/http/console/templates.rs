@@ -143,6 +143,7 @@ fn build(app: &AppState, q: Query) -> Value {
                 "problems": a.problems,
                 "sender": a.sender,
                 "sender_same": a.sender == "same",
+                "sender_note": a.sender_note(),
                 "frame": frame_src(&selected_template, &selected_locale, &timezone),
                 "vars_json": serde_json::to_string_pretty(&a.vars).unwrap_or_default(),
             }),

@@ -69,17 +69,11 @@ document.addEventListener("DOMContentLoaded", () => {
     ul.hidden = list.length === 0;
   }
 
-  function showSender(sender) {
+  function showSender(a) {
     const note = $("sender-note");
-    note.dataset.sender = sender;
-    note.className = "note " + (sender === "same" ? "ok" : "warn");
-    if (sender === "same") {
-      note.textContent = "The sender sends exactly this: the files on disk are the ones it loaded.";
-    } else if (sender === "differs") {
-      note.textContent = "The sender still uses the templates it loaded at start or at the last reload, which render this differently. Reload now to send what you see.";
-    } else {
-      note.textContent = "The sender cannot render this with the templates it has loaded. Reload now (once the problems are fixed) to take the files on disk.";
-    }
+    note.dataset.sender = a.sender;
+    note.className = "note " + (a.sender === "same" ? "ok" : "warn");
+    note.textContent = a.sender_note;
   }
 
   function frameUrl(v) {
@@ -126,7 +120,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     $("text").textContent = a.text !== null ? a.text : "";
     showProblems(a.problems || []);
-    showSender(a.sender);
+    showSender(a);
     frame.src = frameUrl(v);
     $("tpl-locale").textContent = locale.value;
     state.textContent = "rendered " + new Date().toLocaleTimeString();
