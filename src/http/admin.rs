@@ -110,11 +110,14 @@ async fn require_token(
         .unwrap_or_default();
     if !authorized(req.request(), &token) {
         let resp = HttpResponse::Unauthorized()
-            // Basic first, so a browser opening the console asks for the token.
-            .insert_header((
+            // Basic first, so a browser opening the console asks for the
+            // token; one challenge per header, since Chromium does not read a
+            // second challenge in the same header and then asks for nothing.
+            .append_header((
                 "WWW-Authenticate",
-                "Basic realm=\"esim-notify admin\", Bearer",
+                "Basic realm=\"esim-notify admin\", charset=\"UTF-8\"",
             ))
+            .append_header(("WWW-Authenticate", "Bearer realm=\"esim-notify admin\""))
             .json(json!({"error": "wrong or missing admin token"}));
         return Ok(req.into_response(resp));
     }

@@ -266,6 +266,22 @@ async fn the_preview_page_lists_every_template_and_locale_with_its_subject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_console_page_needs_the_token_and_carries_a_strict_csp() {
     let app = spawn_app(&format!("[admin]\ntoken = \"{TOKEN}\"\n")).await;
+    // One challenge per header: Chromium reads only the first challenge of
+    // a header, so "Basic …, Bearer" in one line would ask for nothing.
+    let r = app.http.get(app.admin_url("/admin/")).send().await.unwrap();
+    let challenges: Vec<&str> = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert!(challenges[0].starts_with("Basic realm="), "{challenges:?}");
+    assert!(
+        challenges
+            .iter()
+            .all(|c| !c.contains("Bearer") || c.starts_with("Bearer")),
+        "{challenges:?}"
+    );
     for path in [
         "/admin/",
         "/admin",

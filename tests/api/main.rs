@@ -9,6 +9,7 @@ pub mod smtp;
 mod admin;
 mod cli;
 mod console;
+mod console_browser;
 mod dispatch;
 mod durability;
 mod intake_props;

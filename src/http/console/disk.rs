@@ -90,14 +90,17 @@ impl Disk {
         self.mapped.iter().find(|(n, _)| n == name).map(|(_, c)| *c)
     }
 
-    /// The default locale first, then every locale folder on disk.
-    pub fn locales(&self, config: &Config) -> Vec<String> {
+    /// The default locale first, then every locale folder on disk (those
+    /// the sender loaded while the folder does not load).
+    pub fn locales(&self, config: &Config, live: &Templates) -> Vec<String> {
         let mut out = vec![config.templates.default_locale.clone()];
-        if let Ok(t) = &self.templates {
-            for l in t.locales() {
-                if !out.iter().any(|o| o.eq_ignore_ascii_case(&l)) {
-                    out.push(l);
-                }
+        let found = match &self.templates {
+            Ok(t) => t.locales(),
+            Err(_) => live.locales(),
+        };
+        for l in found {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(&l)) {
+                out.push(l);
             }
         }
         out

@@ -89,7 +89,7 @@ fn build(app: &AppState, q: Query) -> Value {
     let config = &app.config;
     let disk = Disk::read(config);
     let live = current(&app.live);
-    let locales = disk.locales(config);
+    let locales = disk.locales(config, &live.templates);
     let pick = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let timezone = pick(q.timezone)
         .filter(|t| t.parse::<chrono_tz::Tz>().is_ok())
