@@ -10,6 +10,7 @@
 //! unless `ESIM_NOTIFY_REQUIRE_STRACE=1` (set by `.ci/run`), which makes
 //! that a failure.
 
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

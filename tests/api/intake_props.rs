@@ -2,6 +2,7 @@
 //! the handler answers 2xx or 4xx, never 5xx — over real HTTP, into a real
 //! store, with the real policy behind it.
 
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use serde_json::{json, Map, Value};

@@ -2,6 +2,7 @@
 //! logs, metrics of sends, pause/resume, backup under load, one-click
 //! unsubscribe.
 
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! Metrics (SPEC §9). The recorder is process-wide, so this binary starts
 //! one app and checks every series from one test: deltas stay exact.
 
+
 use crate::helpers::*;
 use serde_json::json;
 

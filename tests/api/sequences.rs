@@ -1,6 +1,7 @@
 //! Issue 3's sequences end to end: posted over HTTP to the running app
 //! (sending paused so the queue stays put), read back from `/admin/outbox`.
 
+
 use crate::helpers::*;
 use serde_json::{json, Value};
 

@@ -2,6 +2,7 @@
 //! dir: one test per row of SPEC §4's webhook table, the sender rules, the
 //! wire quirks, durability across restarts and `kill -9`.
 
+
 use std::time::Duration;
 
 use crate::helpers::*;
