@@ -39,17 +39,6 @@ async fn render(app: &TestApp, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn reload(app: &TestApp) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.admin_url("/admin/reload"))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn page(app: &TestApp, path: &str) -> (u16, String) {
     let r = app
         .http
@@ -142,7 +131,7 @@ async fn render_endpoint_refuses_what_cannot_be_rendered_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_template_broken_on_disk_shows_its_file_line_and_column_and_reload_refuses_it() {
+async fn a_template_broken_on_disk_shows_its_file_line_and_column() {
     let (app, templates) = app_with_template_copy("").await;
     let subject = templates.path().join("data_usage.subject.hbs");
     let original = std::fs::read_to_string(&subject).unwrap();
@@ -174,19 +163,6 @@ async fn a_template_broken_on_disk_shows_its_file_line_and_column_and_reload_ref
     assert!(html.contains("data_usage.subject.hbs"), "{html}");
     assert!(html.contains("line 1"), "{html}");
 
-    // The reload is refused, saying why; the old templates stay.
-    let (s, v) = reload(&app).await;
-    assert_eq!(s, 422, "{v}");
-    assert_eq!(v["reloaded"], false);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .contains("data_usage.subject.hbs"),
-        "{v}"
-    );
-    assert!(!v["problems"].as_array().unwrap().is_empty());
-
     // An unknown variable in a branch the sample does not take: check finds it.
     std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data\n").unwrap();
     let (_, v) = render(&app, json!({"template": "data_usage"})).await;
@@ -202,19 +178,19 @@ async fn a_template_broken_on_disk_shows_its_file_line_and_column_and_reload_ref
         "{v}"
     );
 
-    // A good edit shows before the reload, and the sender takes it on reload.
+    // A good edit shows before any reload; the sender still has the old one
+    // (reloading is tested in operations.rs: the reload metric is
+    // process-wide, so only that test reloads).
     std::fs::write(&subject, original.replace("Less than", "Under")).unwrap();
     let (_, v) = render(&app, json!({"template": "data_usage"})).await;
     assert!(v["subject"].as_str().unwrap().starts_with("Under"), "{v}");
     assert_eq!(v["sender"], "differs", "{v}");
-    let (s, v) = reload(&app).await;
-    assert_eq!(s, 200, "{v}");
-    assert_eq!(v["reloaded"], true);
-    let (_, v) = render(&app, json!({"template": "data_usage"})).await;
-    assert_eq!(v["sender"], "same", "{v}");
+    assert!(v["sender_subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("Less than"));
     app.stop().await;
 }
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_preview_page_lists_every_template_and_locale_with_its_subject() {
     let app = spawn_app(&format!("[admin]\ntoken = \"{TOKEN}\"\n")).await;
