@@ -167,10 +167,12 @@ pub async fn send(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     // The sample greets the address it goes to, as `send-test` does.
     let mut vars = render.vars.take().unwrap_or(serde_json::Value::Null);
     if vars.is_null() {
-        let disk = Disk::read(&app.config);
-        let class = disk.class_of(render.template.trim()).ok_or_else(|| {
-            ApiError::not_found(format!("unknown template `{}`", render.template))
-        })?;
+        let name = render.template.trim();
+        let class = crate::live::template_classes(&app.config)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .ok_or_else(|| ApiError::not_found(format!("unknown template `{name}`")))?;
         vars = crate::render::sample_vars(class, true, &crate::live::current(&app.live).brand);
     }
     if vars.get("customer").is_some_and(|c| c.is_object()) {
