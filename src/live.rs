@@ -169,6 +169,20 @@ pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
     })
 }
 
+/// What one reload did, for whoever asked (SIGHUP logs it; `POST
+/// /admin/reload` answers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Swapped in. `restart_needed` names what changed outside the live
+    /// sections: it stays as it was until a restart.
+    Applied { restart_needed: Vec<String> },
+    /// Refused, each problem with its key or file and line; the previous
+    /// configuration stays in force.
+    Refused { problems: Vec<String> },
+    /// The configuration came from no file, so there is nothing to re-read.
+    NoFile,
+}
+
 /// SIGHUP: re-read the file, validate everything that may change, swap it in
 /// at once or keep the old set.
 /// `running` is the configuration the process started with: what differs
@@ -178,10 +192,10 @@ pub fn reload(
     shared: &SharedLive,
     path: Option<&std::path::Path>,
     metrics: &Metrics,
-) {
+) -> ReloadOutcome {
     let Some(path) = path else {
         tracing::warn!("reload requested but the config came from no file");
-        return;
+        return ReloadOutcome::NoFile;
     };
     let result = Config::load(path)
         .map_err(|e| vec![e.to_string()])
@@ -191,17 +205,24 @@ pub fn reload(
             if new.server.public_url.is_empty() {
                 new.server.public_url = running.server.public_url.clone();
             }
-            for what in running.restart_changes(&new) {
-                tracing::warn!("{what} changed: it takes effect after a restart");
+            let restart_needed: Vec<String> = running
+                .restart_changes(&new)
+                .into_iter()
+                .map(|what| format!("{what} changed: it takes effect after a restart"))
+                .collect();
+            for what in &restart_needed {
+                tracing::warn!("{what}");
             }
             *shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
             metrics.reload(true);
             metrics.zero(&template_names(&new));
             tracing::info!("configuration and templates reloaded");
+            ReloadOutcome::Applied { restart_needed }
         }
         Err(problems) => {
             metrics.reload(false);
             tracing::error!(problems = %problems.join("; "), "reload refused; the previous configuration stays in force");
+            ReloadOutcome::Refused { problems }
         }
     }
 }

@@ -186,7 +186,8 @@ impl Application {
         let config_path = self.config_path.clone();
         let reloader = tokio::spawn(async move {
             while reload.recv().await.is_some() {
-                live::reload(
+                // The outcome is logged by `reload` itself.
+                let _ = live::reload(
                     &state.config,
                     &state.live,
                     config_path.as_deref(),

@@ -9,7 +9,8 @@ use crate::config::Config;
 use crate::customers::Binding;
 use crate::event::Event;
 use crate::event::Identifiers;
-use crate::mailer::{message_id_for, InlineImage, Mailer, OutgoingEmail, Tls, TransportSettings};
+use crate::mailer::test_send::{send_test_email, TestEmail, TestSendError};
+use crate::mailer::{message_id_for, InlineImage};
 use crate::policy::{self, EsimState, NoticeKind};
 use crate::provider::{qr, Esim, InstallVars, Plan};
 use crate::render::{sample_vars, NoticeClass, Rendered, Templates};
@@ -219,9 +220,8 @@ fn print_email(
     println!();
 }
 
-/// One sample data email through the configured transport. It bypasses the
-/// queue, the limits and the suppression list on purpose: it tests the
-/// transport, nothing else.
+/// One sample data email through the configured transport, marked as a
+/// test (the console's "send me this one" takes the same path).
 pub fn send_test(config: &Config, to: &str) -> u8 {
     // A malformed address is bad usage, refused for the reason a binding
     // would be, before anything is rendered or connected.
@@ -247,65 +247,29 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
             return FAILED;
         }
     };
-    let settings = crate::mailer::settings_from(config);
-    let via = describe(&settings.transport);
-    let mailer = match Mailer::new(settings) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            return FAILED;
-        }
-    };
-    let email = OutgoingEmail {
-        to_email: to.to_string(),
-        to_name: None,
-        subject: format!("[test] {}", rendered.subject),
-        text: rendered.text,
-        html: rendered.html,
-        message_id: message_id_for(
-            &format!(
-                "send-test/{}",
-                Utc::now().timestamp_nanos_opt().unwrap_or(0)
-            ),
-            &config.email.from,
-        ),
-        list_unsubscribe: None,
-        inline_images: Vec::new(),
-    };
     let runtime = match super::runtime(false) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    runtime.block_on(async {
-        let result = mailer.send(&email).await;
-        mailer.close().await;
-        match result {
-            Ok(()) => {
-                println!("sent a test email to {to} via {via}");
-                OK
-            }
-            Err(e) => {
-                eprintln!("sending to {to} failed ({}): {e}", e.kind());
-                FAILED
-            }
+    let email = TestEmail {
+        to,
+        subject: &rendered.subject,
+        text: &rendered.text,
+        html: &rendered.html,
+        inline_images: Vec::new(),
+    };
+    match runtime.block_on(send_test_email(config, email)) {
+        Ok(via) => {
+            println!("sent a test email to {to} via {via}");
+            OK
         }
-    })
-}
-
-/// The transport in words, for `send-test`: where the mail went, never the
-/// credentials.
-fn describe(t: &TransportSettings) -> String {
-    match t {
-        TransportSettings::File { dir } => format!("the file transport (into {})", dir.display()),
-        TransportSettings::Smtp {
-            host, port, tls, ..
-        } => {
-            let tls = match tls {
-                Tls::StartTls => "STARTTLS",
-                Tls::Implicit => "implicit TLS",
-                Tls::None => "no TLS",
-            };
-            format!("SMTP at {host}:{port} ({tls})")
+        Err(TestSendError::BadAddress(e)) => {
+            eprintln!("--to: {e}");
+            USAGE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            FAILED
         }
     }
 }

@@ -170,6 +170,23 @@ impl Engine {
         })
     }
 
+    /// Every identifier bound to `email` (compared case-insensitively), so
+    /// the console finds a customer's eSIMs by address. There is no index by
+    /// address: this reads every binding, as `forget` does.
+    pub fn bindings_of(&self, email: &str) -> Result<Vec<(IdKind, String)>, StoreError> {
+        let email = email.trim();
+        let mut out = Vec::new();
+        for (k, b) in self.read(|tx| tx.scan::<StoredBinding>(Space::Customers, &[]))? {
+            if !b.recipient.email.eq_ignore_ascii_case(email) {
+                continue;
+            }
+            if let Some(id) = records::parse_ident(&k) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn unbind(&self, kind: IdKind, value: &str) -> Result<bool, StoreError> {
         self.unit(|tx| binding::unbind(tx, kind, value))
     }

@@ -75,6 +75,14 @@ pub fn ident(kind: IdKind, value: &str) -> Vec<u8> {
     format!("{}:{}", kind.tag(), value).into_bytes()
 }
 
+/// The identifier an [`ident`] key names.
+pub fn parse_ident(key: &[u8]) -> Option<(IdKind, String)> {
+    let key = std::str::from_utf8(key).ok()?;
+    let (tag, value) = key.split_once(':')?;
+    let kind = IdKind::LOOKUP_ORDER.into_iter().find(|k| k.tag() == tag)?;
+    Some((kind, value.to_string()))
+}
+
 /// An eSIM's log entry: the eSIM, then a sequence number.
 pub fn log_key(esim: EsimId, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];

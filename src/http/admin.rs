@@ -4,11 +4,12 @@
 //! wrong is a 4xx with the reason, never a 500; a store that cannot read or
 //! write is a 503, so a script knows a retry may help. Changes are answered
 //! only once they are on disk, as the webhook's 200 is.
-//! `GET /admin/preview` lives in `preview.rs`.
+//! The console's pages (`GET /admin/`, `/admin/preview`, …) live in
+//! `console/`; forged browser requests are refused by `csrf.rs`.
 
 use std::path::{Path, PathBuf};
 
-use actix_web::body::{BoxBody, EitherBody};
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
@@ -24,6 +25,7 @@ use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
 use crate::engine::DeadRetry;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use crate::live::ReloadOutcome;
 use crate::operator_views::{
     dead_rows, outbox_rows, parked_rows, prepare_backup_target, retry_refused, BindSummary,
     EsimLabels, RetryAnswer,
@@ -32,7 +34,10 @@ use crate::operator_views::{
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics)).service(
         web::scope("/admin")
+            // The last wrap runs first: the token is checked, then forgery.
+            .wrap(from_fn(crate::http::csrf::refuse_forgeries))
             .wrap(from_fn(require_token))
+            .configure(crate::http::console::routes)
             .route("/customers", web::put().to(put_customer))
             .route("/customers", web::get().to(get_customer))
             .route("/customers", web::delete().to(delete_customer))
@@ -53,7 +58,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
             .route("/esims/{id}", web::get().to(esim))
-            .route("/preview", web::get().to(crate::http::preview::page))
+            .route("/reload", web::post().to(reload))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("not found"))
             })),
@@ -61,7 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `Authorization: Bearer <token>`, or HTTP Basic with the token as the
-/// password (so a browser can open the preview). No token configured: open.
+/// password (so a browser can open the console). No token configured: open.
 pub fn authorized(req: &HttpRequest, token: &str) -> bool {
     if token.is_empty() {
         return true;
@@ -96,23 +101,26 @@ pub fn authorized(req: &HttpRequest, token: &str) -> bool {
 /// outsider cannot even learn which paths exist.
 async fn require_token(
     req: ServiceRequest,
-    next: Next<BoxBody>,
-) -> Result<ServiceResponse<EitherBody<BoxBody>>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let token = req
         .app_data::<web::Data<AppState>>()
         .map(|a| a.config.admin.token.expose().to_string())
         .unwrap_or_default();
     if !authorized(req.request(), &token) {
         let resp = HttpResponse::Unauthorized()
-            // Basic first, so a browser opening the preview asks for the token.
-            .insert_header((
+            // Basic first, so a browser opening the console asks for the
+            // token; one challenge per header, since Chromium does not read a
+            // second challenge in the same header and then asks for nothing.
+            .append_header((
                 "WWW-Authenticate",
-                "Basic realm=\"esim-notify admin\", Bearer",
+                "Basic realm=\"esim-notify admin\", charset=\"UTF-8\"",
             ))
+            .append_header(("WWW-Authenticate", "Bearer realm=\"esim-notify admin\""))
             .json(json!({"error": "wrong or missing admin token"}));
-        return Ok(req.into_response(resp).map_into_right_body());
+        return Ok(req.into_response(resp));
     }
-    Ok(next.call(req).await?.map_into_left_body())
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 async fn metrics(app: web::Data<AppState>) -> HttpResponse {
@@ -438,4 +446,41 @@ async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
         "parked": v.parked,
         "decisions": v.decisions,
     })))
+}
+
+/// What SIGHUP does, on request: `200 {"reloaded": true, "restart_needed":
+/// […]}` when the new configuration and templates were taken; `422
+/// {"error", "reloaded": false, "problems": […]}` when they were refused
+/// (the previous ones stay in force); `409` when the configuration came
+/// from no file.
+async fn reload(app: web::Data<AppState>) -> Answer {
+    let state = app.clone();
+    let outcome = web::block(move || {
+        crate::live::reload(
+            &state.config,
+            &state.live,
+            state.config_path.as_deref(),
+            &state.metrics,
+        )
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("reload failed: {e}")))?;
+    match outcome {
+        ReloadOutcome::Applied { restart_needed } => Ok(
+            HttpResponse::Ok().json(json!({"reloaded": true, "restart_needed": restart_needed}))
+        ),
+        ReloadOutcome::Refused { problems } => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "reload refused, the previous configuration stays in force: {}",
+                problems.join("; ")
+            ),
+        )
+        .with(json!({"reloaded": false, "problems": problems}))),
+        ReloadOutcome::NoFile => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the configuration came from no file: there is nothing to reload",
+        )
+        .with(json!({"reloaded": false, "problems": []}))),
+    }
 }

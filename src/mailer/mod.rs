@@ -7,6 +7,7 @@
 
 mod smtp;
 mod socket;
+pub mod test_send;
 
 use crate::customers::mask_email;
 use std::fmt;

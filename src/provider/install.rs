@@ -76,15 +76,32 @@ impl InstallVars {
     /// refers to `install.qrImage`, none otherwise (an image no part refers
     /// to would show as an attachment).
     pub fn inline_images(&self, html: &str) -> Result<Vec<InlineImage>, QrError> {
-        let (Some(url), Some(ac)) = (&self.qr_image, &self.ac) else {
-            return Ok(Vec::new());
-        };
-        if !html.contains(url.as_str()) {
-            return Ok(Vec::new());
-        }
-        let id = url.trim_start_matches("cid:");
-        Ok(vec![InlineImage::png(id, "esim-qr.png", qr::png(ac)?)])
+        images_for(self.ac.as_deref(), self.qr_image.as_deref(), html)
     }
+}
+
+/// The QR image an HTML part shows by `qr_image` (a `cid:` URL) for the
+/// activation code `ac`; none when the HTML does not show it. The same
+/// image for a sent email, a test send and a preview.
+pub fn images_for(
+    ac: Option<&str>,
+    qr_image: Option<&str>,
+    html: &str,
+) -> Result<Vec<InlineImage>, QrError> {
+    let (Some(url), Some(ac)) = (qr_image, ac) else {
+        return Ok(Vec::new());
+    };
+    if !html.contains(url) {
+        return Ok(Vec::new());
+    }
+    let id = url.trim_start_matches("cid:");
+    Ok(vec![InlineImage::png(id, "esim-qr.png", qr::png(ac)?)])
+}
+
+/// [`images_for`] from a notice's template variables (`install.ac`, `install.qrImage`).
+pub fn images_in_vars(vars: &Value, html: &str) -> Result<Vec<InlineImage>, QrError> {
+    let install = &vars["install"];
+    images_for(install["ac"].as_str(), install["qrImage"].as_str(), html)
 }
 
 /// `LPA:1$<address>$<matching id>` split; `None` for anything else. The

@@ -9,6 +9,8 @@ pub mod smtp;
 
 mod admin;
 mod cli;
+mod console;
+mod console_browser;
 mod dispatch;
 mod durability;
 mod install_email;

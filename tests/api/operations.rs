@@ -1,6 +1,7 @@
-//! Operating it (SPEC §9): SIGHUP reload of templates and settings.
-//! The reload metric belongs to the app (each has its own recorder), so
-//! the steps below read only their own reloads.
+//! Operating it (SPEC §9): SIGHUP reload of templates and settings, and
+//! `POST /admin/reload`, which does the same. The reload metric belongs to
+//! the app (each has its own recorder), so the steps below read only their
+//! own reloads.
 
 use std::time::Duration;
 
@@ -17,15 +18,32 @@ async fn reload(app: &TestApp, accepted: bool) -> bool {
     .await
 }
 
+/// `POST /admin/reload`: its status and answer.
+async fn http_reload(app: &TestApp) -> (u16, serde_json::Value) {
+    let r = app
+        .http
+        .post(app.admin_url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+/// The data subject the running sender would send now (the console renders
+/// the files on disk, and says what the sender would send beside them).
 async fn preview(app: &TestApp) -> String {
-    app.http
-        .get(app.admin_url("/admin/preview"))
+    let v: serde_json::Value = app
+        .http
+        .post(app.admin_url("/admin/preview/render"))
+        .json(&serde_json::json!({"template": "data_usage"}))
         .send()
         .await
         .unwrap()
-        .text()
+        .json()
         .await
-        .unwrap()
+        .unwrap();
+    v["sender_subject"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,5 +130,25 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
         mail.contains("Subject: Just 10% of your data is left"),
         "{mail}"
     );
+
+    // POST /admin/reload does what SIGHUP does, and answers how it went.
+    std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data").unwrap();
+    let (status, v) = http_reload(&app).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["reloaded"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("data_usage.subject.hbs"),
+        "the reason names the file: {v}"
+    );
+    assert!(v["problems"][0].as_str().unwrap().contains("remian"), "{v}");
+    std::fs::write(&subject, "Under {{usage.thresholdPercent}}% of your data").unwrap();
+    let (status, v) = http_reload(&app).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["reloaded"], true);
+    assert_eq!(v["restart_needed"], serde_json::json!([]));
+    assert_eq!(preview(&app).await, "Under 10% of your data");
     app.stop().await;
 }

@@ -1,0 +1,292 @@
+//! `GET /admin/esims?q=…`: "why did this customer get (or not get) that
+//! email?". Takes any identifier (esimTranNo, iccid, orderNo,
+//! transactionId) or a customer's address, and shows the eSIM: its
+//! identifiers, data cycle, status, recipient (in full: this is that
+//! customer's page), what waits for it, and its decision log as a timeline,
+//! each event with what it decided.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::page::{self, bytes, percent, url_encode, when, Nav};
+use crate::customers::{mask_email, IdKind};
+use crate::engine::{EsimView, LogEntry, LogKind};
+use crate::http::state::AppState;
+use crate::store::StoreError;
+
+#[derive(Deserialize, Default)]
+struct Query {
+    #[serde(default)]
+    q: Option<String>,
+}
+
+/// A link to this page for one eSIM, by the identifier operators know it by.
+pub fn esim_href(label: &str) -> String {
+    format!("/admin/esims?q={}", url_encode(label))
+}
+
+/// "10 %" for a data level (a fraction of the allowance remaining).
+pub fn level_label(level: Option<f64>) -> Option<String> {
+    level.map(percent)
+}
+
+pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let q = web::Query::<Query>::from_query(req.query_string())
+        .map(|q| q.into_inner().q.unwrap_or_default())
+        .unwrap_or_default();
+    let q = q.trim().to_string();
+    let state = app.clone();
+    let query = q.clone();
+    let built = web::block(move || search(&state, &query)).await;
+    let (status, data) = match built {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("the store cannot answer: {e}")}),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+    };
+    let mut data = data;
+    data["q"] = json!(q);
+    for key in ["error", "esim", "choices", "bound_only"] {
+        if data.get(key).is_none() {
+            data[key] = Value::Null;
+        }
+    }
+    page::render_status(&app, status, Nav::Esims, "eSIMs", "esims", data)
+}
+
+fn search(app: &AppState, q: &str) -> Result<(StatusCode, Value), StoreError> {
+    let store = app.store.as_ref();
+    if q.is_empty() {
+        return Ok((StatusCode::OK, json!({})));
+    }
+    if q.contains('@') {
+        // No index by address: the bindings are read (see Store::bindings_of).
+        let bindings = store.bindings_of(q)?;
+        let mut views: Vec<EsimView> = Vec::new();
+        let mut bound_only = Vec::new();
+        for (kind, value) in &bindings {
+            match store.esim_view(Some(*kind), value)? {
+                Some(v) => {
+                    if !views.iter().any(|o| o.id == v.id) {
+                        views.push(v);
+                    }
+                }
+                None => bound_only.push(json!({"kind": kind.wire_name(), "value": value})),
+            }
+        }
+        // Only eSIMs this address actually receives for (a recycled ICCID
+        // may name another eSIM now).
+        views.retain(|v| {
+            v.recipient
+                .as_ref()
+                .is_some_and(|r| r.email.eq_ignore_ascii_case(q))
+        });
+        return Ok(match views.len() {
+            0 if bindings.is_empty() => (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no eSIM is bound to {q}")}),
+            ),
+            0 => (StatusCode::OK, json!({"bound_only": bound_only})),
+            1 => (
+                StatusCode::OK,
+                json!({"esim": esim_json(app, views.remove(0))?, "bound_only": bound_only}),
+            ),
+            _ => {
+                let choices: Vec<Value> = views.iter().map(choice).collect();
+                (
+                    StatusCode::OK,
+                    json!({"choices": choices, "bound_only": bound_only}),
+                )
+            }
+        });
+    }
+    match store.esim_view(None, q)? {
+        Some(v) => Ok((StatusCode::OK, json!({"esim": esim_json(app, v)?}))),
+        None => {
+            // A customer may be bound by this identifier before any event.
+            let mut bound_only = Vec::new();
+            for kind in IdKind::LOOKUP_ORDER {
+                if store.recipient_by(kind, q)?.is_some() {
+                    bound_only.push(json!({"kind": kind.wire_name(), "value": q}));
+                }
+            }
+            if bound_only.is_empty() {
+                Ok((
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no eSIM known as {q}: no event carried that identifier, and no customer is bound to it")}),
+                ))
+            } else {
+                Ok((StatusCode::OK, json!({"bound_only": bound_only})))
+            }
+        }
+    }
+}
+
+fn label_of(v: &EsimView) -> String {
+    v.ids
+        .esim_tran_no
+        .clone()
+        .or_else(|| v.ids.iccid.clone())
+        .unwrap_or_else(|| format!("esim-{}", v.id))
+}
+
+fn choice(v: &EsimView) -> Value {
+    json!({
+        "label": label_of(v),
+        "href": esim_href(&label_of(v)),
+        "iccid": v.ids.iccid,
+        "status": v.state.esim_status,
+        "decisions": v.decisions.len(),
+    })
+}
+
+fn kind_label(k: LogKind) -> (&'static str, &'static str) {
+    match k {
+        LogKind::Event => ("event", "Event received"),
+        LogKind::Queued => ("queued", "Queued"),
+        LogKind::Parked => ("parked", "Parked"),
+        LogKind::Released => ("released", "Released"),
+        LogKind::Sent => ("sent", "Sent"),
+        LogKind::Suppressed => ("suppressed", "Suppressed"),
+        LogKind::Superseded => ("superseded", "Superseded"),
+        LogKind::Failed => ("failed", "Attempt failed"),
+        LogKind::Dead => ("dead", "Dead letter"),
+        LogKind::Expired => ("expired", "Parked notice expired"),
+        LogKind::Cancelled => ("cancelled", "Cancelled"),
+        LogKind::Requeued => ("requeued", "Requeued"),
+        LogKind::Note => ("note", "Note"),
+    }
+}
+
+/// The decision log as the timeline shows it: an event, then what it
+/// decided (written at the same instant) indented beneath it.
+fn timeline(decisions: &[LogEntry], now: chrono::DateTime<Utc>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut event_at = None;
+    for e in decisions {
+        let (class, label) = kind_label(e.what);
+        let decided_by_event = e.what != LogKind::Event && event_at == Some(e.at);
+        if e.what == LogKind::Event {
+            event_at = Some(e.at);
+        }
+        let (detail, message_id) = match e.detail.split_once(", Message-ID ") {
+            Some((d, id)) if e.what == LogKind::Sent => (d.to_string(), Some(id.to_string())),
+            _ => (e.detail.clone(), None),
+        };
+        out.push(json!({
+            "class": class,
+            "label": label,
+            "when": when(e.at, now),
+            "template": e.template,
+            "notice": e.notice,
+            "detail": detail,
+            "message_id": message_id,
+            "child": decided_by_event,
+        }));
+    }
+    out
+}
+
+fn esim_json(app: &AppState, v: EsimView) -> Result<Value, StoreError> {
+    let now = Utc::now();
+    let s = &v.state;
+    let ids: Vec<Value> = [
+        ("esimTranNo", &v.ids.esim_tran_no),
+        ("iccid", &v.ids.iccid),
+        ("orderNo", &v.ids.order_no),
+        ("transactionId", &v.ids.transaction_id),
+    ]
+    .into_iter()
+    .map(|(k, val)| json!({"name": k, "value": val}))
+    .collect();
+    let bytes = |b: Option<u64>| b.map(bytes);
+    let remain_pct = match (s.usage.remain, s.usage.total_volume) {
+        (Some(r), Some(t)) if t > 0 => Some(percent(r as f64 / t as f64)),
+        _ => None,
+    };
+    let cycle = json!({
+        "number": s.cycle,
+        "volume": bytes(s.cycle_volume),
+        "remain": bytes(s.usage.remain),
+        "remain_percent": remain_pct,
+        "opened_at": s.cycle_opened_at.map(|t| when(t, now)),
+        "level": level_label(s.data_level),
+        "used_up": s.used_up_cycle.is_some_and(|c| c == s.cycle),
+        "last_update": s.usage.last_update_time.map(|t| when(t, now)),
+    });
+    let status = json!({
+        "esim": s.esim_status,
+        "smdp": s.smdp_status,
+        "order": s.order_status,
+        "terminal": s.terminal,
+        "expires_at": s.expires_at.map(|t| when(t, now)),
+    });
+    let recipient = v.recipient.as_ref().map(
+        |r| json!({"email": r.email, "name": r.name, "locale": r.locale, "timezone": r.timezone}),
+    );
+    let park_for = chrono::Duration::from_std(app.config.customers.park_for.0)
+        .unwrap_or(chrono::Duration::MAX);
+    let parked: Vec<Value> = v
+        .parked
+        .iter()
+        .map(|p| {
+            json!({
+                "template": p.notice.template,
+                "level": level_label(p.notice.level),
+                "parked_at": when(p.parked_at, now),
+                "expires_at": p.parked_at.checked_add_signed(park_for).map(|t| when(t, now)),
+            })
+        })
+        .collect();
+    let waiting: Vec<Value> = app
+        .store
+        .outbox()?
+        .into_iter()
+        .filter(|q| q.esim == v.id)
+        .map(|q| {
+            json!({
+                "id": q.id,
+                "template": q.notice.template,
+                "level": level_label(q.notice.level),
+                "next_attempt": when(q.next_attempt, now),
+                "waiting_for": q.waiting_for,
+                "attempts": q.attempts,
+            })
+        })
+        .collect();
+    let dead: Vec<Value> = app
+        .store
+        .dead()?
+        .into_iter()
+        .filter(|d| d.notice.esim == v.id)
+        .map(|d| {
+            json!({
+                "id": d.notice.id,
+                "template": d.notice.notice.template,
+                "reason": d.reason,
+                "died_at": when(d.died_at, now),
+                "recipient": mask_email(&d.notice.recipient.email),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "label": label_of(&v),
+        "ids": ids,
+        "cycle": cycle,
+        "status": status,
+        "recipient": recipient,
+        "parked": parked,
+        "waiting": waiting,
+        "dead": dead,
+        "timeline": timeline(&v.decisions, now),
+        "json_href": format!("/admin/esims/{}", url_encode(&label_of(&v))),
+    }))
+}
