@@ -191,6 +191,9 @@ pub struct Provider {
     pub base_url: String,
     pub requests_per_second: u32,
     pub timeout: Dur,
+    /// How long a notice other than `esim_ready` may wait for its plan's
+    /// name when the provider does not answer; then it goes without it.
+    pub plan_wait: Dur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -561,6 +564,7 @@ impl Config {
             p.add("provider.requests_per_second", "must be at least 1");
         }
         p.positive("provider.timeout", self.provider.timeout);
+        p.positive("provider.plan_wait", self.provider.plan_wait);
         let base = self.provider.base_url.trim();
         let scheme_ok = reqwest::Url::parse(base)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
@@ -654,9 +658,6 @@ impl Config {
         });
         if loopback_allowed && self.security.trusted_proxies.is_empty() {
             w.push("security.allowed_ips allows loopback while security.trusted_proxies is empty: a reverse proxy on this VM would let everyone through".to_string());
-        }
-        if self.provider_enabled() {
-            w.push("provider.access_code is set, but this version does not query the provider API yet: esim_ready emails are recorded as superseded (never sent without an activation code) and plan.* stays null".to_string());
         }
         if self.security.webhook_token.is_empty() {
             w.push(
@@ -837,7 +838,7 @@ const SECRETS: [&str; 4] = [
     "email.smtp.password",
     "provider.access_code",
 ];
-const DURATIONS: [&str; 8] = [
+const DURATIONS: [&str; 9] = [
     "store.delivery_dedup",
     "store.history",
     "email.send_timeout",
@@ -846,6 +847,7 @@ const DURATIONS: [&str; 8] = [
     "retry.max_age",
     "customers.park_for",
     "provider.timeout",
+    "provider.plan_wait",
 ];
 const ENUMS: [(&str, &[&str]); 3] = [
     ("email.transport", &["smtp", "file"]),

@@ -725,7 +725,8 @@ pub fn overtaken(state: &EsimState, notice: &Notice, now: DateTime<Utc>) -> Opti
             }
             _ => terminal(),
         },
-        NoticeKind::Ready => None,
+        // An install email for an eSIM that can no longer be used is noise.
+        NoticeKind::Ready => terminal(),
     }
 }
 
@@ -1391,7 +1392,9 @@ mod tests {
             .unwrap()
             .contains("overtaken by cycle 1"));
 
-        // A terminal status overtakes USED_UP and activation, never itself nor Ready.
+        // A terminal status overtakes USED_UP, activation and the install
+        // email (issue 11: never an install email for an eSIM that can no
+        // longer be used), never itself.
         let mut expired = st.clone();
         let exp = feed(
             &mut expired,
@@ -1403,7 +1406,9 @@ mod tests {
         assert!(overtaken(&expired, &act, now()).is_some());
         assert_eq!(overtaken(&expired, &exp, now()), None);
         assert_eq!(overtaken(&expired, &cancel, now()), None);
-        assert_eq!(overtaken(&expired, &ready, now()), None);
+        assert!(overtaken(&expired, &ready, now())
+            .unwrap()
+            .contains("terminal"));
         let far = parse_instant("2030-01-01T00:00:00Z").unwrap();
         assert_eq!(overtaken(&expired, &exp, far), None);
     }

@@ -80,12 +80,17 @@ impl Application {
                 .secret("unsubscribe")
                 .context("reading the unsubscribe key")?,
         );
+        let provider = crate::provider::ProviderSettings::from_config(&config)
+            .map(crate::provider::Provider::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let (dispatch, dispatcher) = dispatch::spawn(dispatch::Deps {
             store: store.clone(),
             mailer,
             live: live.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
+            provider,
         })
         .context("starting the dispatcher")?;
 

@@ -45,7 +45,14 @@ pub enum Figures {
         esim_status: Option<String>,
         smdp_status: Option<String>,
     },
-    Install,
+    /// The install data of one eSIM, from the provider; all `None` for the
+    /// order-wide notice an ORDER_STATUS queues before the provider was asked.
+    Install {
+        ac: Option<String>,
+        qr_code_url: Option<String>,
+        short_url: Option<String>,
+        apn: Option<String>,
+    },
     /// Nothing kept (a forgotten customer's dead letter).
     #[default]
     Redacted,
@@ -73,7 +80,12 @@ pub fn capture(event: &Event, notice: &Notice, state: &EsimState) -> Captured {
             esim_status: notice.status.clone().or_else(|| state.esim_status.clone()),
             smdp_status: state.smdp_status.clone(),
         },
-        NoticeKind::Ready => Figures::Install,
+        NoticeKind::Ready => Figures::Install {
+            ac: None,
+            qr_code_url: None,
+            short_url: None,
+            apn: None,
+        },
     };
     Captured {
         notify_type: Some(event.notify_type.as_str().to_string()),
@@ -84,6 +96,14 @@ pub fn capture(event: &Event, notice: &Notice, state: &EsimState) -> Captured {
 }
 
 impl Captured {
+    /// The activation code an install notice carries, once the provider gave it.
+    pub fn activation_code(&self) -> Option<&str> {
+        match &self.figures {
+            Figures::Install { ac, .. } => ac.as_deref(),
+            _ => None,
+        }
+    }
+
     /// `event`, and the group of its class (`usage`, `validity`, `status`, `install`).
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -137,14 +157,22 @@ impl Captured {
                     json!({ "esimStatus": esim_status, "smdpStatus": smdp_status }),
                 );
             }
-            Figures::Install => {
+            Figures::Install {
+                ac,
+                qr_code_url,
+                short_url,
+                apn,
+            } => {
+                let esim = crate::provider::Esim {
+                    ac: ac.clone(),
+                    qr_code_url: qr_code_url.clone(),
+                    short_url: short_url.clone(),
+                    apn: apn.clone(),
+                    ..Default::default()
+                };
                 m.insert(
                     "install".into(),
-                    json!({
-                        "qrCodeUrl": null, "shortUrl": null, "ac": null,
-                        "smdpAddress": null, "matchingId": null, "apn": null,
-                        "appleUrl": null, "androidUrl": null, "qrImage": null,
-                    }),
+                    crate::provider::InstallVars::from(&esim).vars(),
                 );
             }
             Figures::Redacted => {}

@@ -16,6 +16,7 @@
 //! or the pause goes on. Notices are never dead-lettered for it. This pause
 //! is separate from the operator's (`set_paused`), which the store persists.
 
+mod enrich;
 mod limits;
 mod quiet;
 mod schedule;
@@ -61,6 +62,8 @@ pub struct Deps {
     pub live: SharedLive,
     pub config: Arc<Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The eSIM Access API client, when `[provider]` has an access code.
+    pub provider: Option<crate::provider::Provider>,
 }
 
 enum Command {
@@ -186,6 +189,7 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
         store: deps.store,
         mailer: deps.mailer,
         live: deps.live,
+        provider: deps.provider,
         config: deps.config,
         metrics: deps.metrics,
     });
@@ -344,6 +348,12 @@ impl Loop {
         match turn.fate {
             Fate::Done => self.schedule.finished(id, now),
             Fate::Again { at, why } => self.schedule.again(id, at, why),
+            Fate::Replaced(notices) => {
+                self.schedule.finished(id, now);
+                for q in notices {
+                    self.schedule.insert(q, now);
+                }
+            }
             Fate::Broken { reason } => {
                 let retry = &self.ctx.config.retry;
                 let (initial, max) = (retry.initial_backoff.0, retry.max_backoff.0);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use super::enrich::{enrich, Enriched};
 use super::limits::{retry_delay, Limits};
 use super::quiet::quiet_until;
 use super::{QUIET_HOURS, RECIPIENT_QUOTA};
@@ -17,7 +18,6 @@ use crate::engine::{Engine, QueuedNotice, SendOutcome};
 use crate::live::{current, Live, SharedLive};
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
 use crate::policy;
-use crate::policy::NoticeKind;
 use crate::unsubscribe::{self, Signer};
 use crate::vars::email_vars;
 
@@ -28,6 +28,8 @@ pub struct Ctx {
     pub live: SharedLive,
     pub config: Arc<Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The eSIM Access API, when `[provider]` has an access code.
+    pub provider: Option<crate::provider::Provider>,
     /// Signs one-click unsubscribe links; present in "one-click" mode only.
     pub unsubscribe: Option<Signer>,
 }
@@ -45,6 +47,9 @@ pub enum Fate {
     /// The transport itself is broken: the dispatcher pauses sending and
     /// decides when this notice is tried again.
     Broken { reason: String },
+    /// It left the queue, replaced by these (an order's install notice by
+    /// one per eSIM).
+    Replaced(Vec<QueuedNotice>),
 }
 
 /// The result of one turn and whether the transport answered at all (a
@@ -110,12 +115,6 @@ pub async fn turn(
     if let Some(reason) = policy::overtaken(&state, &q.notice, now) {
         return finish(&ctx, &q, SendOutcome::Superseded(reason), "superseded");
     }
-    // SPEC §7: an esim_ready is never sent without its activation code, which
-    // only the provider API can supply (not built yet).
-    if q.notice.kind == NoticeKind::Ready {
-        let why = "no activation code: esim_ready needs the provider API enrichment".to_string();
-        return finish(&ctx, &q, SendOutcome::Superseded(why), "superseded");
-    }
     match ctx.store.suppression(&q.recipient.email) {
         Ok(Some(s)) => {
             let why = format!("address suppressed: {}", s.reason);
@@ -127,6 +126,25 @@ pub async fn turn(
             return later("store error");
         }
     }
+
+    // SPEC §7: an esim_ready is never sent without its activation code;
+    // every email names its plan when the provider knows it.
+    let plan = match enrich(&ctx, &q, &ids, now).await {
+        Enriched::Send { plan } => plan,
+        Enriched::Replaced(notices) => return Turn::no_send(Fate::Replaced(notices)),
+        Enriched::Wait { until, why } => return wait(&ctx, &q, until, &why),
+        Enriched::Superseded(why) => {
+            return finish(&ctx, &q, SendOutcome::Superseded(why), "superseded")
+        }
+        Enriched::Dead(reason) => {
+            tracing::warn!(notice = id, template = %template, reason = %reason, "dead letter");
+            let dead = SendOutcome::Dead {
+                reason,
+                suppress: None,
+            };
+            return finish(&ctx, &q, dead, "dead");
+        }
+    };
 
     let live = current(&ctx.live);
     if let Some(until) = quiet(&ctx.config, &live, &q, now) {
@@ -149,7 +167,8 @@ pub async fn turn(
         }
     }
 
-    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
+    let plan_json = plan.as_ref().map(crate::provider::Plan::vars);
+    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, plan_json.as_ref());
     let rendered = match live
         .templates
         .render(&template, q.recipient.locale.as_deref(), &vars)
@@ -170,6 +189,19 @@ pub async fn turn(
             );
         }
     };
+    // The install email's QR code travels inside the message (`cid:`), so it
+    // shows where remote images are blocked.
+    let inline_images = match crate::provider::install::images_in_vars(&vars, &rendered.html) {
+        Ok(images) => images,
+        Err(e) => {
+            let reason = format!("the QR code of the activation code cannot be drawn: {e}");
+            let dead = SendOutcome::Dead {
+                reason,
+                suppress: None,
+            };
+            return finish(&ctx, &q, dead, "dead");
+        }
+    };
     let message_id = message_id_for(&q.identity, &ctx.config.email.from);
     let email = OutgoingEmail {
         to_email: q.recipient.email.clone(),
@@ -179,7 +211,7 @@ pub async fn turn(
         html: rendered.html,
         message_id: message_id.clone(),
         list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
-        inline_images: Vec::new(),
+        inline_images,
     };
 
     let started = Instant::now();

@@ -183,8 +183,13 @@ fn captured_from_v0(vars: &Value) -> Captured {
             esim_status: s(&st["esimStatus"]),
             smdp_status: s(&st["smdpStatus"]),
         }
-    } else if vars.get("install").is_some() {
-        Figures::Install
+    } else if let Some(i) = vars.get("install") {
+        Figures::Install {
+            ac: s(&i["ac"]),
+            qr_code_url: s(&i["qrCodeUrl"]),
+            short_url: s(&i["shortUrl"]),
+            apn: s(&i["apn"]),
+        }
     } else {
         Figures::Redacted
     };

@@ -17,6 +17,7 @@ mod intake;
 mod migrate;
 pub mod model;
 mod outcomes;
+mod ready;
 mod records;
 mod resolve;
 mod retention;
@@ -271,6 +272,35 @@ impl Engine {
     /// for notices a previous run held back for a broken transport).
     pub fn make_due(&self, ids: &[u64], now: DateTime<Utc>) -> Result<(), StoreError> {
         self.unit(|tx| outcomes::make_due(tx, ids, now))
+    }
+
+    /// Replaces an order-wide install notice with one per eSIM of the
+    /// provider's answer; returns them, for the dispatcher once durable.
+    pub fn expand_order(
+        &self,
+        id: u64,
+        esims: &[crate::provider::Esim],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<QueuedNotice>, Vec<LogEntry>), StoreError> {
+        self.unit_logged(|tx| ready::expand_order(tx, id, esims, now))
+    }
+
+    /// Keeps the plan the provider described for an eSIM.
+    pub fn cache_plan(
+        &self,
+        esim: EsimId,
+        plan: crate::provider::Plan,
+        total_volume: Option<u64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.unit(|tx| ready::cache_plan(tx, esim, plan, total_volume, now))
+    }
+
+    /// The plan kept for an eSIM, if it still describes its allowance.
+    pub fn plan_of(&self, esim: EsimId) -> Result<Option<crate::provider::Plan>, StoreError> {
+        Ok(self
+            .read(|tx| resolve::record_of(tx, esim))?
+            .and_then(|r| r.plan.filter(|p| p.fresh_for(&r.state)).map(|p| p.plan)))
     }
 
     /// Every parked notice, with its eSIM's identifiers, oldest eSIM first.

@@ -13,6 +13,7 @@ use super::model::Parked;
 use super::EsimId;
 use crate::customers::{IdKind, Recipient};
 use crate::policy::EsimState;
+use crate::provider::Plan;
 
 /// What is kept of one eSIM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,30 @@ pub struct EsimRecord {
     pub created_at: DateTime<Utc>,
     #[serde(with = "crate::serde_time")]
     pub last_event_at: DateTime<Utc>,
+    /// The plan as the provider last described it, when it is configured.
+    #[serde(default)]
+    pub plan: Option<CachedPlan>,
+}
+
+/// A plan fetched from the provider, kept with the eSIM so it is asked once
+/// per allowance: a larger totalVolume (a top-up) makes it stale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedPlan {
+    pub plan: Plan,
+    /// The eSIM's totalVolume when the plan was fetched.
+    pub total_volume: Option<u64>,
+    #[serde(with = "crate::serde_time")]
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl CachedPlan {
+    /// Whether it still describes the eSIM's current allowance.
+    pub fn fresh_for(&self, state: &EsimState) -> bool {
+        match (state.cycle_volume, self.total_volume) {
+            (Some(now), Some(then)) => now <= then,
+            _ => true,
+        }
+    }
 }
 
 impl EsimRecord {
@@ -34,6 +59,7 @@ impl EsimRecord {
             parked: Vec::new(),
             created_at: now,
             last_event_at: now,
+            plan: None,
         }
     }
 

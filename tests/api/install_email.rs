@@ -45,7 +45,7 @@ SM-DP+ address: {{install.smdpAddress}}\nActivation code: {{install.matchingId}}
 const SUBJECT: &str = "Your eSIM{{#if plan.name}} for {{plan.name}}{{/if}} is ready to install\n";
 
 /// The shipped templates with the test's `esim_ready`, in `dir`.
-fn templates_in(dir: &Path) -> std::path::PathBuf {
+pub fn templates_in(dir: &Path) -> std::path::PathBuf {
     let t = dir.join("templates");
     copy_dir(Path::new(TEMPLATES), &t);
     std::fs::write(t.join("esim_ready.html.hbs"), HTML).unwrap();
@@ -93,12 +93,12 @@ fn install_email(templates: &Templates, esim: &Esim) -> OutgoingEmail {
     }
 }
 
-fn ctype(p: &ParsedMail) -> String {
+pub fn ctype(p: &ParsedMail) -> String {
     p.ctype.mimetype.to_ascii_lowercase()
 }
 
 /// HTML attribute text back to the URL a mail client follows.
-fn unescape(s: &str) -> String {
+pub fn unescape(s: &str) -> String {
     s.replace("&#x3D;", "=")
         .replace("&#x27;", "'")
         .replace("&quot;", "\"")
@@ -106,7 +106,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// The `href`/`src` values of an HTML text, unescaped.
-fn links(html: &str, attr: &str) -> Vec<String> {
+pub fn links(html: &str, attr: &str) -> Vec<String> {
     let needle = format!("{attr}=\"");
     html.match_indices(&needle)
         .filter_map(|(i, _)| {
@@ -117,7 +117,7 @@ fn links(html: &str, attr: &str) -> Vec<String> {
 }
 
 /// The text of a QR code in a PNG, read from its pixels.
-fn decode_qr(png_bytes: &[u8]) -> String {
+pub fn decode_qr(png_bytes: &[u8]) -> String {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().unwrap();
@@ -174,69 +174,74 @@ async fn one_install_email_per_esim_with_the_qr_code_inline_and_one_tap_links() 
     assert_eq!(received.len(), 2, "one email per eSIM");
 
     for (raw, ac) in received.iter().zip([AC_A, AC_B]) {
-        let mail = mailparse::parse_mail(raw.as_bytes()).unwrap();
-        assert!(mail
-            .headers
-            .get_first_value("Subject")
-            .unwrap()
-            .contains("Spain 5GB 30Days"));
-        // SPEC §7: the top level stays multipart/alternative [text, HTML].
-        assert_eq!(ctype(&mail), "multipart/alternative", "{raw}");
-        assert_eq!(mail.subparts.len(), 2);
-        let (text, related) = (&mail.subparts[0], &mail.subparts[1]);
-        assert_eq!(ctype(text), "text/plain");
-        assert_eq!(ctype(related), "multipart/related");
-        assert_eq!(related.subparts.len(), 2);
-        let (html, image) = (&related.subparts[0], &related.subparts[1]);
-        assert_eq!(ctype(html), "text/html");
-        assert_eq!(ctype(image), "image/png");
-
-        // The image part: inline, with a Content-ID the HTML refers to.
-        let cid = image.headers.get_first_value("Content-ID").unwrap();
-        let cid = cid.trim().trim_start_matches('<').trim_end_matches('>');
-        let disposition = image.get_content_disposition();
-        assert_eq!(disposition.disposition, mailparse::DispositionType::Inline);
-        let html_body = html.get_body().unwrap();
-        assert!(
-            links(&html_body, "src").contains(&format!("cid:{cid}")),
-            "{html_body}"
-        );
-
-        // The two one-tap links carry the activation code URL-encoded.
-        let encoded = ac.replace(':', "%3A").replace('$', "%24");
-        let apple =
-            format!("https://esimsetup.apple.com/esim_qrcode_provisioning?carddata={encoded}");
-        let android =
-            format!("https://esimsetup.android.com/esim_qrcode_provisioning?carddata={encoded}");
-        let hrefs = links(&html_body, "href");
-        assert!(hrefs.contains(&apple), "{hrefs:?}");
-        assert!(hrefs.contains(&android), "{hrefs:?}");
-        let text_body = text.get_body().unwrap();
-        assert!(
-            text_body.contains(&apple) && text_body.contains(&android),
-            "{text_body}"
-        );
-
-        // Manual entry: the code split into its address and matching ID.
-        let (_, rest) = ac.split_once("LPA:1$").unwrap();
-        let (address, matching) = rest.split_once('$').unwrap();
-        for body in [&html_body, &text_body] {
-            assert!(
-                body.contains(&format!("SM-DP+ address: {address}")),
-                "{body}"
-            );
-            assert!(
-                body.contains(&format!("Activation code: {matching}")),
-                "{body}"
-            );
-            assert!(body.contains("APN: drei.at"), "{body}");
-        }
-
-        // The picture is the activation code.
-        let png_bytes = image.get_body_raw().unwrap();
-        assert!(png_bytes.starts_with(b"\x89PNG"));
-        assert_eq!(decode_qr(&png_bytes), ac);
+        let subject = check_install_email(raw, ac);
+        assert!(subject.contains("Spain 5GB 30Days"), "{subject}");
     }
+}
+
+/// An install email as a mail client reads it: SPEC §7's
+/// multipart/alternative [text, related [HTML, inline PNG]] with the PNG
+/// referenced by `cid:` from the HTML, both one-tap links carrying `ac`
+/// URL-encoded, the manual-entry fields, and a QR code that decodes to `ac`.
+/// Returns the parsed subject.
+pub fn check_install_email(raw: &str, ac: &str) -> String {
+    let mail = mailparse::parse_mail(raw.as_bytes()).unwrap();
+    // SPEC §7: the top level stays multipart/alternative [text, HTML].
+    assert_eq!(ctype(&mail), "multipart/alternative", "{raw}");
+    assert_eq!(mail.subparts.len(), 2);
+    let (text, related) = (&mail.subparts[0], &mail.subparts[1]);
+    assert_eq!(ctype(text), "text/plain");
+    assert_eq!(ctype(related), "multipart/related");
+    assert_eq!(related.subparts.len(), 2);
+    let (html, image) = (&related.subparts[0], &related.subparts[1]);
+    assert_eq!(ctype(html), "text/html");
+    assert_eq!(ctype(image), "image/png");
+
+    // The image part: inline, with a Content-ID the HTML refers to.
+    let cid = image.headers.get_first_value("Content-ID").unwrap();
+    let cid = cid.trim().trim_start_matches('<').trim_end_matches('>');
+    let disposition = image.get_content_disposition();
+    assert_eq!(disposition.disposition, mailparse::DispositionType::Inline);
+    let html_body = html.get_body().unwrap();
+    assert!(
+        links(&html_body, "src").contains(&format!("cid:{cid}")),
+        "{html_body}"
+    );
+
+    // The two one-tap links carry the activation code URL-encoded.
+    let encoded = ac.replace(':', "%3A").replace('$', "%24");
+    let apple = format!("https://esimsetup.apple.com/esim_qrcode_provisioning?carddata={encoded}");
+    let android =
+        format!("https://esimsetup.android.com/esim_qrcode_provisioning?carddata={encoded}");
+    let hrefs = links(&html_body, "href");
+    assert!(hrefs.contains(&apple), "{hrefs:?}");
+    assert!(hrefs.contains(&android), "{hrefs:?}");
+    let text_body = text.get_body().unwrap();
+    assert!(
+        text_body.contains(&apple) && text_body.contains(&android),
+        "{text_body}"
+    );
+
+    // Manual entry: the code split into its address and matching ID.
+    let (_, rest) = ac.split_once("LPA:1$").unwrap();
+    let (address, matching) = rest.split_once('$').unwrap();
+    for body in [&html_body, &text_body] {
+        assert!(
+            body.contains(&format!("SM-DP+ address: {address}")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("Activation code: {matching}")),
+            "{body}"
+        );
+        assert!(body.contains("APN: drei.at"), "{body}");
+    }
+
+    // The picture is the activation code.
+    let png_bytes = image.get_body_raw().unwrap();
+    assert!(png_bytes.starts_with(b"\x89PNG"));
+    assert_eq!(decode_qr(&png_bytes), ac);
+    mail.headers.get_first_value("Subject").unwrap()
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ mod metrics;
 mod notices;
 mod operations;
 mod provider;
+mod ready;
 mod sequences;
 mod storage;
 mod templates;
