@@ -54,7 +54,7 @@ need_tools() {
 build() {
   log "building the release binary and the bench examples ($TARGET_DIR)"
   (cd "$ROOT" && timeout 1800 cargo build --release -q --bin esim-notify \
-    --example bare --example paced --example seed --example load) || die "build failed"
+    --example bare --example paced --example seed --example load --example store_stats) || die "build failed"
 }
 
 # A free loopback port (bash's /dev/tcp: a refused connection means free).
