@@ -74,6 +74,7 @@ pub fn event_vars(event: &Event, notice: &Notice, state: &EsimState) -> Value {
                 json!({
                     "qrCodeUrl": null, "shortUrl": null, "ac": null,
                     "smdpAddress": null, "matchingId": null, "apn": null,
+                    "appleUrl": null, "androidUrl": null, "qrImage": null,
                 }),
             );
         }
@@ -123,5 +124,7 @@ pub fn email_vars(
     m.entry("event").or_insert_with(
         || json!({"notifyType": null, "notifyId": null, "eventGenerateTime": null}),
     );
+    // Set by the sender when `email.list_unsubscribe` is configured (SPEC §7).
+    m.entry("unsubscribe_url").or_insert(Value::Null);
     Value::Object(m)
 }

@@ -149,11 +149,20 @@ pub async fn turn(
         }
     }
 
-    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
-    let rendered = match live
-        .templates
-        .render(&template, q.recipient.locale.as_deref(), &vars)
-    {
+    let unsubscribe = list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q);
+    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, None);
+    // The footer's visible link is the header's target (SPEC §7: null unless configured).
+    vars["unsubscribe_url"] = unsubscribe
+        .as_ref()
+        .map_or(serde_json::Value::Null, |u| u.target.clone().into());
+    // Rendered as of now, the sending instant: "ends in 37 hours" counts from here,
+    // however long the notice waited (quiet hours, quotas, backoff).
+    let rendered = match live.templates.render_at(
+        &template,
+        q.recipient.locale.as_deref(),
+        &vars,
+        Utc::now(),
+    ) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(notice = id, template = %template, problem = %e,
@@ -177,7 +186,7 @@ pub async fn turn(
         text: rendered.text,
         html: rendered.html,
         message_id: message_id_for(&q.identity, &ctx.config.email.from),
-        list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
+        list_unsubscribe: unsubscribe,
     };
 
     let started = Instant::now();
