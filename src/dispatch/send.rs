@@ -321,7 +321,13 @@ fn list_unsubscribe(
         // RFC 8058: a per-recipient signed link on our public listener, which
         // mail clients POST to; the header pair says so.
         "one-click" => signer.map(|s| ListUnsubscribe {
-            target: unsubscribe::link(&config.public_url(), s, &q.recipient.email),
+            // The token carries the locale: the page the link opens speaks the email's language.
+            target: unsubscribe::link_with_locale(
+                &config.public_url(),
+                s,
+                &q.recipient.email,
+                q.recipient.locale.as_deref(),
+            ),
             one_click: true,
         }),
         t if t.starts_with("https://") || t.starts_with("http://") || t.starts_with("mailto:") => {

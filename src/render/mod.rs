@@ -21,7 +21,7 @@ use handlebars::template::Template;
 use handlebars::Handlebars;
 use serde_json::Value;
 
-pub use sample::{brand_vars, sample_now, sample_vars};
+pub use sample::{brand_vars, page_vars, sample_now, sample_vars, PAGE_STATES};
 
 /// The three files that make up one template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -172,6 +172,10 @@ struct Choice {
 
 const PARTIALS_DIR: &str = "partials";
 
+/// The partial the one-click unsubscribe pages are rendered from (`page.state` is one of
+/// [`sample::PAGE_STATES`]); a locale folder translates it like any partial with words.
+pub const UNSUBSCRIBE_PAGE: &str = "unsubscribe_page";
+
 /// The key under which [`Templates::render_at`] hands the helpers what only the
 /// render knows: the email's locale and the sending instant. Not a template variable
 /// (`check` reports a template that reads it).
@@ -284,32 +288,84 @@ impl Templates {
         out
     }
 
+    /// The folders a locale matches, most specific first: "es-MX" then "es".
+    fn folders_for(&self, locale: &str) -> Vec<&str> {
+        let norm = normalize_locale(locale);
+        let mut keys = vec![norm.clone()];
+        if let Some((lang, _)) = norm.split_once('-') {
+            keys.push(lang.to_owned());
+        }
+        let mut out: Vec<&str> = Vec::new();
+        for k in keys {
+            if let Some(d) = self.locale_dirs.get(&k) {
+                if !out.contains(&d.as_str()) {
+                    out.push(d.as_str());
+                }
+            }
+        }
+        out
+    }
+
     /// The folders to try, most specific first: "es-MX" then "es". A customer with no
     /// locale, or one we have no folder for, gets the default locale's folder (if any);
     /// a template found in none of them comes from the base files.
     fn locale_chain(&self, locale: Option<&str>) -> Vec<&str> {
-        let candidates = |l: &str| -> Vec<&str> {
-            let norm = normalize_locale(l);
-            let mut keys = vec![norm.clone()];
-            if let Some((lang, _)) = norm.split_once('-') {
-                keys.push(lang.to_owned());
-            }
-            let mut out: Vec<&str> = Vec::new();
-            for k in keys {
-                if let Some(d) = self.locale_dirs.get(&k) {
-                    if !out.contains(&d.as_str()) {
-                        out.push(d.as_str());
-                    }
-                }
-            }
-            out
-        };
-        let chain = locale.map(candidates).unwrap_or_default();
+        let chain = locale.map(|l| self.folders_for(l)).unwrap_or_default();
         if chain.is_empty() {
-            candidates(&self.default_locale)
+            self.folders_for(&self.default_locale)
         } else {
             chain
         }
+    }
+
+    /// For a page (not an email): the first of the `wanted` locales (most wanted
+    /// first: the one the link carries, then the browser's) that has a folder or is
+    /// the default locale's language, else the default.
+    fn page_choice(&self, wanted: &[String]) -> (Option<String>, String) {
+        let default_lang = format::language_of(&self.default_locale);
+        for w in wanted {
+            let Some(tag) = canonical_locale(w) else {
+                continue;
+            };
+            if let Some(f) = self.folders_for(&tag).first() {
+                return (Some((*f).to_owned()), tag);
+            }
+            if format::language_of(&tag) == default_lang {
+                let scope = self
+                    .folders_for(&self.default_locale)
+                    .first()
+                    .map(|f| (*f).to_owned());
+                return (scope, tag);
+            }
+        }
+        let scope = self
+            .folders_for(&self.default_locale)
+            .first()
+            .map(|f| (*f).to_owned());
+        let tag = canonical_locale(&self.default_locale).unwrap_or_else(|| "en".to_owned());
+        (scope, tag)
+    }
+
+    /// Renders the page partial `name` (HTML, escaped) for a visitor who wants the
+    /// `wanted` locales, most wanted first. None when the template folder has no such
+    /// partial (a folder from before it existed): the caller has a built-in page.
+    pub fn render_page(
+        &self,
+        name: &str,
+        wanted: &[String],
+        vars: &Value,
+    ) -> Option<Result<String, RenderError>> {
+        let (scope_name, locale) = self.page_choice(wanted);
+        let scope = self.scope(&scope_name);
+        scope.partials.get(name)?;
+        let vars = with_render_context(vars, &locale, Utc::now());
+        Some(
+            self.render_key(scope, Part::Html, name, &vars)
+                .map_err(|problem| RenderError::Template {
+                    template: name.to_owned(),
+                    problem,
+                }),
+        )
     }
 
     /// Which files, partials and formatting locale an email for a customer of
@@ -547,8 +603,64 @@ impl Templates {
             }
         }
 
+        problems.extend(self.check_pages(brand, &helper_names));
         let mut seen = BTreeSet::new();
         problems.retain(|p| seen.insert(p.to_string()));
+        problems
+    }
+
+    /// The unsubscribe page partial, in every scope that has it, in every state.
+    fn check_pages(
+        &self,
+        brand: &BTreeMap<String, String>,
+        helper_names: &BTreeSet<&str>,
+    ) -> Vec<TemplateProblem> {
+        let mut problems = Vec::new();
+        let full = sample::sample_page_vars("confirm", brand);
+        for (scope_name, scope) in &self.scopes {
+            let Some(file) = scope.partials.get(UNSUBSCRIBE_PAGE) else {
+                continue;
+            };
+            let Some(tpl) = scope.html.get_template(UNSUBSCRIBE_PAGE) else {
+                continue;
+            };
+            let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
+                .partials
+                .iter()
+                .filter_map(|(n, f)| {
+                    scope
+                        .html
+                        .get_template(n)
+                        .map(|t| (n.clone(), (f.clone(), t)))
+                })
+                .collect();
+            let mut checker =
+                check::Checker::new(&full, NoticeClass::Status, &partial_asts, helper_names);
+            checker.walk_root(tpl, file);
+            let found = checker.into_problems();
+            let locale = scope_name
+                .as_deref()
+                .and_then(canonical_locale)
+                .or_else(|| canonical_locale(&self.default_locale))
+                .unwrap_or_else(|| "en".to_owned());
+            for state in sample::PAGE_STATES {
+                let data = with_render_context(
+                    &sample::sample_page_vars(state, brand),
+                    &locale,
+                    sample::sample_now(),
+                );
+                if let Err(mut p) = self.render_key(scope, Part::Html, UNSUBSCRIBE_PAGE, &data) {
+                    if !found.iter().any(|q| q.file == p.file && q.line == p.line) {
+                        p.message = format!(
+                            "{} (rendering the {state} page with sample data)",
+                            p.message
+                        );
+                        problems.push(p);
+                    }
+                }
+            }
+            problems.extend(found);
+        }
         problems
     }
 }

@@ -189,3 +189,38 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
     }
     Value::Object(root)
 }
+
+/// What the unsubscribe page can say: asking to confirm, done, and why it cannot.
+pub const PAGE_STATES: &[&str] = &[
+    "confirm",
+    "done",
+    "invalid",
+    "incomplete",
+    "retry",
+    "disabled",
+];
+
+/// The variables of the unsubscribe page: `brand` and `page` {state, email, action};
+/// `email` and `action` (the form's target) are null unless given ("confirm").
+pub fn page_vars(
+    state: &str,
+    email: Option<&str>,
+    action: Option<&str>,
+    brand: &BTreeMap<String, String>,
+) -> Value {
+    json!({
+        "brand": brand_vars(brand, false),
+        "page": {"state": state, "email": email, "action": action},
+    })
+}
+
+/// [`page_vars`] as `check` renders each state.
+pub fn sample_page_vars(state: &str, brand: &BTreeMap<String, String>) -> Value {
+    let confirm = state == "confirm";
+    page_vars(
+        state,
+        confirm.then_some("jane.doe@example.com"),
+        confirm.then_some("/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"),
+        brand,
+    )
+}
