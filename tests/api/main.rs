@@ -12,6 +12,7 @@ mod dispatch;
 mod durability;
 mod intake_props;
 mod lifecycle;
+mod locales;
 mod mailer;
 mod metrics;
 mod notices;
