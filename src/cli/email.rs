@@ -97,7 +97,8 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
             println!("===== email {} of {count} =====", i + 1);
         }
         let captured = vars::event_vars(&event, notice, &state);
-        let all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
+        let mut all = vars::email_vars(&captured, &recipient, &state.ids, &config.brand, None);
+        all["unsubscribe_url"] = unsubscribe_url(config, true);
         let rendered = match templates.render(&notice.template, recipient.locale.as_deref(), &all) {
             Ok(r) => r,
             Err(e) => {
@@ -117,6 +118,22 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         );
     }
     code
+}
+
+/// `unsubscribe_url` outside the dispatcher: the configured `mailto:` or URL as
+/// is; in one-click mode a real link needs the key kept in the store, so
+/// `render` shows its shape (`…/unsubscribe?t=EXAMPLE-TOKEN`) and `send-test`,
+/// whose email leaves the machine, none.
+fn unsubscribe_url(config: &Config, preview: bool) -> Value {
+    match config.email.list_unsubscribe.trim() {
+        "" => Value::Null,
+        "one-click" if preview => Value::String(format!(
+            "{}/unsubscribe?t=EXAMPLE-TOKEN",
+            config.public_url().trim_end_matches('/')
+        )),
+        "one-click" => Value::Null,
+        other => Value::String(other.to_string()),
+    }
 }
 
 fn print_email(
@@ -166,6 +183,7 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
     };
     let mut vars = sample_vars(NoticeClass::Data, true, &config.brand);
     vars["customer"]["email"] = Value::String(to.to_string());
+    vars["unsubscribe_url"] = unsubscribe_url(config, false);
     let name = config.notify.data_usage.template.clone();
     let rendered = match templates.render(&name, None, &vars) {
         Ok(r) => r,
