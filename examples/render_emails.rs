@@ -33,8 +33,11 @@ const CUSTOMERS: &[(&str, &str, &str)] = &[
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
-/// Boundary cases worth seeing besides the sample: (template class, variant, change).
-fn variants(class: NoticeClass) -> Vec<(&'static str, fn(&mut Value))> {
+/// A variant's name ("" for the sample itself) and how it changes the sample.
+type Variant = (&'static str, fn(&mut Value));
+
+/// Boundary cases worth seeing besides the sample.
+fn variants(class: NoticeClass) -> Vec<Variant> {
     match class {
         NoticeClass::Data => vec![
             ("", |_| {}),

@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::http::state::AppState;
 use crate::live::{current, template_classes};
-use crate::render::{brand_vars, sample_vars, NoticeClass};
+use crate::render::{brand_vars, sample_now, sample_vars, NoticeClass};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -44,7 +44,11 @@ pub async fn page(app: web::Data<AppState>) -> HttpResponse {
                     if full { "full" } else { "minimal" }
                 );
                 html.push_str(&format!("<section><h2>{}</h2>", escape(&title)));
-                match live.templates.render(&name, locale.as_deref(), &vars) {
+                // As of the sample sending instant, so the validity email shows hours left.
+                match live
+                    .templates
+                    .render_at(&name, locale.as_deref(), &vars, sample_now())
+                {
                     Ok(r) => html.push_str(&format!(
                         "<p><b>Subject:</b> {}</p><pre>{}</pre><iframe sandbox srcdoc=\"{}\"></iframe>",
                         escape(&r.subject),
