@@ -1,9 +1,13 @@
 //! Email templates: loading the operator's `templates/` folder, rendering one notice into
-//! subject, text and HTML, and `check`, which finds mistakes before a customer does.
+//! subject, text and HTML in the customer's language, and `check`, which finds mistakes
+//! before a customer does.
 //!
-//! Two handlebars registries are kept because escaping is a registry-wide setting: the
-//! subject and text parts must show `&` and `<` as typed, the HTML part must escape them.
-//! Both run in strict mode so a misspelt variable fails loudly instead of rendering "".
+//! Two handlebars registries per language ("scope") are kept because escaping is a
+//! registry-wide setting (the subject and text parts must show `&` and `<` as typed, the
+//! HTML part must escape them) and partials are looked up by name (each language needs its
+//! own `{{> footer}}`). All run in strict mode so a misspelt variable fails loudly instead
+//! of rendering "". What only the render knows (the email's locale, the sending instant)
+//! reaches the helpers under [`RENDER_KEY`].
 
 mod check;
 pub mod format;

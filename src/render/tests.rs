@@ -368,3 +368,51 @@ fn every_shipped_template_renders_in_every_shipped_language() {
         }
     }
 }
+
+#[test]
+fn the_unsubscribe_page_is_checked_in_every_locale_and_state() {
+    let d = tiny();
+    write(
+        d.path(),
+        "partials/unsubscribe_page.hbs",
+        "<html lang=\"{{lang}}\">{{#if (eq page.state \"confirm\")}}Stop {{page.email}}?{{/if}}</html>",
+    );
+    translate(d.path(), "es", "Hola");
+    write(
+        d.path(),
+        "es/partials/unsubscribe_page.hbs",
+        "<html>{{#if (eq page.state \"done\")}}Hecho {{page.correo}}{{/if}}</html>",
+    );
+    let problems = check_one(d.path(), "t", NoticeClass::Status);
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{text:#?}");
+    assert!(
+        text[0].contains("es/partials/unsubscribe_page.hbs:1:")
+            && text[0].contains("`page.correo`"),
+        "{text:#?}"
+    );
+
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
+    let vars = page_vars(
+        "confirm",
+        Some("ana@example.com"),
+        Some("/unsubscribe?t=x"),
+        &BTreeMap::new(),
+    );
+    let page = |wanted: &[&str]| {
+        let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        t.render_page(UNSUBSCRIBE_PAGE, &wanted, &vars)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        page(&["it", "en-GB"]),
+        "<html lang=\"en-GB\">Stop ana@example.com?</html>"
+    );
+    assert_eq!(page(&[]), "<html lang=\"en\">Stop ana@example.com?</html>");
+    assert_eq!(
+        page(&["es-AR"]),
+        "<html></html>",
+        "the es page, which says nothing on confirm"
+    );
+}
