@@ -38,6 +38,23 @@ pub fn is_terminal(status: &str) -> bool {
     TERMINAL_STATUSES.contains(&status)
 }
 
+/// The two ways a plan ends by time. They map to different templates (an
+/// unused plan gets its own words) but are one fact: USED_EXPIRED then
+/// UNUSED_EXPIRED (or the reverse) is one email (SPEC §6).
+pub const EXPIRED_STATUSES: [&str; 2] = ["USED_EXPIRED", "UNUSED_EXPIRED"];
+
+/// For an expiry status: the template of the other expiry status already
+/// queued for this eSIM, if any.
+fn expiry_told<'r>(state: &EsimState, status: &str, rules: &'r Rules) -> Option<&'r String> {
+    if !EXPIRED_STATUSES.contains(&status) {
+        return None;
+    }
+    EXPIRED_STATUSES
+        .iter()
+        .filter_map(|s| rules.esim_status.get(*s))
+        .find(|t| state.templates_notified.contains(*t))
+}
+
 /// The `[notify]` section as the policy needs it; built by the config module
 /// so that this module stays free of config types and reloads (SIGHUP) only
 /// swap a value.
@@ -77,7 +94,7 @@ impl Default for Rules {
                 ("IN_USE", "esim_activated"),
                 ("USED_UP", "esim_used_up"),
                 ("USED_EXPIRED", "esim_expired"),
-                ("UNUSED_EXPIRED", "esim_expired"),
+                ("UNUSED_EXPIRED", "esim_expired_unused"),
                 ("CANCEL", "esim_cancelled"),
                 ("REVOKED", "esim_revoked"),
             ]),
@@ -615,6 +632,10 @@ fn on_esim_status(
         out.note(format!("{template} already queued for this eSIM"));
         return;
     }
+    if let Some(told) = expiry_told(state, status, rules) {
+        out.note(format!("expiry already told ({told})"));
+        return;
+    }
     // Would be overtaken before sending anyway; an "activated" after
     // "cancelled" only confuses.
     if let Some(t) = state.terminal.as_deref().filter(|_| !is_terminal(status)) {
@@ -848,6 +869,11 @@ mod tests {
         r.thresholds = vec![0.1, 0.5, 0.2];
     }
     fn keep(_: &mut Rules) {}
+    /// An older config: both expiry statuses on one template.
+    fn same_expiry(r: &mut Rules) {
+        r.esim_status
+            .insert("UNUSED_EXPIRED".into(), "esim_expired".into());
+    }
 
     struct Row {
         sentence: &'static str,
@@ -1056,6 +1082,16 @@ mod tests {
             rules: keep, events: &[
                 r#"ESIM_STATUS {"esimStatus":"USED_EXPIRED"}"#,
                 r#"ESIM_STATUS {"esimStatus":"UNUSED_EXPIRED"}"#],
+            expect: &[("esim_expired", None, "once")], note: "expiry already told (esim_expired)" },
+        Row { sentence: "UNUSED_EXPIRED then USED_EXPIRED is one email too, the unused one",
+            rules: keep, events: &[
+                r#"ESIM_STATUS {"esimStatus":"UNUSED_EXPIRED"}"#,
+                r#"ESIM_STATUS {"esimStatus":"USED_EXPIRED"}"#],
+            expect: &[("esim_expired_unused", None, "once")], note: "expiry already told (esim_expired_unused)" },
+        Row { sentence: "with both expiry statuses on one template, the second is that template again",
+            rules: same_expiry, events: &[
+                r#"ESIM_STATUS {"esimStatus":"USED_EXPIRED"}"#,
+                r#"ESIM_STATUS {"esimStatus":"UNUSED_EXPIRED"}"#],
             expect: &[("esim_expired", None, "once")], note: "esim_expired already queued" },
         Row { sentence: "IN_USE twice is one activation email",
             rules: keep, events: &[
@@ -1079,7 +1115,7 @@ mod tests {
             rules: keep, events: &[
                 r#"ESIM_STATUS {"esimStatus":"UNUSED_EXPIRED"}"#,
                 r#"ESIM_STATUS {"esimStatus":"USED_UP"}"#],
-            expect: &[("esim_expired", None, "once")], note: "terminal: UNUSED_EXPIRED" },
+            expect: &[("esim_expired_unused", None, "once")], note: "terminal: UNUSED_EXPIRED" },
         Row { sentence: "a late DATA_USAGE after USED_EXPIRED sends nothing",
             rules: keep, events: &[
                 r#"DATA_USAGE {"totalVolume":100,"remain":45}"#,
@@ -1537,10 +1573,15 @@ mod tests {
                 let mut st = EsimState::default();
                 let mut seen = BTreeSet::new();
                 let mut terminal = false;
+                let mut expiry_emails = 0;
                 for i in picks {
                     let e = ev(EVENTS[i]);
                     for n in apply(&mut st, &e, &rules, now()).notices {
                         prop_assert!(seen.insert(n.identity("k")), "{} twice", n.identity("k"));
+                        if EXPIRED_STATUSES.contains(&n.status.as_deref().unwrap_or("")) {
+                            expiry_emails += 1;
+                            prop_assert!(expiry_emails == 1, "two expiry emails");
+                        }
                         if terminal {
                             prop_assert!(n.kind == NoticeKind::Status
                                 && is_terminal(n.status.as_deref().unwrap()));

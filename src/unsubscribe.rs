@@ -49,8 +49,25 @@ impl Signer {
 
     /// `base64url(nonce || ciphertext || tag)`, a fresh random nonce each time.
     pub fn token(&self, email: &str) -> String {
+        self.seal(email.as_bytes().to_vec())
+    }
+
+    /// A token that also carries the customer's locale, so the page the link
+    /// opens speaks the email's language (sealed with the address: it cannot be
+    /// changed, and a proxy log does not show it either). The plaintext is
+    /// `address NUL locale`; neither can contain a NUL.
+    pub fn token_with_locale(&self, email: &str, locale: Option<&str>) -> String {
+        let mut plain = email.as_bytes().to_vec();
+        if let Some(l) = locale.filter(|l| !l.is_empty() && !l.contains('\0')) {
+            plain.push(0);
+            plain.extend_from_slice(l.as_bytes());
+        }
+        self.seal(plain)
+    }
+
+    fn seal(&self, plain: Vec<u8>) -> String {
         let nonce: [u8; NONCE_LEN] = rand::random();
-        let mut sealed = email.as_bytes().to_vec();
+        let mut sealed = plain;
         self.aead_key()
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -65,8 +82,13 @@ impl Signer {
 
     /// The address a token names, if it is authentic.
     pub fn verify(&self, token: &str) -> Option<String> {
+        self.verify_with_locale(token).map(|(email, _)| email)
+    }
+
+    /// The address a token names and the locale it carries, if it is authentic.
+    pub fn verify_with_locale(&self, token: &str) -> Option<(String, Option<String>)> {
         if token.contains('.') {
-            return self.verify_v1(token);
+            return self.verify_v1(token).map(|e| (e, None));
         }
         let raw = B64.decode(token).ok()?;
         if raw.len() < NONCE_LEN {
@@ -79,7 +101,11 @@ impl Signer {
             .aead_key()
             .open_in_place(nonce, Aad::empty(), &mut sealed)
             .ok()?;
-        String::from_utf8(plain.to_vec()).ok()
+        let plain = String::from_utf8(plain.to_vec()).ok()?;
+        Some(match plain.split_once('\0') {
+            Some((email, locale)) => (email.to_owned(), Some(locale.to_owned())),
+            None => (plain, None),
+        })
     }
 
     /// The first form, `base64url(email).base64url(mac)`, still in old emails.
@@ -97,10 +123,20 @@ impl Signer {
 
 /// The `List-Unsubscribe` target for one recipient in one-click mode.
 pub fn link(base_url: &str, signer: &Signer, email: &str) -> String {
+    link_with_locale(base_url, signer, email, None)
+}
+
+/// [`link`] whose page opens in the customer's language.
+pub fn link_with_locale(
+    base_url: &str,
+    signer: &Signer,
+    email: &str,
+    locale: Option<&str>,
+) -> String {
     format!(
         "{}/unsubscribe?t={}",
         base_url.trim_end_matches('/'),
-        signer.token(email)
+        signer.token_with_locale(email, locale)
     )
 }
 
@@ -131,6 +167,23 @@ mod tests {
         let shown = String::from_utf8_lossy(&raw);
         assert!(!shown.contains("ana.lopez"), "{shown}");
         assert!(!t.contains('.'));
+    }
+
+    #[test]
+    fn a_token_can_carry_the_locale_sealed_with_the_address() {
+        let s = Signer::new(b"k".to_vec());
+        let t = s.token_with_locale("ana@example.com", Some("es-MX"));
+        assert_eq!(s.verify(&t).as_deref(), Some("ana@example.com"));
+        assert_eq!(
+            s.verify_with_locale(&t),
+            Some(("ana@example.com".to_owned(), Some("es-MX".to_owned())))
+        );
+        let plain = s.token("ana@example.com");
+        assert_eq!(
+            s.verify_with_locale(&plain),
+            Some(("ana@example.com".to_owned(), None))
+        );
+        assert!(!String::from_utf8_lossy(&B64.decode(&t).unwrap()).contains("es-MX"));
     }
 
     /// Links in emails sent before tokens were encrypted still unsubscribe.

@@ -226,5 +226,7 @@ pub fn email_vars(
     m.entry("event").or_insert_with(
         || json!({"notifyType": null, "notifyId": null, "eventGenerateTime": null}),
     );
+    // Set by the sender when `email.list_unsubscribe` is configured (SPEC §7).
+    m.entry("unsubscribe_url").or_insert(Value::Null);
     Value::Object(m)
 }

@@ -104,6 +104,7 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         // The install email needs the provider's answer, which `render` does
         // not ask for (it changes nothing and needs no network): it shows
         // sample install and plan data instead, and says so.
+        all["unsubscribe_url"] = unsubscribe_url(config, true);
         let install = (notice.kind == NoticeKind::Ready).then(|| {
             let esim = sample_esim(&state.ids);
             all["plan"] = crate::provider::plan_vars(esim.plan.as_ref());
@@ -193,6 +194,22 @@ fn print_images(install: &InstallVars, images: &[InlineImage]) {
     println!();
 }
 
+/// `unsubscribe_url` outside the dispatcher: the configured `mailto:` or URL as
+/// is; in one-click mode a real link needs the key kept in the store, so
+/// `render` shows its shape (`…/unsubscribe?t=EXAMPLE-TOKEN`) and `send-test`,
+/// whose email leaves the machine, none.
+fn unsubscribe_url(config: &Config, preview: bool) -> Value {
+    match config.email.list_unsubscribe.trim() {
+        "" => Value::Null,
+        "one-click" if preview => Value::String(format!(
+            "{}/unsubscribe?t=EXAMPLE-TOKEN",
+            config.public_url().trim_end_matches('/')
+        )),
+        "one-click" => Value::Null,
+        other => Value::String(other.to_string()),
+    }
+}
+
 fn print_email(
     config: &Config,
     to: &str,
@@ -239,6 +256,7 @@ pub fn send_test(config: &Config, to: &str) -> u8 {
     };
     let mut vars = sample_vars(NoticeClass::Data, true, &config.brand);
     vars["customer"]["email"] = Value::String(to.to_string());
+    vars["unsubscribe_url"] = unsubscribe_url(config, false);
     let name = config.notify.data_usage.template.clone();
     let rendered = match templates.render(&name, None, &vars) {
         Ok(r) => r,

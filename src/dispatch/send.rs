@@ -167,12 +167,21 @@ pub async fn turn(
         }
     }
 
+    let unsubscribe = list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q);
     let plan_json = plan.as_ref().map(crate::provider::Plan::vars);
-    let vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, plan_json.as_ref());
-    let rendered = match live
-        .templates
-        .render(&template, q.recipient.locale.as_deref(), &vars)
-    {
+    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, plan_json.as_ref());
+    // The footer's visible link is the header's target (SPEC §7: null unless configured).
+    vars["unsubscribe_url"] = unsubscribe
+        .as_ref()
+        .map_or(serde_json::Value::Null, |u| u.target.clone().into());
+    // Rendered as of now, the sending instant: "ends in 37 hours" counts from here,
+    // however long the notice waited (quiet hours, quotas, backoff).
+    let rendered = match live.templates.render_at(
+        &template,
+        q.recipient.locale.as_deref(),
+        &vars,
+        Utc::now(),
+    ) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(notice = id, template = %template, problem = %e,
@@ -210,7 +219,7 @@ pub async fn turn(
         text: rendered.text,
         html: rendered.html,
         message_id: message_id.clone(),
-        list_unsubscribe: list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q),
+        list_unsubscribe: unsubscribe,
         inline_images,
     };
 
@@ -346,7 +355,13 @@ fn list_unsubscribe(
         // RFC 8058: a per-recipient signed link on our public listener, which
         // mail clients POST to; the header pair says so.
         "one-click" => signer.map(|s| ListUnsubscribe {
-            target: unsubscribe::link(&config.public_url(), s, &q.recipient.email),
+            // The token carries the locale: the page the link opens speaks the email's language.
+            target: unsubscribe::link_with_locale(
+                &config.public_url(),
+                s,
+                &q.recipient.email,
+                q.recipient.locale.as_deref(),
+            ),
             one_click: true,
         }),
         t if t.starts_with("https://") || t.starts_with("http://") || t.starts_with("mailto:") => {

@@ -2,13 +2,23 @@
 //! shows a confirmation page (mail scanners follow links; they must not
 //! unsubscribe anyone); POST, which is what a mail client's one-click button
 //! sends, suppresses the address named by the token (`crate::unsubscribe`).
+//!
+//! The pages speak the customer's language: the words are the template
+//! folder's `partials/unsubscribe_page.hbs` (translated per locale like any
+//! partial with words), and the language is the one sealed in the link's
+//! token (the email's locale), else the browser's `Accept-Language`, else
+//! `templates.default_locale`. A template folder without that partial (one
+//! from before it existed) gets the built-in English page.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::{AcceptLanguage, Header, Preference};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 
 use crate::customers::mask_email;
 use crate::http::state::AppState;
 use crate::live::current;
+use crate::render::{page_vars, UNSUBSCRIBE_PAGE};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/unsubscribe", web::get().to(confirm))
@@ -20,14 +30,97 @@ struct Query {
     t: Option<String>,
 }
 
+/// What the page says (`page.state` in the template).
+#[derive(Clone, Copy)]
+enum State {
+    Confirm,
+    Done,
+    Invalid,
+    Incomplete,
+    Retry,
+    Disabled,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Confirm => "confirm",
+            State::Done => "done",
+            State::Invalid => "invalid",
+            State::Incomplete => "incomplete",
+            State::Retry => "retry",
+            State::Disabled => "disabled",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            State::Confirm | State::Done => StatusCode::OK,
+            State::Invalid | State::Incomplete => StatusCode::BAD_REQUEST,
+            State::Retry => StatusCode::SERVICE_UNAVAILABLE,
+            State::Disabled => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The built-in English page: (title, body paragraph).
+    fn english(self) -> (&'static str, &'static str) {
+        match self {
+            State::Confirm => ("Unsubscribe", ""),
+            State::Done => (
+                "Unsubscribed",
+                "You will not receive these emails any more.",
+            ),
+            State::Invalid => ("Link not valid", "This unsubscribe link is not valid."),
+            State::Incomplete => ("Link incomplete", "This unsubscribe link is incomplete."),
+            State::Retry => ("Try again", "Please try again in a few minutes."),
+            State::Disabled => ("Not found", "Unsubscribing by link is not enabled."),
+        }
+    }
+}
+
+/// The visitor's languages, most wanted first: the token's, then the browser's.
+fn wanted(req: &HttpRequest, from_token: Option<String>) -> Vec<String> {
+    let mut out: Vec<String> = from_token.into_iter().collect();
+    if let Ok(accept) = AcceptLanguage::parse(req) {
+        for pref in accept.ranked() {
+            if let Preference::Specific(tag) = pref {
+                out.push(tag.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// A page for a person: the brand's name heads it and its support address
 /// and website close it, so the customer sees who they are dealing with.
+/// `email` and `token` are set for the confirmation page.
 fn page(
     app: &AppState,
-    status: actix_web::http::StatusCode,
-    title: &str,
-    body: &str,
+    state: State,
+    languages: &[String],
+    email: Option<&str>,
+    token: Option<&str>,
 ) -> HttpResponse {
+    let live = current(&app.live);
+    let action = token.map(|t| format!("/unsubscribe?t={t}"));
+    let vars = page_vars(state.name(), email, action.as_deref(), &live.brand);
+    let html = match live
+        .templates
+        .render_page(UNSUBSCRIBE_PAGE, languages, &vars)
+    {
+        Some(Ok(html)) => html,
+        Some(Err(e)) => {
+            tracing::error!(problem = %e, "the unsubscribe page template fails; showing the built-in page");
+            builtin(app, state, email, action.as_deref())
+        }
+        None => builtin(app, state, email, action.as_deref()),
+    };
+    HttpResponse::build(state.status())
+        .content_type("text/html; charset=utf-8")
+        .body(html)
+}
+
+fn builtin(app: &AppState, state: State, email: Option<&str>, action: Option<&str>) -> String {
     let live = current(&app.live);
     let brand = |k: &str| {
         live.brand
@@ -46,19 +139,27 @@ fn page(
         }
         footer.push_str(&format!("<a href=\"{site}\">{site}</a>"));
     }
+    let (title, text) = state.english();
+    let body = match (state, email, action) {
+        (State::Confirm, Some(email), Some(action)) => format!(
+            "<p>Stop emails about your eSIM to <b>{}</b>?</p>\
+             <form method=\"post\" action=\"{}\"><button type=\"submit\">Unsubscribe</button></form>",
+            escape(email),
+            escape(action)
+        ),
+        _ => format!("<p>{text}</p>"),
+    };
     let full_title = if name.is_empty() {
         title.to_string()
     } else {
         format!("{title} · {name}")
     };
-    HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .body(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{full_title}</title></head>\
-             <body style=\"font-family:sans-serif;max-width:32em;margin:3em auto\">\
-             <p style=\"font-weight:bold\">{name}</p><h1>{title}</h1>{body}\
-             <hr><p style=\"font-size:small\">{footer}</p></body></html>"
-        ))
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{full_title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:32em;margin:3em auto\">\
+         <p style=\"font-weight:bold\">{name}</p><h1>{title}</h1>{body}\
+         <hr><p style=\"font-size:small\">{footer}</p></body></html>"
+    )
 }
 
 fn escape(s: &str) -> String {
@@ -72,69 +173,46 @@ fn enabled(app: &AppState) -> bool {
     app.config.email.list_unsubscribe == "one-click"
 }
 
-/// The page for a link when one-click unsubscribe is not configured.
-fn not_enabled(app: &AppState) -> HttpResponse {
-    page(
-        app,
-        actix_web::http::StatusCode::NOT_FOUND,
-        "Not found",
-        "<p>Unsubscribing by link is not enabled.</p>",
-    )
-}
-
-async fn confirm(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse {
-    use actix_web::http::StatusCode as S;
+async fn confirm(app: web::Data<AppState>, req: HttpRequest, q: web::Query<Query>) -> HttpResponse {
     if !enabled(&app) {
-        return not_enabled(&app);
+        return page(&app, State::Disabled, &wanted(&req, None), None, None);
     }
     let Some(token) = q.t.as_deref() else {
-        return page(
-            &app,
-            S::BAD_REQUEST,
-            "Link incomplete",
-            "<p>This unsubscribe link is incomplete.</p>",
-        );
+        return page(&app, State::Incomplete, &wanted(&req, None), None, None);
     };
-    match app.unsubscribe.verify(token) {
-        Some(email) => page(
+    match app.unsubscribe.verify_with_locale(token) {
+        Some((email, locale)) => page(
             &app,
-            S::OK,
-            "Unsubscribe",
-            &format!(
-                "<p>Stop emails about your eSIM to <b>{}</b>?</p>\
-                 <form method=\"post\" action=\"/unsubscribe?t={}\"><button type=\"submit\">Unsubscribe</button></form>",
-                escape(&email),
-                escape(token)
-            ),
+            State::Confirm,
+            &wanted(&req, locale),
+            Some(&email),
+            Some(token),
         ),
-        None => page(&app, S::BAD_REQUEST, "Link not valid", "<p>This unsubscribe link is not valid.</p>"),
+        None => page(&app, State::Invalid, &wanted(&req, None), None, None),
     }
 }
 
-async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResponse {
-    use actix_web::http::StatusCode as S;
+async fn unsubscribe(
+    app: web::Data<AppState>,
+    req: HttpRequest,
+    q: web::Query<Query>,
+) -> HttpResponse {
     if !enabled(&app) {
-        return not_enabled(&app);
+        return page(&app, State::Disabled, &wanted(&req, None), None, None);
     }
-    let Some(email) = q.t.as_deref().and_then(|t| app.unsubscribe.verify(t)) else {
-        return page(
-            &app,
-            S::BAD_REQUEST,
-            "Link not valid",
-            "<p>This unsubscribe link is not valid.</p>",
-        );
+    let Some((email, locale)) =
+        q.t.as_deref()
+            .and_then(|t| app.unsubscribe.verify_with_locale(t))
+    else {
+        return page(&app, State::Invalid, &wanted(&req, None), None, None);
     };
+    let languages = wanted(&req, locale);
     if let Err(e) = app
         .store
         .suppress(&email, "unsubscribed (one-click)", Utc::now())
     {
         tracing::error!(error = %e, "unsubscribe not recorded");
-        return page(
-            &app,
-            S::SERVICE_UNAVAILABLE,
-            "Try again",
-            "<p>Please try again in a few minutes.</p>",
-        );
+        return page(&app, State::Retry, &languages, None, None);
     }
     let flushed = app
         .store
@@ -142,18 +220,8 @@ async fn unsubscribe(app: web::Data<AppState>, q: web::Query<Query>) -> HttpResp
         .await
         .unwrap_or_else(|_| Err("flusher stopped".into()));
     if flushed.is_err() {
-        return page(
-            &app,
-            S::SERVICE_UNAVAILABLE,
-            "Try again",
-            "<p>Please try again in a few minutes.</p>",
-        );
+        return page(&app, State::Retry, &languages, None, None);
     }
     tracing::info!(recipient = %mask_email(&email), "unsubscribed (one-click)");
-    page(
-        &app,
-        S::OK,
-        "Unsubscribed",
-        "<p>You will not receive these emails any more.</p>",
-    )
+    page(&app, State::Done, &languages, None, None)
 }

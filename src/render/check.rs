@@ -483,7 +483,9 @@ impl<'a> Checker<'a> {
                 f
             }
         };
-        let mut inline = BTreeSet::new();
+        // Inline partials the caller defined stay visible inside the partial (the
+        // layout shows each template's `{{#*inline "preheader"}}`).
+        let mut inline = site.inline.clone();
         collect_inline(tpl, &mut inline);
         let mut chain = site.chain.clone();
         chain.push(name);

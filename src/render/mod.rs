@@ -1,25 +1,31 @@
 //! Email templates: loading the operator's `templates/` folder, rendering one notice into
-//! subject, text and HTML, and `check`, which finds mistakes before a customer does.
+//! subject, text and HTML in the customer's language, and `check`, which finds mistakes
+//! before a customer does.
 //!
-//! Two handlebars registries are kept because escaping is a registry-wide setting: the
-//! subject and text parts must show `&` and `<` as typed, the HTML part must escape them.
-//! Both run in strict mode so a misspelt variable fails loudly instead of rendering "".
+//! Two handlebars registries per language ("scope") are kept because escaping is a
+//! registry-wide setting (the subject and text parts must show `&` and `<` as typed, the
+//! HTML part must escape them) and partials are looked up by name (each language needs its
+//! own `{{> footer}}`). All run in strict mode so a misspelt variable fails loudly instead
+//! of rendering "". What only the render knows (the email's locale, the sending instant)
+//! reaches the helpers under [`RENDER_KEY`].
 
 mod check;
+pub mod format;
 mod helpers;
+mod load;
 mod sample;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use handlebars::template::Template;
 use handlebars::Handlebars;
 use serde_json::Value;
 
-pub use helpers::{format_bytes, format_percent, DEFAULT_DATETIME_FORMAT};
-pub use sample::{brand_vars, sample_vars};
+pub use sample::{brand_vars, page_vars, sample_now, sample_vars, PAGE_STATES};
 
 /// The three files that make up one template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,24 +126,64 @@ pub struct Rendered {
 /// `Arc`, so a send in flight never sees half of an edit.
 pub struct Templates {
     dir: PathBuf,
-    /// Subject and text parts (and partials), no escaping.
-    plain: Handlebars<'static>,
-    /// HTML parts (and partials), HTML escaping.
-    html: Handlebars<'static>,
     default_locale: String,
+    default_timezone: chrono_tz::Tz,
     /// Template names whose three base parts exist.
     base: BTreeSet<String>,
     /// Normalized locale ("es-mx") -> folder name as found on disk ("es-MX").
     locale_dirs: BTreeMap<String, String>,
-    /// (locale folder, template name) -> parts that folder overrides.
+    /// (locale folder, template name) -> parts that folder has (all three, once loaded).
     overrides: BTreeMap<(String, String), BTreeSet<Part>>,
-    /// Partial name -> file.
-    partials: BTreeMap<String, PathBuf>,
+    /// None: the base files with the base partials; Some(folder): that locale.
+    scopes: BTreeMap<Option<String>, Scope>,
     /// Registry key -> file, to turn a handlebars error back into a path.
     files: HashMap<String, PathBuf>,
 }
 
+/// The registries one language renders with. Partials are registered by name, so
+/// each locale needs its own registries to give `{{> footer}}` its own words.
+struct Scope {
+    /// Subject and text parts (and partials), no escaping.
+    plain: Handlebars<'static>,
+    /// HTML parts (and partials), HTML escaping.
+    html: Handlebars<'static>,
+    /// Partial name -> the file this scope uses for it.
+    partials: BTreeMap<String, PathBuf>,
+}
+
+impl Scope {
+    fn registry(&self, part: Part) -> &Handlebars<'static> {
+        match part {
+            Part::Html => &self.html,
+            Part::Subject | Part::Text => &self.plain,
+        }
+    }
+}
+
+/// How one email is rendered: which folder's files, which scope's partials, and the
+/// locale the helpers format numbers and dates for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Choice {
+    /// The folder whose parts are used; None: the base files.
+    folder: Option<String>,
+    /// The scope whose partials are used.
+    scope: Option<String>,
+    /// BCP 47 tag for formatting and `{{lang}}`: the customer's own locale when it is
+    /// in the email's language ("es-MX" reading the `es` files gets Mexican numbers),
+    /// else the language the email is written in.
+    locale: String,
+}
+
 const PARTIALS_DIR: &str = "partials";
+
+/// The partial the one-click unsubscribe pages are rendered from (`page.state` is one of
+/// [`sample::PAGE_STATES`]); a locale folder translates it like any partial with words.
+pub const UNSUBSCRIBE_PAGE: &str = "unsubscribe_page";
+
+/// The key under which [`Templates::render_at`] hands the helpers what only the
+/// render knows: the email's locale and the sending instant. Not a template variable
+/// (`check` reports a template that reads it).
+pub(crate) const RENDER_KEY: &str = "_render";
 
 fn template_key(locale: Option<&str>, name: &str, part: Part) -> String {
     match locale {
@@ -152,55 +198,18 @@ fn normalize_locale(l: &str) -> String {
     l.trim().replace('_', "-").to_ascii_lowercase()
 }
 
-/// handlebars' parser has `unwrap`s on paths the grammar should make unreachable; an
-/// operator's template must never take the service down, so a panic becomes a problem.
-fn compile(source: &str, key: &str, file: &Path) -> Result<Template, TemplateProblem> {
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        Template::compile_with_name(source, key.to_owned())
-    }));
-    match result {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(TemplateProblem::new(file, e.reason().to_string()).at(e.pos())),
-        Err(_) => Err(TemplateProblem::new(
-            file,
-            "the template engine could not parse this file",
-        )),
-    }
+fn canonical_locale(l: &str) -> Option<String> {
+    format::parse_locale(l).map(|l| l.to_string())
 }
 
-fn new_registry(html: bool, tz: chrono_tz::Tz) -> Handlebars<'static> {
+fn new_registry(html: bool, tz: chrono_tz::Tz, default_locale: &str) -> Handlebars<'static> {
     let mut reg = Handlebars::new();
     reg.set_strict_mode(true);
     if !html {
         reg.register_escape_fn(handlebars::no_escape);
     }
-    helpers::register(&mut reg, tz);
+    helpers::register(&mut reg, tz, default_locale);
     reg
-}
-
-fn hbs_files(dir: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        let Some(fname) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if path.is_file() && fname.ends_with(".hbs") {
-            out.push((fname, path));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn split_template_file(fname: &str) -> Option<(String, Part)> {
-    let stem = fname.strip_suffix(".hbs")?;
-    let (name, part) = stem.rsplit_once('.')?;
-    if name.is_empty() {
-        return None;
-    }
-    Some((name.to_owned(), Part::from_suffix(part)?))
 }
 
 /// Whole numbers computed as f64 (percentages, thresholds) would print as "10.0";
@@ -255,199 +264,6 @@ fn one_line(s: &str) -> String {
 }
 
 impl Templates {
-    /// Loads `dir`: `NAME.subject.hbs`, `NAME.txt.hbs`, `NAME.html.hbs`; locale folders
-    /// `dir/<locale>/NAME.*.hbs` override file by file; `dir/partials/*.hbs` are partials
-    /// named by file stem. Every problem is collected, not just the first, so an operator
-    /// fixes them in one pass. A locale file for a template with no base files is a
-    /// problem too: it is almost always a misspelt name that would silently never be used.
-    pub fn load(
-        dir: &Path,
-        default_locale: &str,
-        default_timezone: chrono_tz::Tz,
-    ) -> Result<Templates, Vec<TemplateProblem>> {
-        let mut problems = Vec::new();
-        let mut t = Templates {
-            dir: dir.to_owned(),
-            plain: new_registry(false, default_timezone),
-            html: new_registry(true, default_timezone),
-            default_locale: normalize_locale(default_locale),
-            base: BTreeSet::new(),
-            locale_dirs: BTreeMap::new(),
-            overrides: BTreeMap::new(),
-            partials: BTreeMap::new(),
-            files: HashMap::new(),
-        };
-
-        let entries = match std::fs::read_dir(dir) {
-            Ok(rd) => rd,
-            Err(e) => {
-                return Err(vec![TemplateProblem::new(
-                    dir,
-                    format!("cannot read the template folder: {e}"),
-                )])
-            }
-        };
-        let mut subdirs = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if let Some(n) = entry.file_name().to_str() {
-                if path.is_dir() && !n.starts_with('.') {
-                    subdirs.push((n.to_owned(), path));
-                }
-            }
-        }
-        subdirs.sort();
-
-        let mut base_parts: BTreeMap<String, BTreeSet<Part>> = BTreeMap::new();
-        match hbs_files(dir) {
-            Ok(files) => {
-                for (fname, path) in files {
-                    let Some((name, part)) = split_template_file(&fname) else {
-                        problems.push(TemplateProblem::new(
-                            &path,
-                            "not a template part: expected NAME.subject.hbs, NAME.txt.hbs or NAME.html.hbs (partials go in partials/)",
-                        ));
-                        continue;
-                    };
-                    // Recorded even when it fails to compile: its syntax error is the
-                    // problem to report, not a "missing part".
-                    t.add(None, &name, part, &path, &mut problems);
-                    base_parts.entry(name).or_default().insert(part);
-                }
-            }
-            Err(e) => problems.push(TemplateProblem::new(
-                dir,
-                format!("cannot read the template folder: {e}"),
-            )),
-        }
-
-        for (dname, dpath) in &subdirs {
-            let files = match hbs_files(dpath) {
-                Ok(f) => f,
-                Err(e) => {
-                    problems.push(TemplateProblem::new(dpath, format!("cannot read: {e}")));
-                    continue;
-                }
-            };
-            if dname == PARTIALS_DIR {
-                for (fname, path) in files {
-                    let stem = fname.trim_end_matches(".hbs").to_owned();
-                    t.add_partial(&stem, &path, &mut problems);
-                }
-                continue;
-            }
-            let norm = normalize_locale(dname);
-            if let Some(other) = t.locale_dirs.get(&norm) {
-                problems.push(TemplateProblem::new(
-                    dpath,
-                    format!("locale folder `{dname}` is the same locale as `{other}`"),
-                ));
-                continue;
-            }
-            t.locale_dirs.insert(norm, dname.clone());
-            for (fname, path) in files {
-                let Some((name, part)) = split_template_file(&fname) else {
-                    problems.push(TemplateProblem::new(
-                        &path,
-                        "not a template part: expected NAME.subject.hbs, NAME.txt.hbs or NAME.html.hbs",
-                    ));
-                    continue;
-                };
-                t.add(Some(dname), &name, part, &path, &mut problems);
-                t.overrides
-                    .entry((dname.clone(), name))
-                    .or_default()
-                    .insert(part);
-            }
-        }
-
-        for (name, parts) in &base_parts {
-            let missing: Vec<_> = Part::ALL
-                .into_iter()
-                .filter(|p| !parts.contains(p))
-                .collect();
-            if missing.is_empty() {
-                t.base.insert(name.clone());
-            }
-            for p in missing {
-                problems.push(TemplateProblem::new(
-                    dir.join(template_key(None, name, p)),
-                    format!(
-                        "missing: template `{name}` has no {} part, and every template needs all three (subject, txt, html)",
-                        p.suffix()
-                    ),
-                ));
-            }
-        }
-        for ((locale, name), parts) in &t.overrides {
-            if !base_parts.contains_key(name) {
-                for p in parts {
-                    problems.push(TemplateProblem::new(
-                        dir.join(template_key(Some(locale), name, *p)),
-                        format!(
-                            "overrides template `{name}`, which has no base files in {}",
-                            dir.display()
-                        ),
-                    ));
-                }
-            }
-        }
-
-        if problems.is_empty() {
-            Ok(t)
-        } else {
-            Err(problems)
-        }
-    }
-
-    fn add(
-        &mut self,
-        locale: Option<&str>,
-        name: &str,
-        part: Part,
-        path: &Path,
-        problems: &mut Vec<TemplateProblem>,
-    ) {
-        let source = match std::fs::read_to_string(path) {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(TemplateProblem::new(path, format!("cannot read: {e}")));
-                return;
-            }
-        };
-        let key = template_key(locale, name, part);
-        match compile(&source, &key, path) {
-            Ok(tpl) => {
-                let reg = match part {
-                    Part::Html => &mut self.html,
-                    Part::Subject | Part::Text => &mut self.plain,
-                };
-                reg.register_template(&key, tpl);
-                self.files.insert(key, path.to_owned());
-            }
-            Err(p) => problems.push(p),
-        }
-    }
-
-    fn add_partial(&mut self, name: &str, path: &Path, problems: &mut Vec<TemplateProblem>) {
-        let source = match std::fs::read_to_string(path) {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(TemplateProblem::new(path, format!("cannot read: {e}")));
-                return;
-            }
-        };
-        match compile(&source, name, path) {
-            Ok(tpl) => {
-                self.plain.register_template(name, tpl.clone());
-                self.html.register_template(name, tpl);
-                self.partials.insert(name.to_owned(), path.to_owned());
-                self.files.insert(name.to_owned(), path.to_owned());
-            }
-            Err(p) => problems.push(p),
-        }
-    }
-
     /// True when the base set has all three parts of `name`.
     pub fn has(&self, name: &str) -> bool {
         self.base.contains(name)
@@ -462,56 +278,152 @@ impl Templates {
         self.locale_dirs.values().cloned().collect()
     }
 
-    /// The folders to try, most specific first: "es-MX" then "es". A customer with no
-    /// locale, or one we have no folder for, gets the default locale's folder (if any);
-    /// every part not found in the chain comes from the base files.
-    fn locale_chain(&self, locale: Option<&str>) -> Vec<&str> {
-        let candidates = |l: &str| -> Vec<&str> {
-            let norm = normalize_locale(l);
-            let mut keys = vec![norm.clone()];
-            if let Some((lang, _)) = norm.split_once('-') {
-                keys.push(lang.to_owned());
-            }
-            let mut out: Vec<&str> = Vec::new();
-            for k in keys {
-                if let Some(d) = self.locale_dirs.get(&k) {
-                    if !out.contains(&d.as_str()) {
-                        out.push(d.as_str());
-                    }
+    /// A folder and its language's folder: "es-MX" then "es" (when both exist).
+    fn folder_chain<'a>(&'a self, folder: &'a str) -> Vec<&'a str> {
+        let mut out = vec![folder];
+        let norm = normalize_locale(folder);
+        if let Some((lang, _)) = norm.split_once('-') {
+            if let Some(d) = self.locale_dirs.get(lang) {
+                if d != folder {
+                    out.push(d.as_str());
                 }
             }
-            out
-        };
-        let chain = locale.map(candidates).unwrap_or_default();
+        }
+        out
+    }
+
+    /// The folders a locale matches, most specific first: "es-MX" then "es".
+    fn folders_for(&self, locale: &str) -> Vec<&str> {
+        let norm = normalize_locale(locale);
+        let mut keys = vec![norm.clone()];
+        if let Some((lang, _)) = norm.split_once('-') {
+            keys.push(lang.to_owned());
+        }
+        let mut out: Vec<&str> = Vec::new();
+        for k in keys {
+            if let Some(d) = self.locale_dirs.get(&k) {
+                if !out.contains(&d.as_str()) {
+                    out.push(d.as_str());
+                }
+            }
+        }
+        out
+    }
+
+    /// The folders to try, most specific first: "es-MX" then "es". A customer with no
+    /// locale, or one we have no folder for, gets the default locale's folder (if any);
+    /// a template found in none of them comes from the base files.
+    fn locale_chain(&self, locale: Option<&str>) -> Vec<&str> {
+        let chain = locale.map(|l| self.folders_for(l)).unwrap_or_default();
         if chain.is_empty() {
-            candidates(&self.default_locale)
+            self.folders_for(&self.default_locale)
         } else {
             chain
         }
     }
 
-    fn resolve_key(&self, name: &str, part: Part, chain: &[&str]) -> String {
-        for loc in chain {
-            if self
-                .overrides
-                .get(&((*loc).to_owned(), name.to_owned()))
-                .is_some_and(|parts| parts.contains(&part))
-            {
-                return template_key(Some(loc), name, part);
+    /// For a page (not an email): the first of the `wanted` locales (most wanted
+    /// first: the one the link carries, then the browser's) that has a folder or is
+    /// the default locale's language, else the default.
+    fn page_choice(&self, wanted: &[String]) -> (Option<String>, String) {
+        let default_lang = format::language_of(&self.default_locale);
+        for w in wanted {
+            let Some(tag) = canonical_locale(w) else {
+                continue;
+            };
+            if let Some(f) = self.folders_for(&tag).first() {
+                return (Some((*f).to_owned()), tag);
+            }
+            if format::language_of(&tag) == default_lang {
+                let scope = self
+                    .folders_for(&self.default_locale)
+                    .first()
+                    .map(|f| (*f).to_owned());
+                return (scope, tag);
             }
         }
-        template_key(None, name, part)
+        let scope = self
+            .folders_for(&self.default_locale)
+            .first()
+            .map(|f| (*f).to_owned());
+        let tag = canonical_locale(&self.default_locale).unwrap_or_else(|| "en".to_owned());
+        (scope, tag)
     }
 
-    fn registry(&self, part: Part) -> &Handlebars<'static> {
-        match part {
-            Part::Html => &self.html,
-            Part::Subject | Part::Text => &self.plain,
+    /// Renders the page partial `name` (HTML, escaped) for a visitor who wants the
+    /// `wanted` locales, most wanted first. None when the template folder has no such
+    /// partial (a folder from before it existed): the caller has a built-in page.
+    pub fn render_page(
+        &self,
+        name: &str,
+        wanted: &[String],
+        vars: &Value,
+    ) -> Option<Result<String, RenderError>> {
+        let (scope_name, locale) = self.page_choice(wanted);
+        let scope = self.scope(&scope_name);
+        scope.partials.get(name)?;
+        let vars = with_render_context(vars, &locale, Utc::now());
+        Some(
+            self.render_key(scope, Part::Html, name, &vars)
+                .map_err(|problem| RenderError::Template {
+                    template: name.to_owned(),
+                    problem,
+                }),
+        )
+    }
+
+    /// Which files, partials and formatting locale an email for a customer of
+    /// `locale` uses. One email is in one language: the parts come from one folder
+    /// (all three, see `load`), the partials from the same language.
+    fn choose(&self, name: &str, locale: Option<&str>) -> Choice {
+        let chain = self.locale_chain(locale);
+        let folder = chain
+            .iter()
+            .find(|d| {
+                self.overrides
+                    .contains_key(&((**d).to_owned(), name.to_owned()))
+            })
+            .map(|d| (*d).to_owned());
+        let (scope, written_in) = match &folder {
+            Some(f) => (chain.first().map(|s| (*s).to_owned()), f.clone()),
+            None => (None, self.default_locale.clone()),
+        };
+        let written_in = canonical_locale(&written_in).unwrap_or_else(|| "en".to_owned());
+        let customer = locale.and_then(canonical_locale);
+        let locale = match customer {
+            Some(c) if format::language_of(&c) == format::language_of(&written_in) => {
+                // The more specific of the two: "es-MX" over "es", but an "es-MX" folder
+                // read by an "es" customer formats as that folder is written.
+                if c.len() >= written_in.len() {
+                    c
+                } else {
+                    written_in
+                }
+            }
+            _ => written_in,
+        };
+        Choice {
+            folder,
+            scope,
+            locale,
         }
     }
 
-    fn render_key(&self, part: Part, key: &str, vars: &Value) -> Result<String, TemplateProblem> {
-        let reg = self.registry(part);
+    fn scope(&self, scope: &Option<String>) -> &Scope {
+        self.scopes
+            .get(scope)
+            .or_else(|| self.scopes.get(&None))
+            .expect("load always builds the base scope")
+    }
+
+    fn render_key(
+        &self,
+        scope: &Scope,
+        part: Part,
+        key: &str,
+        vars: &Value,
+    ) -> Result<String, TemplateProblem> {
+        let reg = scope.registry(part);
         let result = catch_unwind(AssertUnwindSafe(|| reg.render(key, vars)));
         let own_file = || {
             self.files
@@ -525,7 +437,7 @@ impl Templates {
                 let file = e
                     .template_name
                     .as_ref()
-                    .and_then(|n| self.files.get(n))
+                    .and_then(|n| scope.partials.get(n).or_else(|| self.files.get(n)))
                     .cloned()
                     .unwrap_or_else(own_file);
                 let pos = e.line_no.zip(e.column_no);
@@ -542,26 +454,52 @@ impl Templates {
         }
     }
 
-    /// Renders the three parts of `name` for a customer's locale. `vars` is the object of
-    /// SPEC §7 (`customer`, `brand`, `esim`, `event`, `plan` and the class's group).
+    /// Renders the three parts of `name` for a customer's locale, as if sent now.
+    /// `vars` is the object of SPEC §7 (`customer`, `brand`, `esim`, `event`, `plan`,
+    /// `unsubscribe_url` and the class's group).
     pub fn render(
         &self,
         name: &str,
         locale: Option<&str>,
         vars: &Value,
     ) -> Result<Rendered, RenderError> {
+        self.render_at(name, locale, vars, Utc::now())
+    }
+
+    /// [`render`](Self::render) as if sent at `now`: the instant the time helpers
+    /// (`hours_left`, `days_left`) count from. The dispatcher passes the moment it
+    /// sends, so a validity email says how long is actually left then, however long
+    /// the notice waited in the queue; tests pass a fixed instant.
+    pub fn render_at(
+        &self,
+        name: &str,
+        locale: Option<&str>,
+        vars: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered, RenderError> {
         if !self.has(name) {
             return Err(RenderError::UnknownTemplate(name.to_owned()));
         }
-        let vars = tidy_numbers(vars);
-        let chain = self.locale_chain(locale);
+        let choice = self.choose(name, locale);
+        self.render_choice(name, &choice, vars, now)
+            .map_err(|problem| RenderError::Template {
+                template: name.to_owned(),
+                problem,
+            })
+    }
+
+    fn render_choice(
+        &self,
+        name: &str,
+        choice: &Choice,
+        vars: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Rendered, TemplateProblem> {
+        let vars = with_render_context(vars, &choice.locale, now);
+        let scope = self.scope(&choice.scope);
         let part = |p: Part| {
-            let key = self.resolve_key(name, p, &chain);
-            self.render_key(p, &key, &vars)
-                .map_err(|problem| RenderError::Template {
-                    template: name.to_owned(),
-                    problem,
-                })
+            let key = template_key(choice.folder.as_deref(), name, p);
+            self.render_key(scope, p, &key, &vars)
         };
         Ok(Rendered {
             subject: one_line(&part(Part::Subject)?),
@@ -570,22 +508,28 @@ impl Templates {
         })
     }
 
-    /// Every file that can be chosen for (`name`, `part`): the base file and each locale
-    /// override, so `check` covers what any customer could receive.
-    fn variants(&self, name: &str, part: Part) -> Vec<String> {
-        let mut keys = vec![template_key(None, name, part)];
-        for ((loc, n), parts) in &self.overrides {
-            if n == name && parts.contains(&part) {
-                keys.push(template_key(Some(loc), name, part));
+    /// Every way `name` can be rendered: the base files, and for each locale folder
+    /// the files its customers get (its own, or its language folder's) with its
+    /// partials. `check` covers what any customer could receive.
+    fn choices_for(&self, name: &str) -> Vec<Choice> {
+        let mut out = vec![Choice {
+            folder: None,
+            scope: None,
+            locale: canonical_locale(&self.default_locale).unwrap_or_else(|| "en".to_owned()),
+        }];
+        for folder in self.locale_dirs.values() {
+            let c = self.choose(name, Some(folder));
+            if c.folder.is_some() && !out.contains(&c) {
+                out.push(c);
             }
         }
-        keys
+        out
     }
 
-    /// For each (template, class): walks every locale variant of every part (and the
-    /// partials they include) for variables that do not exist for that class, in every
-    /// branch, then renders each with full and with minimal sample data. Strict mode
-    /// alone is not enough: it only sees the branches the sample data happens to take.
+    /// For each (template, class): walks every variant of every part (and the partials
+    /// they include) for variables that do not exist for that class, in every branch,
+    /// then renders each with full and with minimal sample data. Strict mode alone is
+    /// not enough: it only sees the branches the sample data happens to take.
     /// Returns all problems; empty means fine.
     pub fn check(
         &self,
@@ -594,15 +538,6 @@ impl Templates {
     ) -> Vec<TemplateProblem> {
         let mut problems: Vec<TemplateProblem> = Vec::new();
         let mut seen_pairs = BTreeSet::new();
-        let partial_asts: BTreeMap<String, (PathBuf, &Template)> = self
-            .partials
-            .iter()
-            .filter_map(|(n, f)| {
-                self.html
-                    .get_template(n)
-                    .map(|t| (n.clone(), (f.clone(), t)))
-            })
-            .collect();
         let helper_names: BTreeSet<&str> = helpers::BUILTIN_HELPERS
             .iter()
             .chain(helpers::CUSTOM_HELPERS)
@@ -625,9 +560,21 @@ impl Templates {
             }
             let full = sample_vars(*class, true, brand);
             let minimal = sample_vars(*class, false, brand);
-            for part in Part::ALL {
-                for key in self.variants(name, part) {
-                    let Some(tpl) = self.registry(part).get_template(&key) else {
+            for choice in self.choices_for(name) {
+                let scope = self.scope(&choice.scope);
+                let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
+                    .partials
+                    .iter()
+                    .filter_map(|(n, f)| {
+                        scope
+                            .html
+                            .get_template(n)
+                            .map(|t| (n.clone(), (f.clone(), t)))
+                    })
+                    .collect();
+                for part in Part::ALL {
+                    let key = template_key(choice.folder.as_deref(), name, part);
+                    let Some(tpl) = scope.registry(part).get_template(&key) else {
                         continue;
                     };
                     let file = self
@@ -640,7 +587,8 @@ impl Templates {
                     checker.walk_root(tpl, &file);
                     let found = checker.into_problems();
                     for (label, data) in [("full", &full), ("minimal", &minimal)] {
-                        if let Err(mut p) = self.render_key(part, &key, data) {
+                        let data = with_render_context(data, &choice.locale, sample::sample_now());
+                        if let Err(mut p) = self.render_key(scope, part, &key, &data) {
                             let dup = found
                                 .iter()
                                 .chain(problems.iter())
@@ -659,6 +607,7 @@ impl Templates {
             }
         }
 
+        problems.extend(self.check_pages(brand, &helper_names));
         let mut seen = BTreeSet::new();
         problems.retain(|p| seen.insert(p.to_string()));
         problems
@@ -669,24 +618,27 @@ impl Templates {
     /// such as "uses `plan` while the provider API is off".
     pub fn variables_used(&self, name: &str, brand: &BTreeMap<String, String>) -> BTreeSet<String> {
         let mut used = BTreeSet::new();
-        let partial_asts: BTreeMap<String, (PathBuf, &Template)> = self
-            .partials
-            .iter()
-            .filter_map(|(n, f)| {
-                self.html
-                    .get_template(n)
-                    .map(|t| (n.clone(), (f.clone(), t)))
-            })
-            .collect();
         let helper_names: BTreeSet<&str> = helpers::BUILTIN_HELPERS
             .iter()
             .chain(helpers::CUSTOM_HELPERS)
             .copied()
             .collect();
         let root = sample_vars(NoticeClass::Ready, true, brand);
-        for part in Part::ALL {
-            for key in self.variants(name, part) {
-                let Some(tpl) = self.registry(part).get_template(&key) else {
+        for choice in self.choices_for(name) {
+            let scope = self.scope(&choice.scope);
+            let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
+                .partials
+                .iter()
+                .filter_map(|(n, f)| {
+                    scope
+                        .html
+                        .get_template(n)
+                        .map(|t| (n.clone(), (f.clone(), t)))
+                })
+                .collect();
+            for part in Part::ALL {
+                let key = template_key(choice.folder.as_deref(), name, part);
+                let Some(tpl) = scope.registry(part).get_template(&key) else {
                     continue;
                 };
                 let mut checker =
@@ -697,6 +649,76 @@ impl Templates {
         }
         used
     }
+
+    /// The unsubscribe page partial, in every scope that has it, in every state.
+    fn check_pages(
+        &self,
+        brand: &BTreeMap<String, String>,
+        helper_names: &BTreeSet<&str>,
+    ) -> Vec<TemplateProblem> {
+        let mut problems = Vec::new();
+        let full = sample::sample_page_vars("confirm", brand);
+        for (scope_name, scope) in &self.scopes {
+            let Some(file) = scope.partials.get(UNSUBSCRIBE_PAGE) else {
+                continue;
+            };
+            let Some(tpl) = scope.html.get_template(UNSUBSCRIBE_PAGE) else {
+                continue;
+            };
+            let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
+                .partials
+                .iter()
+                .filter_map(|(n, f)| {
+                    scope
+                        .html
+                        .get_template(n)
+                        .map(|t| (n.clone(), (f.clone(), t)))
+                })
+                .collect();
+            let mut checker =
+                check::Checker::new(&full, NoticeClass::Status, &partial_asts, helper_names);
+            checker.walk_root(tpl, file);
+            let found = checker.into_problems();
+            let locale = scope_name
+                .as_deref()
+                .and_then(canonical_locale)
+                .or_else(|| canonical_locale(&self.default_locale))
+                .unwrap_or_else(|| "en".to_owned());
+            for state in sample::PAGE_STATES {
+                let data = with_render_context(
+                    &sample::sample_page_vars(state, brand),
+                    &locale,
+                    sample::sample_now(),
+                );
+                if let Err(mut p) = self.render_key(scope, Part::Html, UNSUBSCRIBE_PAGE, &data) {
+                    if !found.iter().any(|q| q.file == p.file && q.line == p.line) {
+                        p.message = format!(
+                            "{} (rendering the {state} page with sample data)",
+                            p.message
+                        );
+                        problems.push(p);
+                    }
+                }
+            }
+            problems.extend(found);
+        }
+        problems
+    }
+}
+
+/// The variables plus [`RENDER_KEY`], with whole floats made integers.
+fn with_render_context(vars: &Value, locale: &str, now: DateTime<Utc>) -> Value {
+    let mut v = tidy_numbers(vars);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            RENDER_KEY.to_owned(),
+            serde_json::json!({
+                "locale": locale,
+                "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }),
+        );
+    }
+    v
 }
 
 fn render_reason(e: &handlebars::RenderError) -> String {

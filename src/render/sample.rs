@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
 use super::NoticeClass;
@@ -11,6 +12,11 @@ use super::NoticeClass;
 pub const STANDARD_BRAND_KEYS: &[(&str, &str)] = &[
     ("name", "Example eSIM"),
     ("support_email", "support@example.com"),
+    ("support_url", "https://example.com/help"),
+    (
+        "address",
+        "Example eSIM Ltd, 1 Sample Street, 08001 Barcelona, Spain",
+    ),
     ("website", "https://example.com"),
     ("topup_url", "https://example.com/topup"),
 ];
@@ -18,6 +24,10 @@ pub const STANDARD_BRAND_KEYS: &[(&str, &str)] = &[
 /// Builds the `brand` object from the `[brand]` table: every configured key, plus the
 /// standard keys as null when unset, so `{{#if brand.topup_url}}` is never an unknown
 /// variable. Use the same function for real renders and for samples so both agree.
+///
+/// One key is derived: `contact_url`, where a customer's "Contact us" button leads:
+/// `support_url`, else a `mailto:` of `support_email`, else null (a `contact_url` of
+/// the operator's own wins).
 pub fn brand_vars(brand: &BTreeMap<String, String>, fill_examples: bool) -> Value {
     let mut m = Map::new();
     for (k, example) in STANDARD_BRAND_KEYS {
@@ -31,7 +41,30 @@ pub fn brand_vars(brand: &BTreeMap<String, String>, fill_examples: bool) -> Valu
     for (k, v) in brand {
         m.insert(k.clone(), Value::String(v.clone()));
     }
+    let set = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let contact =
+        set("support_url").or_else(|| set("support_email").map(|e| format!("mailto:{e}")));
+    if set("contact_url").is_none() {
+        m.insert(
+            "contact_url".into(),
+            contact.map_or(Value::Null, Value::String),
+        );
+    }
     Value::Object(m)
+}
+
+/// The sending instant `check` and the preview render with: 37 hours before the
+/// sample plan ends, so the validity email shows its "hours left" wording.
+pub fn sample_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 23, 4, 13, 0)
+        .single()
+        .expect("a valid instant")
 }
 
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -54,6 +87,12 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
         }),
     );
     root.insert("brand".into(), brand_vars(brand, full));
+    root.insert(
+        "unsubscribe_url".into(),
+        opt(json!(
+            "https://notify.example.com/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"
+        )),
+    );
     root.insert(
         "esim".into(),
         json!({
@@ -129,6 +168,9 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
             );
         }
         NoticeClass::Ready => {
+            // appleUrl/androidUrl: the platforms' one-tap links with the URL-encoded
+            // activation code (SPEC §7); qrImage: the inline QR code's cid: URL.
+            let card = "LPA%3A1%24rsp.example.net%24A1B2-C3D4-E5F6";
             root.insert(
                 "install".into(),
                 json!({
@@ -138,13 +180,47 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
                     "smdpAddress": opt(json!("rsp.example.net")),
                     "matchingId": opt(json!("A1B2-C3D4-E5F6")),
                     "apn": opt(json!("internet")),
-                    // Derived from `ac`, so present whenever it is.
-                    "appleUrl": "https://esimsetup.apple.com/esim_qrcode_provisioning?carddata=LPA%3A1%24rsp.example.net%24A1B2-C3D4-E5F6",
-                    "androidUrl": "https://esimsetup.android.com/esim_qrcode_provisioning?carddata=LPA%3A1%24rsp.example.net%24A1B2-C3D4-E5F6",
-                    "qrImage": "cid:esim-qr-sample@esim-notify",
+                    "appleUrl": opt(json!(format!("https://esimsetup.apple.com/esim_qrcode_provisioning?carddata={card}"))),
+                    "androidUrl": opt(json!(format!("https://esimsetup.android.com/esim_qrcode_provisioning?carddata={card}"))),
+                    "qrImage": opt(json!("cid:esim-qr@esim-notify")),
                 }),
             );
         }
     }
     Value::Object(root)
+}
+
+/// What the unsubscribe page can say: asking to confirm, done, and why it cannot.
+pub const PAGE_STATES: &[&str] = &[
+    "confirm",
+    "done",
+    "invalid",
+    "incomplete",
+    "retry",
+    "disabled",
+];
+
+/// The variables of the unsubscribe page: `brand` and `page` {state, email, action};
+/// `email` and `action` (the form's target) are null unless given ("confirm").
+pub fn page_vars(
+    state: &str,
+    email: Option<&str>,
+    action: Option<&str>,
+    brand: &BTreeMap<String, String>,
+) -> Value {
+    json!({
+        "brand": brand_vars(brand, false),
+        "page": {"state": state, "email": email, "action": action},
+    })
+}
+
+/// [`page_vars`] as `check` renders each state.
+pub fn sample_page_vars(state: &str, brand: &BTreeMap<String, String>) -> Value {
+    let confirm = state == "confirm";
+    page_vars(
+        state,
+        confirm.then_some("jane.doe@example.com"),
+        confirm.then_some("/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"),
+        brand,
+    )
 }

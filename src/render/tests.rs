@@ -1,6 +1,7 @@
 use super::*;
 use serde_json::json;
 use std::fs;
+use std::path::Path;
 
 fn shipped() -> Templates {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
@@ -173,12 +174,27 @@ fn inline_partials_are_known() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// A locale folder with all three parts of `t`: `subject` is its subject.
+fn translate(dir: &Path, locale: &str, subject: &str) {
+    write(dir, &format!("{locale}/t.subject.hbs"), subject);
+    write(
+        dir,
+        &format!("{locale}/t.txt.hbs"),
+        &format!("{subject} {{{{customer.name}}}}"),
+    );
+    write(
+        dir,
+        &format!("{locale}/t.html.hbs"),
+        &format!("{{{{#> layout}}}}<p>{subject}</p>{{{{/layout}}}}"),
+    );
+}
+
 #[test]
 fn locale_chain_falls_back_by_language_then_default() {
     let d = tiny();
-    write(d.path(), "es/t.subject.hbs", "Hola");
-    write(d.path(), "pt-BR/t.subject.hbs", "Olá");
-    write(d.path(), "en/t.subject.hbs", "Hello");
+    translate(d.path(), "es", "Hola");
+    translate(d.path(), "pt-BR", "Olá");
+    translate(d.path(), "en", "Hello");
     let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
     let vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
     let subj = |l: Option<&str>| t.render("t", l, &vars).unwrap().subject;
@@ -191,42 +207,212 @@ fn locale_chain_falls_back_by_language_then_default() {
 }
 
 #[test]
+fn the_email_locale_is_the_customers_when_it_is_the_emails_language() {
+    let d = tiny();
+    translate(d.path(), "es", "Hola");
+    write(d.path(), "t.subject.hbs", "{{lang}} {{bytes usage.remain}}");
+    translate(d.path(), "fr", "{{lang}} {{bytes usage.remain}}");
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
+    let c = |l: Option<&str>| t.choose("t", l);
+    // es-MX reads the `es` files with Mexican numbers; es with Spanish ones.
+    assert_eq!(c(Some("es-MX")).folder.as_deref(), Some("es"));
+    assert_eq!(c(Some("es-MX")).locale, "es-MX");
+    assert_eq!(c(Some("es")).locale, "es");
+    // A language without a folder reads the base files, formatted as they are written.
+    assert_eq!(c(Some("it")).folder, None);
+    assert_eq!(c(Some("it")).locale, "en");
+    assert_eq!(c(Some("en-GB")).locale, "en-GB");
+    assert_eq!(c(None).locale, "en");
+    let mut vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
+    vars["usage"]["remain"] = serde_json::json!(5351505742u64);
+    let subj = |l: Option<&str>| t.render("t", l, &vars).unwrap().subject;
+    assert_eq!(subj(Some("fr-CA")), "fr-CA 4,98 GB");
+    assert_eq!(subj(Some("it")), "en 4.98 GB");
+    assert_eq!(subj(Some("de")), "en 4.98 GB");
+}
+
+#[test]
+fn a_half_translated_template_is_a_load_problem_naming_the_files() {
+    let d = tiny();
+    write(d.path(), "es/t.subject.hbs", "Hola");
+    write(d.path(), "es/t.html.hbs", "{{#> layout}}Hola{{/layout}}");
+    let problems = Templates::load(d.path(), "en", chrono_tz::UTC)
+        .err()
+        .expect("must fail");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].file, d.path().join("es/t.txt.hbs"));
+    let msg = &problems[0].message;
+    assert!(msg.contains("half-translated"), "{msg}");
+    assert!(msg.contains("es/t.subject.hbs and es/t.html.hbs"), "{msg}");
+    assert!(msg.contains("no txt part"), "{msg}");
+}
+
+#[test]
+fn a_locale_needs_every_partial_with_words_but_shares_markup_only_ones() {
+    let d = tiny();
+    write(
+        d.path(),
+        "partials/footer.hbs",
+        "Questions? {{brand.support_email}}",
+    );
+    write(
+        d.path(),
+        "t.html.hbs",
+        "{{#> layout}}<p>{{customer.name}}</p>{{> footer}}{{/layout}}\n",
+    );
+    for (locale, hello) in [("es", "Hola"), ("es-MX", "Qué onda")] {
+        translate(d.path(), locale, hello);
+        write(
+            d.path(),
+            &format!("{locale}/t.html.hbs"),
+            &format!("{{{{#> layout}}}}<p>{hello}</p>{{{{> footer}}}}{{{{/layout}}}}"),
+        );
+    }
+    let problems = Templates::load(d.path(), "en", chrono_tz::UTC)
+        .err()
+        .expect("must fail");
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    // layout.hbs is markup only; footer.hbs has words. es-MX would inherit es's.
+    assert_eq!(problems.len(), 2, "{text:#?}");
+    for p in &problems {
+        assert!(p.message.contains("missing partial"), "{text:#?}");
+    }
+    assert!(problems
+        .iter()
+        .any(|p| p.file == d.path().join("es/partials/footer.hbs")));
+    assert!(problems
+        .iter()
+        .any(|p| p.file == d.path().join("es-MX/partials/footer.hbs")));
+
+    write(
+        d.path(),
+        "es/partials/footer.hbs",
+        "¿Preguntas? {{brand.support_email}}",
+    );
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).expect("es-MX inherits es's footer");
+    let vars = sample_vars(NoticeClass::Status, true, &BTreeMap::new());
+    let html = |l: Option<&str>| t.render("t", l, &vars).unwrap().html;
+    assert!(html(Some("es-MX")).contains("¿Preguntas?"));
+    assert!(html(Some("es")).contains("¿Preguntas?"));
+    assert!(html(Some("it")).contains("Questions?"));
+    assert!(!html(Some("it")).contains("¿"));
+    assert!(t
+        .check(&[("t".to_owned(), NoticeClass::Status)], &BTreeMap::new())
+        .is_empty());
+}
+
+#[test]
+fn a_locale_partial_is_checked_with_the_templates_that_use_it() {
+    let d = tiny();
+    translate(d.path(), "es", "Hola");
+    write(
+        d.path(),
+        "es/partials/layout.hbs",
+        "<body>{{> @partial-block}}\n{{brand.telefono}}</body>",
+    );
+    let problems = check_one(d.path(), "t", NoticeClass::Status);
+    assert!(!problems.is_empty());
+    let s = problems[0].to_string();
+    assert!(
+        s.contains("es/partials/layout.hbs:2:1: unknown variable `brand.telefono`"),
+        "{s}"
+    );
+}
+
+#[test]
 fn orphan_locale_file_and_stray_hbs_are_load_problems() {
     let d = tiny();
     write(d.path(), "es/data_usge.subject.hbs", "x");
     write(d.path(), "t.text.hbs", "x");
+    write(d.path(), "not a locale/t.subject.hbs", "x");
     let problems = Templates::load(d.path(), "en", chrono_tz::UTC)
         .err()
         .unwrap();
-    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_eq!(problems.len(), 3, "{problems:#?}");
 }
 
 #[test]
-fn shipped_previews_read_well() {
-    // Not an assertion-heavy test: prints what a customer gets, for `--nocapture` review.
+fn every_shipped_template_renders_in_every_shipped_language() {
     let t = shipped();
+    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
     for (name, class) in [
         ("data_usage", NoticeClass::Data),
         ("validity_usage", NoticeClass::Validity),
+        ("esim_activated", NoticeClass::Status),
         ("esim_used_up", NoticeClass::Status),
+        ("esim_expired", NoticeClass::Status),
+        ("esim_expired_unused", NoticeClass::Status),
+        ("esim_cancelled", NoticeClass::Status),
+        ("esim_revoked", NoticeClass::Status),
         ("esim_ready", NoticeClass::Ready),
     ] {
-        for full in [true, false] {
-            let r = t
-                .render(name, None, &sample_vars(class, full, &BTreeMap::new()))
-                .unwrap();
-            println!(
-                "=== {name} full={full}\nSubject: {}\n{}\n",
-                r.subject, r.text
-            );
+        for locale in ["en", "es", "fr", "de", "pt"] {
+            for full in [true, false] {
+                let r = t
+                    .render_at(
+                        name,
+                        Some(locale),
+                        &sample_vars(class, full, &BTreeMap::new()),
+                        sample_now(),
+                    )
+                    .unwrap_or_else(|e| panic!("{name} {locale} full={full}: {e}"));
+                assert!(
+                    r.html.contains(&format!("<html lang=\"{locale}\">")),
+                    "{name} {locale}"
+                );
+                assert!(
+                    !r.subject.is_empty() && !r.text.trim().is_empty(),
+                    "{name} {locale}"
+                );
+            }
         }
     }
-    let es = t
-        .render(
-            "data_usage",
-            Some("es"),
-            &sample_vars(NoticeClass::Data, true, &BTreeMap::new()),
-        )
-        .unwrap();
-    println!("=== es\nSubject: {}\n{}\n{}", es.subject, es.text, es.html);
+}
+
+#[test]
+fn the_unsubscribe_page_is_checked_in_every_locale_and_state() {
+    let d = tiny();
+    write(
+        d.path(),
+        "partials/unsubscribe_page.hbs",
+        "<html lang=\"{{lang}}\">{{#if (eq page.state \"confirm\")}}Stop {{page.email}}?{{/if}}</html>",
+    );
+    translate(d.path(), "es", "Hola");
+    write(
+        d.path(),
+        "es/partials/unsubscribe_page.hbs",
+        "<html>{{#if (eq page.state \"done\")}}Hecho {{page.correo}}{{/if}}</html>",
+    );
+    let problems = check_one(d.path(), "t", NoticeClass::Status);
+    let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(problems.len(), 1, "{text:#?}");
+    assert!(
+        text[0].contains("es/partials/unsubscribe_page.hbs:1:")
+            && text[0].contains("`page.correo`"),
+        "{text:#?}"
+    );
+
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
+    let vars = page_vars(
+        "confirm",
+        Some("ana@example.com"),
+        Some("/unsubscribe?t=x"),
+        &BTreeMap::new(),
+    );
+    let page = |wanted: &[&str]| {
+        let wanted: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        t.render_page(UNSUBSCRIBE_PAGE, &wanted, &vars)
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(
+        page(&["it", "en-GB"]),
+        "<html lang=\"en-GB\">Stop ana@example.com?</html>"
+    );
+    assert_eq!(page(&[]), "<html lang=\"en\">Stop ana@example.com?</html>");
+    assert_eq!(
+        page(&["es-AR"]),
+        "<html></html>",
+        "the es page, which says nothing on confirm"
+    );
 }

@@ -553,7 +553,7 @@ async fn preview_renders_every_mapped_template_for_a_browser() {
         .starts_with("text/html"));
     let page = r.text().await.unwrap();
     for needle in [
-        "Less than 10% of your data left",
+        "10% or less of your data left",
         "esim_expired",
         "esim_activated",
         "validity_usage",

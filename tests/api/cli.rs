@@ -908,5 +908,5 @@ fn the_shipped_webhook_samples_render() {
     );
     env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
         .code(0)
-        .says("Subject: Less than 10% of your data left");
+        .says("Subject: 10% or less of your data left");
 }

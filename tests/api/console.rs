@@ -75,6 +75,7 @@ async fn render_endpoint_renders_the_sample_and_edited_variables() {
         true,
         &Default::default(),
     );
+    vars["usage"]["threshold"] = json!(0.2);
     vars["usage"]["thresholdPercent"] = json!(20);
     vars["customer"]["name"] = json!("Zoë Operator");
     let (s, edited) = render(
@@ -181,14 +182,18 @@ async fn a_template_broken_on_disk_shows_its_file_line_and_column() {
     // A good edit shows before any reload; the sender still has the old one
     // (reloading is tested in operations.rs: the reload metric is
     // process-wide, so only that test reloads).
-    std::fs::write(&subject, original.replace("Less than", "Under")).unwrap();
+    std::fs::write(
+        &subject,
+        original.replace(" or less of your data left", " left, or less"),
+    )
+    .unwrap();
     let (_, v) = render(&app, json!({"template": "data_usage"})).await;
-    assert!(v["subject"].as_str().unwrap().starts_with("Under"), "{v}");
+    assert_eq!(v["subject"], "10% left, or less", "{v}");
     assert_eq!(v["sender"], "differs", "{v}");
     assert!(v["sender_subject"]
         .as_str()
         .unwrap()
-        .starts_with("Less than"));
+        .starts_with("10% or less"));
     app.stop().await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +215,7 @@ async fn the_preview_page_lists_every_template_and_locale_with_its_subject() {
             "{name} in es is listed"
         );
     }
-    assert!(html.contains("Less than 10% of your data left"));
+    assert!(html.contains("10% or less of your data left"));
     assert!(!html.contains("cannot render"), "{html}");
     // The frame is its own document, from this listener.
     let frame = html
@@ -633,6 +638,7 @@ async fn send_me_this_one_sends_the_rendered_sample_marked_as_a_test() {
         true,
         &Default::default(),
     );
+    vars["usage"]["threshold"] = json!(0.2);
     vars["usage"]["thresholdPercent"] = json!(20);
     let r = app
         .http

@@ -116,6 +116,21 @@ pub fn links(html: &str, attr: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of an HTML part without its tags.
+pub fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The text of a QR code in a PNG, read from its pixels.
 pub fn decode_qr(png_bytes: &[u8]) -> String {
     let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
@@ -225,7 +240,9 @@ pub fn check_install_email(raw: &str, ac: &str) -> String {
     // Manual entry: the code split into its address and matching ID.
     let (_, rest) = ac.split_once("LPA:1$").unwrap();
     let (address, matching) = rest.split_once('$').unwrap();
-    for body in [&html_body, &text_body] {
+    // The HTML's words, without its tags (a value may sit in a <strong>).
+    let html_words = strip_tags(&html_body);
+    for body in [&html_words, &text_body] {
         assert!(
             body.contains(&format!("SM-DP+ address: {address}")),
             "{body}"

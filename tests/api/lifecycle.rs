@@ -123,7 +123,7 @@ fn quick_start_leaves_an_eml_and_logs_mask_addresses() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        eml.contains("Subject: Less than 10% of your data left"),
+        eml.contains("Subject: 10% or less of your data left"),
         "{eml}"
     );
     assert!(eml.contains("ana.lopez@example.com"));

@@ -16,6 +16,7 @@ mod durability;
 mod install_email;
 mod intake_props;
 mod lifecycle;
+mod locales;
 mod mailer;
 mod metrics;
 mod notices;

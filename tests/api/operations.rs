@@ -69,7 +69,7 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
     );
     assert!(preview(&app)
         .await
-        .contains("Less than 10% of your data left"));
+        .contains("10% or less of your data left"));
 
     // A good edit is swapped in without a restart.
     std::fs::write(

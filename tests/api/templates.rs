@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use esim_notify::render::{sample_vars, NoticeClass, RenderError, TemplateProblem, Templates};
+use esim_notify::render::{
+    sample_now, sample_vars, NoticeClass, RenderError, TemplateProblem, Templates,
+};
 use serde_json::{json, Value};
 
 fn shipped_dir() -> PathBuf {
@@ -33,6 +35,7 @@ fn shipped_set() -> Vec<(String, NoticeClass)> {
         "esim_activated",
         "esim_used_up",
         "esim_expired",
+        "esim_expired_unused",
         "esim_cancelled",
         "esim_revoked",
     ] {
@@ -87,7 +90,7 @@ fn shipped_set_loads_and_checks_clean() {
     let mut expected: Vec<String> = shipped_set().into_iter().map(|(n, _)| n).collect();
     expected.sort();
     assert_eq!(names, expected);
-    assert_eq!(t.locales(), vec!["es".to_owned()]);
+    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
     let problems = t.check(&shipped_set(), &brand());
     assert!(problems.is_empty(), "{}", joined(&problems));
     // And with an empty [brand] table: standard keys are null, templates must cope.
@@ -99,7 +102,7 @@ fn shipped_set_loads_and_checks_clean() {
 fn minimal_sample_renders_every_shipped_template() {
     let t = load(&shipped_dir());
     for (name, class) in shipped_set() {
-        for locale in [None, Some("es"), Some("fr")] {
+        for locale in [None, Some("es"), Some("fr"), Some("de"), Some("pt-BR")] {
             for full in [true, false] {
                 let vars = sample_vars(class, full, &brand());
                 let r = t
@@ -121,24 +124,58 @@ fn status_subjects_state_the_status_in_words() {
         ("esim_activated", "Your eSIM is active"),
         ("esim_used_up", "You have used all your data"),
         ("esim_expired", "Your eSIM has expired"),
+        (
+            "esim_expired_unused",
+            "Your eSIM expired before it was used",
+        ),
         ("esim_cancelled", "Your eSIM has been cancelled"),
         ("esim_revoked", "Your eSIM has been revoked"),
     ] {
         assert_eq!(t.render(name, None, &vars).unwrap().subject, subject);
     }
-    let ready = t
-        .render(
-            "esim_ready",
-            None,
-            &sample_vars(NoticeClass::Ready, true, &brand()),
-        )
-        .unwrap();
-    assert_eq!(ready.subject, "Your eSIM is ready to install");
-    assert!(ready
-        .html
-        .contains("<img src=\"https://p.qrsim.net/a1b2c3d4e5f6.png\""));
-    assert!(ready.text.contains("LPA:1$rsp.example.net$A1B2-C3D4-E5F6"));
-    assert!(ready.html.contains("https://p.qrsim.net/a1b2c3d4e5f6"));
+}
+
+#[test]
+fn the_install_email_has_every_way_to_install_in_every_language() {
+    let t = load(&shipped_dir());
+    let vars = sample_vars(NoticeClass::Ready, true, &brand());
+    for locale in ["en", "es", "fr", "de", "pt"] {
+        let ready = t.render("esim_ready", Some(locale), &vars).unwrap();
+        let (h, x) = (&ready.html, &ready.text);
+        assert!(
+            h.contains("<img src=\"cid:esim-qr@esim-notify\""),
+            "{locale}: the inline QR code"
+        );
+        for url in [
+            "https://esimsetup.apple.com/esim_qrcode_provisioning?carddata",
+            "https://esimsetup.android.com/esim_qrcode_provisioning?carddata",
+        ] {
+            assert!(h.contains(url), "{locale}: one-tap link {url}");
+            assert!(x.contains(url), "{locale}: one-tap link {url} in the text");
+        }
+        for both in [
+            "rsp.example.net",
+            "A1B2-C3D4-E5F6",
+            "LPA:1$rsp.example.net$A1B2-C3D4-E5F6",
+            "internet",
+            "https://p.qrsim.net/a1b2c3d4e5f6",
+            "https://p.qrsim.net/a1b2c3d4e5f6.png",
+            "iOS 17.4",
+            "Android",
+            "iPhone",
+            "Europe 5GB 30 Days",
+            "5 GB · 30 ",
+        ] {
+            assert!(h.contains(both), "{locale}: {both} in the HTML");
+            assert!(x.contains(both), "{locale}: {both} in the text");
+        }
+    }
+    // Without the optional fields (only the activation code is certain) it still reads.
+    let minimal = sample_vars(NoticeClass::Ready, false, &brand());
+    let r = t.render("esim_ready", Some("es"), &minimal).unwrap();
+    assert!(r.text.contains("LPA:1$rsp.example.net$A1B2-C3D4-E5F6"));
+    assert!(!r.html.contains("<img"));
+    assert!(!r.text.contains("iPhone (iOS"));
 }
 
 #[test]
@@ -148,7 +185,7 @@ fn data_subject_contains_threshold_percentage() {
     vars["usage"]["threshold"] = json!(0.1);
     vars["usage"]["thresholdPercent"] = json!(10.0);
     let r = t.render("data_usage", None, &vars).unwrap();
-    assert_eq!(r.subject, "Less than 10% of your data left");
+    assert_eq!(r.subject, "10% or less of your data left");
     assert!(r.text.contains("https://example.com/topup"));
     assert!(r.text.contains("support@example.com"));
     assert!(r.text.contains("89852240400012345678"));
@@ -162,17 +199,43 @@ fn data_subject_contains_threshold_percentage() {
 }
 
 #[test]
-fn validity_subject_states_time_left_and_body_the_local_expiry() {
+fn validity_subject_states_time_left_at_sending_and_body_the_local_expiry() {
     let t = load(&shipped_dir());
     let mut vars = sample_vars(NoticeClass::Validity, true, &brand());
-    let r = t.render("validity_usage", None, &vars).unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan expires in 1 day");
-    assert!(r.text.contains("24 April 2026, 19:13 CEST"), "{}", r.text);
-    vars["validity"]["remain"] = json!(3);
+    // The sample plan ends 2026-04-24T17:13Z; sample_now() is 37 hours before.
+    let r = t
+        .render_at("validity_usage", None, &vars, sample_now())
+        .unwrap();
+    assert_eq!(r.subject, "Your Example eSIM plan ends in 37 hours");
+    assert!(
+        r.text.contains("Friday, April 24, 2026 at 7:13"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("GMT+2"), "Berlin in summer: {}", r.text);
     vars["customer"]["timezone"] = Value::Null;
-    let r = t.render("validity_usage", None, &vars).unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan expires in 3 days");
-    assert!(r.text.contains("24 April 2026, 17:13 UTC"), "{}", r.text);
+    let at =
+        |h: i64, m: i64| sample_now() + chrono::Duration::hours(h) + chrono::Duration::minutes(m);
+    let r = t
+        .render_at("validity_usage", None, &vars, at(36, 30))
+        .unwrap();
+    assert_eq!(
+        r.subject,
+        "Your Example eSIM plan ends in less than an hour"
+    );
+    assert!(r.text.contains("5:13"), "UTC: {}", r.text);
+    let r = t
+        .render_at("validity_usage", None, &vars, at(36, 0))
+        .unwrap();
+    assert_eq!(r.subject, "Your Example eSIM plan ends in 1 hour");
+    let r = t
+        .render_at("validity_usage", None, &vars, at(-11, 0))
+        .unwrap();
+    assert_eq!(r.subject, "Your Example eSIM plan ends in 2 days");
+    let r = t
+        .render_at("validity_usage", None, &vars, at(-72, 0))
+        .unwrap();
+    assert_eq!(r.subject, "Your Example eSIM plan ends in 4 days");
 }
 
 #[test]
@@ -196,12 +259,14 @@ fn html_is_escaped_only_in_the_html_part() {
         r.html
     );
 
-    // Same through the shipped templates and the layout partial.
+    // Same through the shipped templates and the layout partial, in every language.
     let t = load(&shipped_dir());
-    let r = t.render("esim_activated", None, &vars).unwrap();
-    assert!(r.text.contains(evil));
-    assert!(!r.html.contains("<script>"));
-    assert!(r.html.contains("&amp; Co"));
+    for locale in ["en", "es", "fr", "de", "pt"] {
+        let r = t.render("esim_activated", Some(locale), &vars).unwrap();
+        assert!(r.text.contains(evil));
+        assert!(!r.html.contains("<script>"));
+        assert!(r.html.contains("&amp; Co"));
+    }
 }
 
 #[test]
@@ -222,21 +287,62 @@ fn subject_is_trimmed_to_one_line() {
 }
 
 #[test]
-fn locale_override_of_one_part_falls_back_to_base_for_the_others() {
+fn a_locale_gets_every_part_in_its_language_and_falls_back_by_language() {
     let t = load(&shipped_dir());
     let vars = sample_vars(NoticeClass::Data, true, &brand());
     let es = t.render("data_usage", Some("es-MX"), &vars).unwrap();
     let en = t.render("data_usage", None, &vars).unwrap();
-    assert_eq!(es.subject, "Te queda menos del 10% de tus datos");
-    assert!(es.text.starts_with("Hola Jane Doe"));
-    assert_eq!(es.html, en.html, "no es/data_usage.html.hbs: base HTML");
-    assert!(en.text.starts_with("Hello Jane Doe"));
-    let other = t.render(
-        "esim_expired",
-        Some("es"),
-        &sample_vars(NoticeClass::Status, true, &brand()),
+    // Mexican Spanish writes "10%" and a decimal point; Spain "10 %" and a comma.
+    assert_eq!(es.subject, "Te queda el 10% o menos de tus datos");
+    assert!(es.text.starts_with("Hola, Jane Doe:"), "{}", es.text);
+    assert!(es.html.contains("<html lang=\"es-MX\">"));
+    assert!(
+        es.html.contains("Te quedan <strong>510.46 MB</strong>"),
+        "{}",
+        es.html
     );
-    assert_eq!(other.unwrap().subject, "Your eSIM has expired");
+    assert!(en.text.starts_with("Hi Jane Doe,"));
+    let es = t.render("data_usage", Some("es"), &vars).unwrap();
+    assert_eq!(es.subject, "Te queda el 10\u{a0}% o menos de tus datos");
+    assert!(
+        es.html.contains("Te quedan <strong>510,46 MB</strong>"),
+        "{}",
+        es.html
+    );
+    assert!(
+        es.html.contains("¿Tienes alguna pregunta?"),
+        "the Spanish footer"
+    );
+    assert!(!es.html.contains("Questions?"));
+    let it = t.render("data_usage", Some("it"), &vars).unwrap();
+    assert_eq!(it.subject, en.subject, "no `it` folder: the base files");
+}
+
+#[test]
+fn a_locale_folder_with_only_a_subject_fails_naming_the_files() {
+    let d = copy_of_shipped();
+    write(
+        d.path(),
+        "it/data_usage.subject.hbs",
+        "Ti resta il {{percent usage.threshold}} dei dati",
+    );
+    let problems = Templates::load(d.path(), "en", chrono_tz::UTC)
+        .err()
+        .expect("must fail");
+    let all = joined(&problems);
+    for missing in [
+        "it/data_usage.txt.hbs",
+        "it/data_usage.html.hbs",
+        "it/partials/footer.hbs",
+        "it/partials/footer_text.hbs",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.file == d.path().join(missing)),
+            "{missing}: {all}"
+        );
+    }
+    assert!(all.contains("half-translated"), "{all}");
+    assert!(all.contains("it/data_usage.subject.hbs"), "{all}");
 }
 
 #[test]

@@ -124,7 +124,9 @@ impl Disk {
             vars: None,
         };
         let vars = vars_for(&req, class, brand).ok()?;
-        t.render(name, Some(locale), &vars).ok().map(|r| r.subject)
+        t.render_at(name, Some(locale), &vars, crate::render::sample_now())
+            .ok()
+            .map(|r| r.subject)
     }
 
     /// Every problem `check` (and reload) would report for the whole folder.
@@ -298,14 +300,17 @@ pub fn render(
                     .iter()
                     .map(Problem::from),
             );
-            match t.render(name, Some(locale), &vars) {
+            match t.render_at(name, Some(locale), &vars, crate::render::sample_now()) {
                 Ok(r) => rendered = Some(r),
                 Err(e) => problems.insert(0, Problem::of_render(&e)),
             }
         }
         Ok(_) => {}
     }
-    let by_sender = live.templates.render(name, Some(locale), &vars).ok();
+    let by_sender = live
+        .templates
+        .render_at(name, Some(locale), &vars, crate::render::sample_now())
+        .ok();
     let sender = match (&by_sender, &rendered) {
         (Some(l), Some(r)) if l == r => "same",
         (Some(_), _) => "differs",
