@@ -354,6 +354,8 @@ async fn editing_the_sample_changes_the_subject(c: &Client, base: &str) {
     let vars = c.find(Locator::Css("#vars")).await.unwrap();
     let mut sample: Value =
         serde_json::from_str(&vars.prop("value").await.unwrap().unwrap()).unwrap();
+    // The data subject states the threshold crossed (`usage.threshold`).
+    sample["usage"]["threshold"] = json!(0.25);
     sample["usage"]["thresholdPercent"] = json!(25);
     // Typed as an operator would (the textarea's input events re-render).
     vars.clear().await.unwrap();
