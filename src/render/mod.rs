@@ -152,6 +152,18 @@ struct Scope {
 }
 
 impl Scope {
+    /// Each partial's file and syntax tree, for `check`'s walk into `{{> partial}}`.
+    fn partial_asts(&self) -> BTreeMap<String, (PathBuf, &Template)> {
+        self.partials
+            .iter()
+            .filter_map(|(n, f)| {
+                self.html
+                    .get_template(n)
+                    .map(|t| (n.clone(), (f.clone(), t)))
+            })
+            .collect()
+    }
+
     fn registry(&self, part: Part) -> &Handlebars<'static> {
         match part {
             Part::Html => &self.html,
@@ -562,16 +574,7 @@ impl Templates {
             let minimal = sample_vars(*class, false, brand);
             for choice in self.choices_for(name) {
                 let scope = self.scope(&choice.scope);
-                let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
-                    .partials
-                    .iter()
-                    .filter_map(|(n, f)| {
-                        scope
-                            .html
-                            .get_template(n)
-                            .map(|t| (n.clone(), (f.clone(), t)))
-                    })
-                    .collect();
+                let partial_asts = scope.partial_asts();
                 for part in Part::ALL {
                     let key = template_key(choice.folder.as_deref(), name, part);
                     let Some(tpl) = scope.registry(part).get_template(&key) else {
@@ -626,16 +629,7 @@ impl Templates {
         let root = sample_vars(NoticeClass::Ready, true, brand);
         for choice in self.choices_for(name) {
             let scope = self.scope(&choice.scope);
-            let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
-                .partials
-                .iter()
-                .filter_map(|(n, f)| {
-                    scope
-                        .html
-                        .get_template(n)
-                        .map(|t| (n.clone(), (f.clone(), t)))
-                })
-                .collect();
+            let partial_asts = scope.partial_asts();
             for part in Part::ALL {
                 let key = template_key(choice.folder.as_deref(), name, part);
                 let Some(tpl) = scope.registry(part).get_template(&key) else {
@@ -665,16 +659,7 @@ impl Templates {
             let Some(tpl) = scope.html.get_template(UNSUBSCRIBE_PAGE) else {
                 continue;
             };
-            let partial_asts: BTreeMap<String, (PathBuf, &Template)> = scope
-                .partials
-                .iter()
-                .filter_map(|(n, f)| {
-                    scope
-                        .html
-                        .get_template(n)
-                        .map(|t| (n.clone(), (f.clone(), t)))
-                })
-                .collect();
+            let partial_asts = scope.partial_asts();
             let mut checker =
                 check::Checker::new(&full, NoticeClass::Status, &partial_asts, helper_names);
             checker.walk_root(tpl, file);

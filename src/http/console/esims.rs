@@ -40,18 +40,7 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let q = q.trim().to_string();
     let state = app.clone();
     let query = q.clone();
-    let built = web::block(move || search(&state, &query)).await;
-    let (status, data) = match built {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": format!("the store cannot answer: {e}")}),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": e.to_string()}),
-        ),
-    };
+    let (status, data) = super::page::read_blocking(move || search(&state, &query)).await;
     let mut data = data;
     data["q"] = json!(q);
     for key in ["error", "esim", "choices", "bound_only"] {

@@ -55,6 +55,26 @@ pub enum Nav {
 
 /// Renders `view` inside the layout. `data` is the page's own object; the
 /// layout adds `nav` and `sending`.
+/// Runs a page's store reads off the async threads. A store that cannot
+/// answer (or a read that failed to run) is the page's 503 with the reason,
+/// shown in place of the page's data.
+pub async fn read_blocking<F>(read: F) -> (StatusCode, Value)
+where
+    F: FnOnce() -> Result<(StatusCode, Value), crate::store::StoreError> + Send + 'static,
+{
+    match actix_web::web::block(read).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("the store cannot answer: {e}")}),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+    }
+}
+
 pub fn render(app: &AppState, nav: Nav, title: &str, view: &str, data: Value) -> HttpResponse {
     render_status(app, StatusCode::OK, nav, title, view, data)
 }

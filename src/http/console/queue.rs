@@ -19,17 +19,8 @@ use crate::store::StoreError;
 
 pub async fn page(app: web::Data<AppState>) -> HttpResponse {
     let state = app.clone();
-    let (status, data) = match web::block(move || build(&state)).await {
-        Ok(Ok(v)) => (StatusCode::OK, v),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": format!("the store cannot answer: {e}")}),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": e.to_string()}),
-        ),
-    };
+    let (status, data) =
+        super::page::read_blocking(move || build(&state).map(|v| (StatusCode::OK, v))).await;
     let mut data = data;
     if data.get("error").is_none() {
         data["error"] = Value::Null;
