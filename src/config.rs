@@ -80,6 +80,8 @@ pub struct Security {
 pub struct StoreConfig {
     pub path: PathBuf,
     pub cache_mb: u64,
+    /// sled's zstd compression of a new store's log (see `store::sled_backend`).
+    pub compression: bool,
     pub delivery_dedup: Dur,
     pub history: Dur,
 }

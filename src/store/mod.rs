@@ -138,5 +138,9 @@ impl dyn Storage {
 
 /// Opens the store `[store]` names (once per process: sled holds a lock).
 pub fn open(config: &crate::config::Config) -> Result<SledStorage, StoreError> {
-    SledStorage::open(&config.store.path, config.store.cache_mb * 1024 * 1024)
+    SledStorage::open_with(
+        &config.store.path,
+        config.store.cache_mb * 1024 * 1024,
+        config.store.compression,
+    )
 }

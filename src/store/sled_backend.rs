@@ -65,6 +65,9 @@ pub struct SledStorage {
     flusher: Flusher,
     /// Shared by the flusher thread and [`Storage::flush`] (shutdown, CLI).
     files: Arc<Mutex<SledFiles>>,
+    /// `store.compression`: the layout of backups (and so of a store
+    /// restored from one); this store's own is fixed since its creation.
+    compression: bool,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -75,16 +78,31 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-/// Whether to open the store at `path` with sled's zstd compression of its
-/// log: yes for a new store (it cuts the bytes on disk, and so the bytes
-/// read at start-up, about threefold); for an existing one, whatever it was
-/// created with, since sled refuses to change it. Stores created before
-/// this release stay uncompressed until a `backup` (always compressed) is
-/// restored in their place.
-fn compressed(path: &Path) -> bool {
+/// Whether the store at `path` uses sled's zstd compression of its log:
+/// whatever it was created with, since sled refuses to change it; for a new
+/// store, `wanted` (`store.compression`).
+///
+/// Off by default, measured (BENCHMARKS.md): compression cuts the bytes on
+/// disk about threefold, but sled replays every log message written since
+/// the previous open when it starts, and decompresses each one on its own,
+/// so a start after a long uptime takes about twenty times longer (41 s
+/// instead of about 2 s with 1 000 000 eSIMs), and intake costs more CPU.
+/// Disk is cheap on a VM; a webhook listener that is down for a minute is not.
+fn compressed(path: &Path, wanted: bool) -> bool {
     match std::fs::read(path.join("conf")) {
-        Ok(conf) => String::from_utf8_lossy(&conf).contains("use_compression: true"),
-        Err(_) => true,
+        Ok(conf) => {
+            let has = String::from_utf8_lossy(&conf).contains("use_compression: true");
+            if has != wanted {
+                tracing::warn!(
+                    store = %path.display(),
+                    compressed = has,
+                    "store.compression = {wanted} applies only to a new store; this one keeps \
+                     its layout (to change it: backup, stop, restore the backup in its place)"
+                );
+            }
+            has
+        }
+        Err(_) => wanted,
     }
 }
 
@@ -100,10 +118,20 @@ impl SledStorage {
     /// Opens (or creates) the store. Fails with [`StoreError::Locked`] when a
     /// running server holds it: the CLI then goes through the admin API.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<SledStorage, StoreError> {
+        Self::open_with(path, cache_bytes, false)
+    }
+
+    /// As [`SledStorage::open`], creating a new store with sled's log
+    /// compression when `compression` is set (see [`compressed`]).
+    pub fn open_with(
+        path: &Path,
+        cache_bytes: u64,
+        compression: bool,
+    ) -> Result<SledStorage, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .use_compression(compressed(path))
+            .use_compression(compressed(path, compression))
             .compression_factor(1)
             .flush_every_ms(Some(500))
             .open()
@@ -143,6 +171,7 @@ impl SledStorage {
             }),
             flusher,
             files,
+            compression,
         })
     }
 
@@ -277,9 +306,11 @@ impl Storage for SledStorage {
         }
         // Holding the unit lock makes the copy one consistent point in time.
         let _ids = self.lock();
+        // The copy takes the configured layout: restoring a backup is how a
+        // store changes it.
         let copy = sled::Config::new()
             .path(dir)
-            .use_compression(true)
+            .use_compression(self.compression)
             .compression_factor(1)
             .open()
             .map_err(io)?;

@@ -173,6 +173,51 @@ fn a_backup_is_a_consistent_copy_that_opens() {
     assert_eq!(value(&*c, Space::Meta, b"secret/x"), Some(b"k".to_vec()));
 }
 
+/// sled only (not part of the conformance suite): `store.compression`
+/// decides the layout of a new store and of backups; an existing store keeps
+/// its own whatever the setting, and a backup restored in its place is how
+/// it changes.
+#[test]
+fn sled_compression_is_fixed_at_creation_and_changed_through_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    // sled's `conf` is text followed by a binary checksum.
+    let layout =
+        |p: &Path| String::from_utf8_lossy(&std::fs::read(p.join("conf")).unwrap()).into_owned();
+    let store = dir.path().join("store");
+    let open = |p: &Path, compression: bool| -> Arc<dyn Storage> {
+        Arc::new(SledStorage::open_with(p, 8 << 20, compression).unwrap())
+    };
+    let s = open(&store, false);
+    s.run(|u| {
+        u.put(Space::Esims, b"a", b"1".to_vec());
+        Ok(())
+    })
+    .unwrap();
+    s.flush().unwrap();
+    drop(s);
+    assert!(
+        layout(&store).contains("use_compression: false"),
+        "{}",
+        layout(&store)
+    );
+
+    // Opened with compression wanted: the store keeps its layout and its data.
+    let s = open(&store, true);
+    assert!(layout(&store).contains("use_compression: false"));
+    assert_eq!(value(&*s, Space::Esims, b"a"), Some(b"1".to_vec()));
+    // Its backup takes the configured layout and opens with either setting.
+    let copy = dir.path().join("copy");
+    s.backup(&copy).unwrap();
+    drop(s);
+    assert!(
+        layout(&copy).contains("use_compression: true"),
+        "{}",
+        layout(&copy)
+    );
+    let c = open(&copy, false);
+    assert_eq!(value(&*c, Space::Esims, b"a"), Some(b"1".to_vec()));
+}
+
 #[test]
 fn a_second_opener_is_refused_while_the_store_is_open() {
     let dir = tempfile::tempdir().unwrap();

@@ -127,10 +127,10 @@ async fn store_failure_is_503() {
     let dir = app.stop().await;
     {
         drop(open_store(&dir.path().join("data")));
-        // New stores are created with sled's compression, which every opener must name.
+        // Stores are created without sled's compression (the default), which every opener must name.
         let db = sled::Config::new()
             .path(dir.path().join("data"))
-            .use_compression(true)
+            .use_compression(false)
             .open()
             .unwrap();
         // All records live in the tree "esim-notify"; eSIM records under the prefix b's'.
