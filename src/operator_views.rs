@@ -64,7 +64,12 @@ pub struct EsimIds {
 /// One parked notice (`GET /admin/parked`, `outbox --parked`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParkedRow {
+    /// The eSIM's identifiers as one group, and the same at the top level,
+    /// where SPEC §4 lists them beside `template` (a script filtering rows
+    /// by `iccid` needs no nesting).
     pub esim: EsimIds,
+    #[serde(flatten)]
+    pub ids: EsimIds,
     pub template: String,
     pub level: Option<f64>,
     pub parked_at: DateTime<Utc>,
@@ -159,21 +164,25 @@ pub fn parked_rows(
     Ok(store
         .parked()?
         .into_iter()
-        .map(|p| ParkedRow {
-            esim: EsimIds {
+        .map(|p| {
+            let ids = EsimIds {
                 esim_tran_no: p.ids.esim_tran_no,
                 iccid: p.ids.iccid,
                 order_no: p.ids.order_no,
                 transaction_id: p.ids.transaction_id,
-            },
-            template: p.parked.notice.template,
-            level: p.parked.notice.level,
-            parked_at: p.parked.parked_at,
-            expires_at: p
-                .parked
-                .parked_at
-                .checked_add_signed(park_for)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            };
+            ParkedRow {
+                esim: ids.clone(),
+                ids,
+                template: p.parked.notice.template,
+                level: p.parked.notice.level,
+                parked_at: p.parked.parked_at,
+                expires_at: p
+                    .parked
+                    .parked_at
+                    .checked_add_signed(park_for)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            }
         })
         .collect())
 }

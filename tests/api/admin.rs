@@ -589,6 +589,11 @@ async fn parked_notices_are_listed_with_when_they_expire() {
                    "orderNo": "B26042216320015", "transactionId": "tx-26042216320015"}),
             "{r}"
         );
+        // The same identifiers at the top level, as SPEC §4 lists them.
+        assert_eq!(r["esimTranNo"], "26042216320015", "{r}");
+        assert_eq!(r["iccid"], "8910300000059824319", "{r}");
+        assert_eq!(r["orderNo"], "B26042216320015", "{r}");
+        assert_eq!(r["transactionId"], "tx-26042216320015", "{r}");
         assert_eq!(r["template"], "data_usage");
         let at = |k: &str| chrono::DateTime::parse_from_rfc3339(r[k].as_str().unwrap()).unwrap();
         assert_eq!(
