@@ -14,6 +14,10 @@ use crate::render::{NoticeClass, Templates};
 /// What SIGHUP may replace while running: templates and the `[notify]`,
 /// `[brand]`, `[rate_limit]` and `[delivery]` sections.
 pub struct Live {
+    /// The configuration these were built from: after a reload, the file as
+    /// re-read (what it changes outside the live sections still waits for a
+    /// restart). The console reads templates and their mapping from it.
+    pub config: Arc<Config>,
     pub rules: Arc<Rules>,
     pub templates: Arc<Templates>,
     pub brand: BTreeMap<String, String>,
@@ -61,10 +65,11 @@ pub fn template_classes(config: &Config) -> Vec<(String, NoticeClass)> {
     for t in config.notify.esim_status.values() {
         add(t, NoticeClass::Status);
     }
-    if config.provider_enabled() {
-        for t in config.notify.order_status.values() {
-            add(t, NoticeClass::Ready);
-        }
+    // Mapped even while the provider API is off (nothing is then sent with
+    // them): `check` still checks them and the console still previews them,
+    // so setting the access code later holds no surprise.
+    for t in config.notify.order_status.values() {
+        add(t, NoticeClass::Ready);
     }
     out
 }
@@ -108,6 +113,14 @@ pub fn load_templates(config: &Config) -> Result<Templates, Vec<String>> {
     }
 }
 
+/// What `check`, start-up and a reload say about templates that load: the
+/// templates' own warnings, then [`provider_warnings`].
+pub fn template_warnings(config: &Config, templates: &Templates) -> Vec<String> {
+    let mut w: Vec<String> = templates.warnings().iter().map(|p| p.to_string()).collect();
+    w.extend(provider_warnings(config, templates));
+    w
+}
+
 /// With the provider API off (no access code), the templates that use what
 /// only it fills: `plan` is then always null, and an `install` template
 /// mapped in `[notify.order_status]` is never sent. Not errors: running
@@ -123,6 +136,7 @@ pub fn provider_warnings(config: &Config, templates: &Templates) -> Vec<String> 
     // The templates that are sent: those of [notify.order_status] are not.
     let plan: Vec<String> = template_names(config)
         .into_iter()
+        .filter(|n| !config.notify.order_status.values().any(|o| o == n))
         .filter(|n| uses(n, "plan"))
         .collect();
     let mut install: Vec<String> = config
@@ -161,6 +175,7 @@ pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
         return Err(problems);
     }
     Ok(Live {
+        config: Arc::new(config.clone()),
         rules: Arc::new(rules_from(config)),
         templates: Arc::new(templates),
         brand: config.brand.clone(),
@@ -199,12 +214,14 @@ pub fn reload(
     };
     let result = Config::load(path)
         .map_err(|e| vec![e.to_string()])
-        .and_then(|c| build_live(&c).map(|l| (c, l)));
-    match result {
-        Ok((mut new, live)) => {
-            if new.server.public_url.is_empty() {
-                new.server.public_url = running.server.public_url.clone();
+        .and_then(|mut c| {
+            if c.server.public_url.is_empty() {
+                c.server.public_url = running.server.public_url.clone();
             }
+            build_live(&c).map(|l| (c, l))
+        });
+    match result {
+        Ok((new, live)) => {
             let restart_needed: Vec<String> = running
                 .restart_changes(&new)
                 .into_iter()
@@ -212,6 +229,9 @@ pub fn reload(
                 .collect();
             for what in &restart_needed {
                 tracing::warn!("{what}");
+            }
+            for w in template_warnings(&new, &live.templates) {
+                tracing::warn!("{w}");
             }
             *shared.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
             metrics.reload(true);

@@ -49,9 +49,9 @@ impl Application {
         for w in config.warnings() {
             tracing::warn!("{w}");
         }
-        let live =
+        let mut live =
             build_live(&config).map_err(|p| anyhow::anyhow!("templates:\n{}", p.join("\n")))?;
-        for w in live::provider_warnings(&config, &live.templates) {
+        for w in live::template_warnings(&config, &live.templates) {
             tracing::warn!("{w}");
         }
         let store: Arc<Engine> = Arc::new(Engine::open(&config).context("opening the store")?);
@@ -72,6 +72,7 @@ impl Application {
             // Links must name the address actually bound (port 0 picks one).
             config.server.public_url = format!("http://{public_addr}");
         }
+        live.config = Arc::new(config.clone());
         let live: SharedLive = Arc::new(RwLock::new(Arc::new(live)));
         let config = Arc::new(config);
 

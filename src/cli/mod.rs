@@ -310,7 +310,7 @@ fn check(path: &std::path::Path) -> u8 {
     }
     match live::build_live(&config) {
         Ok(live) => {
-            for w in live::provider_warnings(&config, &live.templates) {
+            for w in live::template_warnings(&config, &live.templates) {
                 println!("warning: {w}");
             }
             println!(

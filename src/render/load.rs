@@ -163,8 +163,10 @@ impl Templates {
     /// first, so an operator fixes them in one pass. Besides syntax errors, these are
     /// problems: a base template without all three parts; a locale file for a template
     /// that has no base files (almost always a misspelt name that would silently never
-    /// be used); a locale template without all three parts; a locale that translates
-    /// templates but lacks a partial with words.
+    /// be used); a locale template without all three parts. A locale that translates
+    /// templates but lacks a partial with words is a warning ([`Templates::warnings`]):
+    /// SPEC §7 lets a locale override files one by one, so its emails still go out,
+    /// with that partial's words untranslated.
     pub fn load(
         dir: &Path,
         default_locale: &str,
@@ -187,6 +189,7 @@ impl Templates {
             overrides: BTreeMap::new(),
             scopes: BTreeMap::new(),
             files: HashMap::new(),
+            warnings: Vec::new(),
         };
 
         match hbs_files(dir) {
@@ -282,6 +285,7 @@ impl Templates {
             }
         }
         t.locale_problems(&found, &mut problems);
+        t.warnings = t.missing_partials(&found);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -330,7 +334,13 @@ impl Templates {
                 ));
             }
         }
+    }
 
+    /// Locales that translate templates but lack a partial with words: warnings,
+    /// each naming the file to add.
+    fn missing_partials(&self, found: &Found) -> Vec<TemplateProblem> {
+        let dir = &self.dir;
+        let mut out = Vec::new();
         let worded: Vec<&String> = found
             .partials
             .iter()
@@ -350,15 +360,16 @@ impl Templates {
                         .contains_key(&(Some((*l).to_owned()), (*name).clone()))
                 });
                 if !present {
-                    problems.push(TemplateProblem::new(
+                    out.push(TemplateProblem::new(
                         dir.join(locale).join(PARTIALS_DIR).join(format!("{name}.hbs")),
                         format!(
-                            "missing partial: locale `{locale}` has templates but no {PARTIALS_DIR}/{name}.hbs, and the base {PARTIALS_DIR}/{name}.hbs has words its customers would read untranslated; add this file"
+                            "missing partial: locale `{locale}` has templates but no {PARTIALS_DIR}/{name}.hbs, so its customers read the words of the base {PARTIALS_DIR}/{name}.hbs untranslated; add this file"
                         ),
                     ));
                 }
             }
         }
+        out
     }
 
     /// One pair of registries per scope: the base files with the base partials, and

@@ -138,6 +138,8 @@ pub struct Templates {
     scopes: BTreeMap<Option<String>, Scope>,
     /// Registry key -> file, to turn a handlebars error back into a path.
     files: HashMap<String, PathBuf>,
+    /// What loads but deserves the operator's eye (see [`Templates::warnings`]).
+    warnings: Vec<TemplateProblem>,
 }
 
 /// The registries one language renders with. Partials are registered by name, so
@@ -276,6 +278,12 @@ fn one_line(s: &str) -> String {
 }
 
 impl Templates {
+    /// Not errors, but an operator should hear of them (`check`, start-up, reload):
+    /// a locale that translates templates but not a partial with words.
+    pub fn warnings(&self) -> &[TemplateProblem] {
+        &self.warnings
+    }
+
     /// True when the base set has all three parts of `name`.
     pub fn has(&self, name: &str) -> bool {
         self.base.contains(name)
@@ -322,16 +330,18 @@ impl Templates {
         out
     }
 
-    /// The folders to try, most specific first: "es-MX" then "es". A customer with no
-    /// locale, or one we have no folder for, gets the default locale's folder (if any);
-    /// a template found in none of them comes from the base files.
-    fn locale_chain(&self, locale: Option<&str>) -> Vec<&str> {
-        let chain = locale.map(|l| self.folders_for(l)).unwrap_or_default();
-        if chain.is_empty() {
-            self.folders_for(&self.default_locale)
-        } else {
-            chain
-        }
+    /// The folders to try, most specific first (SPEC §7): the customer's ("es-MX",
+    /// then "es"), then the default locale's; a template found in none of them
+    /// comes from the base files. Two chains, because the one the template is
+    /// found in also gives the partials (see [`Templates::choose`]).
+    fn locale_chains(&self, locale: Option<&str>) -> [Vec<&str>; 2] {
+        let own = locale.map(|l| self.folders_for(l)).unwrap_or_default();
+        let default = self
+            .folders_for(&self.default_locale)
+            .into_iter()
+            .filter(|d| !own.contains(d))
+            .collect();
+        [own, default]
     }
 
     /// For a page (not an email): the first of the `wanted` locales (most wanted
@@ -388,16 +398,19 @@ impl Templates {
     /// `locale` uses. One email is in one language: the parts come from one folder
     /// (all three, see `load`), the partials from the same language.
     fn choose(&self, name: &str, locale: Option<&str>) -> Choice {
-        let chain = self.locale_chain(locale);
-        let folder = chain
-            .iter()
-            .find(|d| {
+        // The first folder holding the template, and the first folder of its chain,
+        // whose partials come first: an es-MX customer reading `es/` files gets
+        // `es-MX/partials/` over `es/partials/`, never another language's.
+        let found = self.locale_chains(locale).into_iter().find_map(|chain| {
+            let folder = chain.iter().find(|d| {
                 self.overrides
                     .contains_key(&((**d).to_owned(), name.to_owned()))
-            })
-            .map(|d| (*d).to_owned());
-        let (scope, written_in) = match &folder {
-            Some(f) => (chain.first().map(|s| (*s).to_owned()), f.clone()),
+            })?;
+            Some(((*folder).to_owned(), chain[0].to_owned()))
+        });
+        let folder = found.as_ref().map(|(f, _)| f.clone());
+        let (scope, written_in) = match found {
+            Some((f, first)) => (Some(first), f),
             None => (None, self.default_locale.clone()),
         };
         let written_in = canonical_locale(&written_in).unwrap_or_else(|| "en".to_owned());

@@ -568,6 +568,43 @@ fn check_names_the_broken_template() {
         .says("esim.iccdi");
 }
 
+/// SPEC §7 through the CLI: a locale folder with some parts of a template
+/// fails `check`, naming the files; one with all three parts passes, with a
+/// warning for each partial with words it does not translate.
+#[test]
+fn check_fails_on_a_half_translated_locale_and_warns_of_untranslated_partials() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(Path::new(TEMPLATES), dir.path());
+    let it = dir.path().join("it");
+    std::fs::create_dir_all(&it).unwrap();
+    std::fs::write(
+        it.join("data_usage.subject.hbs"),
+        "Dati: {{percent usage.threshold}}\n",
+    )
+    .unwrap();
+    Env::with_templates(dir.path())
+        .run(&["check"])
+        .code(1)
+        .says("half-translated")
+        .says("it/data_usage.txt.hbs")
+        .says("it/data_usage.html.hbs");
+
+    for part in ["txt", "html"] {
+        std::fs::copy(
+            dir.path().join(format!("data_usage.{part}.hbs")),
+            it.join(format!("data_usage.{part}.hbs")),
+        )
+        .unwrap();
+    }
+    Env::with_templates(dir.path())
+        .run(&["check"])
+        .code(0)
+        .says("warning: ")
+        .says("missing partial")
+        .says("it/partials/footer.hbs")
+        .says("OK");
+}
+
 #[test]
 fn bad_usage_exits_2() {
     let env = Env::new();

@@ -90,10 +90,24 @@ async fn render_endpoint_renders_the_sample_and_edited_variables() {
     );
     assert!(edited["text"].as_str().unwrap().contains("Zoë Operator"));
 
-    // Variables a template needs but the sample lacks: a problem with its file and line.
+    // Some variables: laid over the sample, which gives the rest.
+    let (s, some) = render(
+        &app,
+        json!({"template": "data_usage", "vars": {"customer": {"name": "Ana Partial"}}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{some}");
+    assert!(some["problems"].as_array().unwrap().is_empty(), "{some}");
+    assert!(
+        some["text"].as_str().unwrap().contains("Ana Partial"),
+        "{some}"
+    );
+    assert!(some["subject"].as_str().unwrap().contains('%'), "{some}");
+
+    // A group a template needs taken away: a problem with its file and line.
     let (s, partial) = render(
         &app,
-        json!({"template": "data_usage", "vars": {"customer": {"name": "A"}}}),
+        json!({"template": "data_usage", "vars": {"usage": null}}),
     )
     .await;
     assert_eq!(s, 200, "{partial}");
@@ -209,12 +223,33 @@ async fn the_preview_page_lists_every_template_and_locale_with_its_subject() {
         "esim_expired",
         "esim_cancelled",
         "esim_revoked",
+        "esim_expired_unused",
+        // Listed and rendered even without the provider API (no access code here).
+        "esim_ready",
     ] {
         assert!(
             html.contains(&format!("data-template=\"{name}\" data-locale=\"es\"")),
             "{name} in es is listed"
         );
     }
+    let r = app
+        .http
+        .post(app.admin_url("/admin/preview/render"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"template": "esim_ready", "locale": "de"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert!(ready["problems"].as_array().unwrap().is_empty(), "{ready}");
+    assert!(
+        ready["html"]
+            .as_str()
+            .unwrap()
+            .contains("esimsetup.apple.com"),
+        "{ready}"
+    );
     assert!(html.contains("10% or less of your data left"));
     assert!(!html.contains("cannot render"), "{html}");
     // The frame is its own document, from this listener.

@@ -330,12 +330,7 @@ fn a_locale_folder_with_only_a_subject_fails_naming_the_files() {
         .err()
         .expect("must fail");
     let all = joined(&problems);
-    for missing in [
-        "it/data_usage.txt.hbs",
-        "it/data_usage.html.hbs",
-        "it/partials/footer.hbs",
-        "it/partials/footer_text.hbs",
-    ] {
+    for missing in ["it/data_usage.txt.hbs", "it/data_usage.html.hbs"] {
         assert!(
             problems.iter().any(|p| p.file == d.path().join(missing)),
             "{missing}: {all}"
@@ -343,6 +338,25 @@ fn a_locale_folder_with_only_a_subject_fails_naming_the_files() {
     }
     assert!(all.contains("half-translated"), "{all}");
     assert!(all.contains("it/data_usage.subject.hbs"), "{all}");
+
+    // All three parts: it loads (SPEC §7, file by file), and the partials
+    // with words it lacks are warnings naming the files to add.
+    let base = |part: &str| {
+        std::fs::read_to_string(d.path().join(format!("data_usage.{part}.hbs"))).unwrap()
+    };
+    write(d.path(), "it/data_usage.txt.hbs", &base("txt"));
+    write(d.path(), "it/data_usage.html.hbs", &base("html"));
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).expect("loads");
+    let warned = joined(t.warnings());
+    for missing in ["it/partials/footer.hbs", "it/partials/footer_text.hbs"] {
+        assert!(
+            t.warnings()
+                .iter()
+                .any(|p| p.file == d.path().join(missing)),
+            "{missing}: {warned}"
+        );
+    }
+    assert!(warned.contains("missing partial"), "{warned}");
 }
 
 #[test]

@@ -222,18 +222,21 @@ impl Refusal {
     }
 }
 
-/// The variables for `req`: given ones or the sample, with the selected
-/// locale and timezone written into `customer`, where the helpers read them.
+/// The variables for `req`: the sample with the given ones laid over it
+/// (so `{"customer":{"name":"Ana"}}` changes the name and keeps the rest a
+/// strict template needs), with the selected locale and timezone written
+/// into `customer`, where the helpers read them.
 pub fn vars_for(
     req: &RenderRequest,
     class: NoticeClass,
     brand: &BTreeMap<String, String>,
 ) -> Result<Value, Refusal> {
-    let mut vars = match &req.vars {
-        None | Some(Value::Null) => sample_vars(class, true, brand),
-        Some(v @ Value::Object(_)) => v.clone(),
+    let mut vars = sample_vars(class, true, brand);
+    match &req.vars {
+        None | Some(Value::Null) => {}
+        Some(v @ Value::Object(_)) => overlay(&mut vars, v),
         Some(_) => return Err(Refusal::Bad("`vars` must be a JSON object".into())),
-    };
+    }
     if !vars.get("customer").is_some_and(Value::is_object) {
         vars["customer"] = json!({});
     }
@@ -259,6 +262,24 @@ pub fn vars_for(
         vars["customer"]["timezone"] = json!(tz);
     }
     Ok(vars)
+}
+
+/// Lays `given` over `base`: objects key by key, anything else (null
+/// included) replaces what was there.
+fn overlay(base: &mut Value, given: &Value) {
+    match (base, given) {
+        (Value::Object(b), Value::Object(g)) => {
+            for (k, v) in g {
+                match b.get_mut(k) {
+                    Some(slot) => overlay(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
 }
 
 /// Renders `req` from disk, with every problem of that template, and

@@ -42,8 +42,9 @@ async fn render_blocking(
     req: RenderRequest,
 ) -> Result<disk::RenderAnswer, ApiError> {
     let out = web::block(move || {
-        let d = Disk::read(&app.config);
-        disk::render(&app.config, &app.live, &d, &req)
+        let config = crate::live::current(&app.live).config.clone();
+        let d = Disk::read(&config);
+        disk::render(&config, &app.live, &d, &req)
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("rendering failed: {e}")))?;
@@ -168,7 +169,7 @@ pub async fn send(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     let mut vars = render.vars.take().unwrap_or(serde_json::Value::Null);
     if vars.is_null() {
         let name = render.template.trim();
-        let class = crate::live::template_classes(&app.config)
+        let class = crate::live::template_classes(&crate::live::current(&app.live).config)
             .into_iter()
             .find(|(n, _)| n == name)
             .map(|(_, c)| c)

@@ -86,9 +86,10 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
 }
 
 fn build(app: &AppState, q: Query) -> Value {
-    let config = &app.config;
-    let disk = Disk::read(config);
+    // The configuration last loaded (at start or by a reload): its mapping and folder.
     let live = current(&app.live);
+    let config = &live.config;
+    let disk = Disk::read(config);
     let locales = disk.locales(config, &live.templates);
     let pick = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let timezone = pick(q.timezone)
