@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# esim-notify benchmarks (issue 6): intake, end to end, scale. One table.
+# esim-notify benchmarks (issues 6 and 10): intake, end to end, disk, scale. One table.
 #
 #   bench/run.sh                      # everything, about 6 minutes after the build
 #   PHASES="intake" bench/run.sh      # some of: intake e2e disk scale
@@ -213,7 +213,7 @@ fi
 
 # ----------------------------------------------------------------- 4. scale
 if has scale; then
-  log "4. scale: loading $SCALE_ESIMS distinct eSIMs offline through Store::ingest (examples/load.rs)"
+  log "4. scale: loading $SCALE_ESIMS distinct eSIMs offline through Engine::ingest (examples/load.rs)"
   P=$(free_port); A=$(free_port)
   write_config "$WORK/scale.toml" "$WORK/store-scale" "$P" "$A" 9
   LOADED=$(timeout 1800 "$REL/examples/load" --config "$WORK/scale.toml" --prefix scale --count "$SCALE_ESIMS" 2>"$WORK/load.log") ||
@@ -241,7 +241,7 @@ if has scale; then
   stop "$SPID"
   DISK_AFTER=$(du -sb "$WORK/store-scale" | cut -f1)
   SCALE_RPS=$(kv rps "$R")
-  row "4" "eSIMs loaded (offline, real Store::ingest, one flush at the end)" "$(kv loaded "$LOADED") in $(kv elapsed_s "$LOADED") s" "" "" ""
+  row "4" "eSIMs loaded (offline, real Engine::ingest, one flush at the end)" "$(kv loaded "$LOADED") in $(kv elapsed_s "$LOADED") s" "" "" ""
   row "4" "store on disk (du -sb) after loading / after the wrk run" "$DISK / $DISK_AFTER B" "" "" ""
   row "4" "store on disk per eSIM after loading (du -sb ÷ eSIMs)" "$(calc "$DISK / $SCALE_ESIMS" 0) B" "" "" "≤ 1 000 B: $(met "$DISK / $SCALE_ESIMS <= 1000")"
   row "4" "start-up until /readyz answers 200 ($SCALE_ESIMS eSIMs): first after the offline load (sled replays its whole log) / restart" "$FIRST_READY_MS / $RESTART_MS ms" "" "" "≤ 1000 ms: first $(met "$FIRST_READY_MS <= 1000"), restart $(met "$RESTART_MS <= 1000")"

@@ -2,7 +2,7 @@
 //! DATA_USAGE delivery each (distinct notifyId, 70 % of the data left, so the
 //! eSIM, its identifiers, the event and its log line are recorded but no
 //! notice is queued), written through the real parser and the real
-//! `Store::ingest`, as the webhook handler does, minus HTTP and the per-request
+//! `Engine::ingest`, as the webhook handler does, minus HTTP and the per-request
 //! fsync (one flush at the end). Two threads, as the public listener has two
 //! workers.
 //!

@@ -1,5 +1,5 @@
 //! Binds N customers offline, before the server starts, through the real
-//! store API (`Store::bind`): customer n gets the n-th eSIM of a run
+//! store API (`Engine::bind`): customer n gets the n-th eSIM of a run
 //! (`benchkit::esim_tran_no`). Faster than N `PUT /admin/customers`.
 //!
 //! `seed --config bench.toml --prefix e2e --count 10000`
