@@ -158,6 +158,10 @@ struct Found {
     base_parts: BTreeMap<String, BTreeSet<Part>>,
 }
 
+/// A `.hbs` file in a template folder whose name is not NAME.PART.hbs.
+const NOT_A_PART: &str =
+    "not a template part: expected NAME.subject.hbs, NAME.txt.hbs or NAME.html.hbs (partials go in partials/)";
+
 impl Templates {
     /// Loads `dir` (see the module comment). Every problem is collected, not just the
     /// first, so an operator fixes them in one pass. Besides syntax errors, these are
@@ -196,10 +200,7 @@ impl Templates {
             Ok(files) => {
                 for (fname, path) in files {
                     let Some((name, part)) = split_template_file(&fname) else {
-                        problems.push(TemplateProblem::new(
-                            &path,
-                            "not a template part: expected NAME.subject.hbs, NAME.txt.hbs or NAME.html.hbs (partials go in partials/)",
-                        ));
+                        problems.push(TemplateProblem::new(&path, NOT_A_PART));
                         continue;
                     };
                     // Recorded even when it fails to compile: its syntax error is the
@@ -248,10 +249,7 @@ impl Templates {
             };
             for (fname, path) in files {
                 let Some((name, part)) = split_template_file(&fname) else {
-                    problems.push(TemplateProblem::new(
-                        &path,
-                        "not a template part: expected NAME.subject.hbs, NAME.txt.hbs or NAME.html.hbs (partials go in partials/)",
-                    ));
+                    problems.push(TemplateProblem::new(&path, NOT_A_PART));
                     continue;
                 };
                 t.overrides

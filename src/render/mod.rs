@@ -142,6 +142,18 @@ pub struct Templates {
     warnings: Vec<TemplateProblem>,
 }
 
+/// Every helper a template may call: handlebars' own and ours.
+fn helper_names() -> BTreeSet<&'static str> {
+    helpers::BUILTIN_HELPERS
+        .iter()
+        .chain(helpers::CUSTOM_HELPERS)
+        .copied()
+        .collect()
+}
+
+/// Partial name -> its file and compiled template, for the checker.
+type PartialAsts<'a> = BTreeMap<String, (PathBuf, &'a Template)>;
+
 /// The registries one language renders with. Partials are registered by name, so
 /// each locale needs its own registries to give `{{> footer}}` its own words.
 struct Scope {
@@ -155,7 +167,7 @@ struct Scope {
 
 impl Scope {
     /// Each partial's file and syntax tree, for `check`'s walk into `{{> partial}}`.
-    fn partial_asts(&self) -> BTreeMap<String, (PathBuf, &Template)> {
+    fn partial_asts(&self) -> PartialAsts<'_> {
         self.partials
             .iter()
             .filter_map(|(n, f)| {
@@ -563,11 +575,7 @@ impl Templates {
     ) -> Vec<TemplateProblem> {
         let mut problems: Vec<TemplateProblem> = Vec::new();
         let mut seen_pairs = BTreeSet::new();
-        let helper_names: BTreeSet<&str> = helpers::BUILTIN_HELPERS
-            .iter()
-            .chain(helpers::CUSTOM_HELPERS)
-            .copied()
-            .collect();
+        let helper_names = helper_names();
 
         for (name, class) in wanted {
             if !seen_pairs.insert((name.clone(), format!("{class:?}"))) {
@@ -585,42 +593,31 @@ impl Templates {
             }
             let full = sample_vars(*class, true, brand);
             let minimal = sample_vars(*class, false, brand);
-            for choice in self.choices_for(name) {
-                let scope = self.scope(&choice.scope);
-                let partial_asts = scope.partial_asts();
-                for part in Part::ALL {
-                    let key = template_key(choice.folder.as_deref(), name, part);
-                    let Some(tpl) = scope.registry(part).get_template(&key) else {
-                        continue;
-                    };
-                    let file = self
-                        .files
-                        .get(&key)
-                        .cloned()
-                        .unwrap_or_else(|| self.dir.join(&key));
-                    let mut checker =
-                        check::Checker::new(&full, *class, &partial_asts, &helper_names);
-                    checker.walk_root(tpl, &file);
-                    let found = checker.into_problems();
-                    for (label, data) in [("full", &full), ("minimal", &minimal)] {
-                        let data = with_render_context(data, &choice.locale, sample::sample_now());
-                        if let Err(mut p) = self.render_key(scope, part, &key, &data) {
-                            let dup = found
-                                .iter()
-                                .chain(problems.iter())
-                                .any(|q| q.file == p.file && q.line == p.line);
-                            if !dup {
-                                p.message = format!(
-                                    "{} (rendering {key} with {label} sample data)",
-                                    p.message
-                                );
-                                problems.push(p);
-                            }
+            self.each_part(name, |choice, scope, partial_asts, part, key, tpl| {
+                let file = self
+                    .files
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| self.dir.join(key));
+                let mut checker = check::Checker::new(&full, *class, partial_asts, &helper_names);
+                checker.walk_root(tpl, &file);
+                let found = checker.into_problems();
+                for (label, data) in [("full", &full), ("minimal", &minimal)] {
+                    let data = with_render_context(data, &choice.locale, sample::sample_now());
+                    if let Err(mut p) = self.render_key(scope, part, key, &data) {
+                        let dup = found
+                            .iter()
+                            .chain(problems.iter())
+                            .any(|q| q.file == p.file && q.line == p.line);
+                        if !dup {
+                            p.message =
+                                format!("{} (rendering {key} with {label} sample data)", p.message);
+                            problems.push(p);
                         }
                     }
-                    problems.extend(found);
                 }
-            }
+                problems.extend(found);
+            });
         }
 
         problems.extend(self.check_pages(brand, &helper_names));
@@ -634,27 +631,35 @@ impl Templates {
     /// such as "uses `plan` while the provider API is off".
     pub fn variables_used(&self, name: &str, brand: &BTreeMap<String, String>) -> BTreeSet<String> {
         let mut used = BTreeSet::new();
-        let helper_names: BTreeSet<&str> = helpers::BUILTIN_HELPERS
-            .iter()
-            .chain(helpers::CUSTOM_HELPERS)
-            .copied()
-            .collect();
+        let helper_names = helper_names();
         let root = sample_vars(NoticeClass::Ready, true, brand);
+        self.each_part(name, |_, _, partial_asts, _, key, tpl| {
+            let mut checker =
+                check::Checker::new(&root, NoticeClass::Ready, partial_asts, &helper_names);
+            checker.walk_root(tpl, &self.dir.join(key));
+            used.extend(checker.into_used());
+        });
+        used
+    }
+
+    /// Calls `f` with every part of `name` in every folder an email of it can
+    /// come from: the choice, its scope and partials, the part, its registry
+    /// key and the compiled template.
+    fn each_part<'a>(
+        &'a self,
+        name: &str,
+        mut f: impl FnMut(&Choice, &'a Scope, &PartialAsts<'a>, Part, &str, &'a Template),
+    ) {
         for choice in self.choices_for(name) {
             let scope = self.scope(&choice.scope);
             let partial_asts = scope.partial_asts();
             for part in Part::ALL {
                 let key = template_key(choice.folder.as_deref(), name, part);
-                let Some(tpl) = scope.registry(part).get_template(&key) else {
-                    continue;
-                };
-                let mut checker =
-                    check::Checker::new(&root, NoticeClass::Ready, &partial_asts, &helper_names);
-                checker.walk_root(tpl, &self.dir.join(&key));
-                used.extend(checker.into_used());
+                if let Some(tpl) = scope.registry(part).get_template(&key) {
+                    f(&choice, scope, &partial_asts, part, &key, tpl);
+                }
             }
         }
-        used
     }
 
     /// The unsubscribe page partial, in every scope that has it, in every state.

@@ -14,7 +14,7 @@ use super::esims::{esim_href, level_label};
 use super::page::{self, when, Nav};
 use crate::customers::mask_email;
 use crate::http::state::AppState;
-use crate::operator_views::{dead_rows, outbox_rows, parked_rows};
+use crate::operator_views::{dead_rows, outbox_rows, parked_rows, OutboxRow};
 use crate::store::StoreError;
 
 pub async fn page(app: web::Data<AppState>) -> HttpResponse {
@@ -33,30 +33,37 @@ pub async fn page(app: web::Data<AppState>) -> HttpResponse {
     page::render_status(&app, status, Nav::Queue, "Queue", "queue", data)
 }
 
+/// What a queued notice and a dead letter show alike; the address masked.
+fn notice_row(r: &OutboxRow) -> Value {
+    json!({
+        "id": r.id,
+        "esim": r.esim,
+        "esim_href": esim_href(&r.esim),
+        "recipient": mask_email(&r.recipient),
+        "template": r.template,
+        "level": level_label(r.level),
+        "attempts": r.attempts,
+    })
+}
+
 fn build(app: &AppState) -> Result<Value, StoreError> {
     let now = Utc::now();
     let store = app.store.as_ref();
     let outbox: Vec<Value> = outbox_rows(store, app.dispatch.is_operator_paused())?
         .into_iter()
         .map(|r| {
-            let recipient = mask_email(&r.recipient);
-            json!({
-                "id": r.id,
-                "esim": r.esim,
-                "esim_href": esim_href(&r.esim),
-                "recipient": recipient,
-                "template": r.template,
-                "level": level_label(r.level),
-                "attempts": r.attempts,
-                "next_attempt": when(r.next_attempt, now),
-                "due": r.next_attempt <= now && r.waiting_for.is_none(),
-                "waiting_for": r.waiting_for,
-                "last_error": r.last_error,
-                "confirm": format!(
-                    "Cancel notice {} ({} to {recipient})? It will not be sent.",
-                    r.id, r.template
-                ),
-            })
+            let mut row = notice_row(&r);
+            row["next_attempt"] = json!(when(r.next_attempt, now));
+            row["due"] = json!(r.next_attempt <= now && r.waiting_for.is_none());
+            row["waiting_for"] = json!(r.waiting_for);
+            row["last_error"] = json!(r.last_error);
+            row["confirm"] = json!(format!(
+                "Cancel notice {} ({} to {})? It will not be sent.",
+                r.id,
+                r.template,
+                row["recipient"].as_str().unwrap_or_default()
+            ));
+            row
         })
         .collect();
     let parked: Vec<Value> = parked_rows(store, app.config.customers.park_for.0)?
@@ -86,22 +93,15 @@ fn build(app: &AppState) -> Result<Value, StoreError> {
         .into_iter()
         .map(|d| {
             let r = d.notice;
-            let recipient = mask_email(&r.recipient);
-            json!({
-                "id": r.id,
-                "esim": r.esim,
-                "esim_href": esim_href(&r.esim),
-                "recipient": recipient,
-                "template": r.template,
-                "level": level_label(r.level),
-                "attempts": r.attempts,
-                "died_at": when(d.died_at, now),
-                "reason": d.reason,
-                "confirm": format!(
-                    "Retry dead letter {} ({} to {recipient})? It goes back into the queue and is sent again.",
-                    r.id, r.template
-                ),
-            })
+            let mut row = notice_row(&r);
+            row["died_at"] = json!(when(d.died_at, now));
+            row["reason"] = json!(d.reason);
+            row["confirm"] =
+                json!(format!(
+                "Retry dead letter {} ({} to {})? It goes back into the queue and is sent again.",
+                r.id, r.template, row["recipient"].as_str().unwrap_or_default()
+            ));
+            row
         })
         .collect();
     Ok(json!({"outbox": outbox, "parked": parked, "dead": dead}))
