@@ -114,6 +114,15 @@ async fn until(c: &Client, what: &str, script: &str) {
     }
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -309,18 +318,8 @@ async fn every_template_and_locale_renders(c: &Client, base: &str) {
     c.enter_parent_frame().await.unwrap();
     screenshot(c, "templates").await;
     // Mobile width, dark: the switches change the frame, not the email.
-    c.find(Locator::Css("button[data-width=mobile]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[data-theme=dark]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[data-width=mobile]").await;
+    click(c, "button[data-theme=dark]").await;
     until(
         c,
         "the mobile, dark frame",
@@ -328,18 +327,8 @@ async fn every_template_and_locale_renders(c: &Client, base: &str) {
     )
     .await;
     screenshot(c, "templates-mobile-dark").await;
-    c.find(Locator::Css("button[data-width=desktop]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("button[data-theme=light]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "button[data-width=desktop]").await;
+    click(c, "button[data-theme=light]").await;
 }
 
 async fn editing_the_sample_changes_the_subject(c: &Client, base: &str) {
@@ -392,12 +381,7 @@ async fn a_broken_template_shows_its_file_and_line(c: &Client, base: &str, templ
     assert!(problems.contains("line 1"), "{problems}");
     assert!(text_of(c, "#subject").await.contains("cannot render"));
     // Reload now: refused, saying why; the sender keeps its templates.
-    c.find(Locator::Css("#reload-now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#reload-now").await;
     until(
         c,
         "the reload's answer",
@@ -409,12 +393,7 @@ async fn a_broken_template_shows_its_file_and_line(c: &Client, base: &str, templ
         .contains("data_usage.subject.hbs"));
     screenshot(c, "templates-broken").await;
     std::fs::write(&file, original).unwrap();
-    c.find(Locator::Css("#reload-now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#reload-now").await;
     until(
         c,
         "the reload to be taken",
@@ -465,12 +444,7 @@ async fn the_timeline_of_a_parked_then_sent_notice(
     c.goto(&format!("{base}/admin/esims")).await.unwrap();
     let q = c.find(Locator::Css("input[name=q]")).await.unwrap();
     q.send_keys("ana.browser@example.com").await.unwrap();
-    c.find(Locator::Css("form.search button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "form.search button").await;
     until(
         c,
         "the timeline",
@@ -578,12 +552,7 @@ async fn a_dead_letter_retried_from_the_page_is_delivered(
     admin_json(server, reqwest::Method::POST, "/admin/resume", None).await;
 
     let before = smtp.received().len();
-    c.find(Locator::Css(&format!("#dead-{dead_id} button")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, &format!("#dead-{dead_id} button")).await;
     // The page asks first.
     let question = c.get_alert_text().await.unwrap();
     assert!(question.contains("Retry dead letter"), "{question}");
@@ -609,12 +578,7 @@ async fn a_cross_site_form_is_refused(c: &Client, server: &Binary) {
     c.goto(&format!("http://localhost:{hostile}/"))
         .await
         .unwrap();
-    c.find(Locator::Css("#go"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, "#go").await;
     until(
         c,
         "the admin listener's answer",
