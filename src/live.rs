@@ -3,10 +3,9 @@
 //! the dispatcher: both read [`current`] and never hold the lock across an
 //! await.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, Delivery, RateLimit};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::Rules;
 use crate::render::{NoticeClass, Templates};
@@ -14,15 +13,14 @@ use crate::render::{NoticeClass, Templates};
 /// What SIGHUP may replace while running: templates and the `[notify]`,
 /// `[brand]`, `[rate_limit]` and `[delivery]` sections.
 pub struct Live {
-    /// The configuration these were built from: after a reload, the file as
-    /// re-read (what it changes outside the live sections still waits for a
-    /// restart). The console reads templates and their mapping from it.
+    /// The configuration last loaded: readers take `[brand]`, `[rate_limit]`,
+    /// `[delivery]` and the template mapping from it. After a reload it is the
+    /// file as re-read; what it changes outside those sections still waits
+    /// for a restart (readers of those use the start-up config).
     pub config: Arc<Config>,
+    /// `[notify]` as the policy reads it.
     pub rules: Arc<Rules>,
     pub templates: Arc<Templates>,
-    pub brand: BTreeMap<String, String>,
-    pub rate_limit: RateLimit,
-    pub delivery: Delivery,
 }
 
 pub type SharedLive = Arc<RwLock<Arc<Live>>>;
@@ -134,11 +132,13 @@ pub fn provider_warnings(config: &Config, templates: &Templates) -> Vec<String> 
         templates.has(name) && templates.variables_used(name, &config.brand).contains(var)
     };
     // The templates that are sent: those of [notify.order_status] are not.
-    let plan: Vec<String> = template_names(config)
+    let mut plan: Vec<String> = template_classes(config)
         .into_iter()
-        .filter(|n| !config.notify.order_status.values().any(|o| o == n))
-        .filter(|n| uses(n, "plan"))
+        .filter(|(n, class)| *class != NoticeClass::Ready && uses(n, "plan"))
+        .map(|(n, _)| n)
         .collect();
+    plan.sort();
+    plan.dedup();
     let mut install: Vec<String> = config
         .notify
         .order_status
@@ -178,9 +178,6 @@ pub fn build_live(config: &Config) -> Result<Live, Vec<String>> {
         config: Arc::new(config.clone()),
         rules: Arc::new(rules_from(config)),
         templates: Arc::new(templates),
-        brand: config.brand.clone(),
-        rate_limit: config.rate_limit.clone(),
-        delivery: config.delivery.clone(),
     })
 }
 

@@ -195,7 +195,7 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
     });
     let task = tokio::spawn(async move {
         Loop {
-            limits: Arc::new(Limits::new(&current(&ctx.live).rate_limit)),
+            limits: Arc::new(Limits::new(&current(&ctx.live).config.rate_limit)),
             ctx,
             shared: shared.clone(),
             schedule,
@@ -280,7 +280,7 @@ impl Loop {
         if self.shared.operator_paused.load(Ordering::SeqCst) {
             return;
         }
-        let settings = &current(&self.ctx.live).rate_limit;
+        let settings = &current(&self.ctx.live).config.rate_limit;
         if *settings != self.limits.settings {
             tracing::info!(?settings, "rate limits changed");
             self.limits = Arc::new(Limits::new(settings));

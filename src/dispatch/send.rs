@@ -169,7 +169,13 @@ pub async fn turn(
 
     let unsubscribe = list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q);
     let plan_json = plan.as_ref().map(crate::provider::Plan::vars);
-    let mut vars = email_vars(&q.vars, &q.recipient, &ids, &live.brand, plan_json.as_ref());
+    let mut vars = email_vars(
+        &q.vars,
+        &q.recipient,
+        &ids,
+        &live.config.brand,
+        plan_json.as_ref(),
+    );
     // The footer's visible link is the header's target (SPEC §7: null unless configured).
     vars["unsubscribe_url"] = unsubscribe
         .as_ref()
@@ -324,10 +330,11 @@ fn quiet(
     q: &QueuedNotice,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    let window = parse_quiet_hours(&live.delivery.quiet_hours)
+    let window = parse_quiet_hours(&live.config.delivery.quiet_hours)
         .ok()
         .flatten()?;
     if live
+        .config
         .delivery
         .quiet_hours_bypass
         .contains(&q.notice.template)

@@ -103,7 +103,7 @@ fn page(
 ) -> HttpResponse {
     let live = current(&app.live);
     let action = token.map(|t| format!("/unsubscribe?t={t}"));
-    let vars = page_vars(state.name(), email, action.as_deref(), &live.brand);
+    let vars = page_vars(state.name(), email, action.as_deref(), &live.config.brand);
     let html = match live
         .templates
         .render_page(UNSUBSCRIBE_PAGE, languages, &vars)
@@ -123,7 +123,8 @@ fn page(
 fn builtin(app: &AppState, state: State, email: Option<&str>, action: Option<&str>) -> String {
     let live = current(&app.live);
     let brand = |k: &str| {
-        live.brand
+        live.config
+            .brand
             .get(k)
             .map(|v| escape(v.trim()))
             .filter(|v| !v.is_empty())

@@ -85,8 +85,8 @@ fn read_u64(bytes: &[u8]) -> Option<u64> {
 /// Off by default, measured (BENCHMARKS.md): compression cuts the bytes on
 /// disk about threefold, but sled replays every log message written since
 /// the previous open when it starts, and decompresses each one on its own,
-/// so a start after a long uptime takes about twenty times longer (41 s
-/// instead of about 2 s with 1 000 000 eSIMs), and intake costs more CPU.
+/// so a start after a long uptime takes about twenty-five times longer (43 s
+/// instead of 1.6 s with 1 000 000 eSIMs), and intake runs at about half speed.
 /// Disk is cheap on a VM; a webhook listener that is down for a minute is not.
 fn compressed(path: &Path, wanted: bool) -> bool {
     match std::fs::read(path.join("conf")) {

@@ -112,6 +112,11 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
         "Just {{usage.thresholdPercent}}% of your data is left",
     )
     .unwrap();
+    // `[brand]` is reloaded with the templates (SPEC §9).
+    let config = app.dir.path().join("config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[brand]\nname = \"Reloaded Brand\"\n");
+    std::fs::write(&config, text).unwrap();
     assert!(reload(&app, true).await);
     assert!(ok(app
         .http
@@ -130,6 +135,7 @@ async fn sighup_keeps_the_old_templates_on_error_and_swaps_in_good_ones() {
         mail.contains("Subject: Just 10% of your data is left"),
         "{mail}"
     );
+    assert!(mail.contains("Reloaded Brand"), "{mail}");
 
     // POST /admin/reload does what SIGHUP does, and answers how it went.
     std::fs::write(&subject, "{{#if usage.remian}}x{{/if}}Low data").unwrap();

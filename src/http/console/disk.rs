@@ -299,7 +299,7 @@ pub fn render(
         )));
     };
     let live = current(live);
-    let vars = vars_for(req, class, &live.brand)?;
+    let vars = vars_for(req, class, &live.config.brand)?;
     let locale = req
         .locale
         .as_deref()
@@ -317,7 +317,7 @@ pub fn render(
         Err(ps) => problems.extend(ps.iter().cloned()),
         Ok(t) if t.has(name) => {
             problems.extend(
-                t.check(&[(name.to_string(), class)], &live.brand)
+                t.check(&[(name.to_string(), class)], &live.config.brand)
                     .iter()
                     .map(Problem::from),
             );

@@ -174,7 +174,8 @@ pub async fn send(app: web::Data<AppState>, body: web::Bytes) -> Answer {
             .find(|(n, _)| n == name)
             .map(|(_, c)| c)
             .ok_or_else(|| ApiError::not_found(format!("unknown template `{name}`")))?;
-        vars = crate::render::sample_vars(class, true, &crate::live::current(&app.live).brand);
+        vars =
+            crate::render::sample_vars(class, true, &crate::live::current(&app.live).config.brand);
     }
     if vars.get("customer").is_some_and(|c| c.is_object()) {
         vars["customer"]["email"] = json!(to);

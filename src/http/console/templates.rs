@@ -105,7 +105,7 @@ fn build(app: &AppState, q: Query) -> Value {
     for (name, class) in &disk.mapped {
         let mut cells = Vec::new();
         for locale in &locales {
-            let subject = disk.sample_subject(&live.brand, name, locale, &timezone);
+            let subject = disk.sample_subject(&live.config.brand, name, locale, &timezone);
             cells.push(json!({
                 "locale": locale,
                 "subject": subject,
@@ -177,7 +177,7 @@ fn build(app: &AppState, q: Query) -> Value {
         .collect();
     json!({
         "dir": config.templates.dir.display().to_string(),
-        "problems": disk.all_problems(&live.brand),
+        "problems": disk.all_problems(&live.config.brand),
         "list": list,
         "unmapped": unmapped,
         "selected": selected,
