@@ -130,6 +130,8 @@ impl Application {
         .run();
 
         let s = state.clone();
+        // One for all workers: the console's template folder, as last read.
+        let templates_on_disk = web::Data::new(crate::http::console::DiskCache::default());
         let admin = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(conventions::conventions))
@@ -137,6 +139,7 @@ impl Application {
                 // this listener gets 421 on every path, token or not.
                 .wrap(from_fn(host_guard::refuse_other_hosts))
                 .app_data(s.clone())
+                .app_data(templates_on_disk.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .configure(admin::routes)
