@@ -65,6 +65,9 @@ pub struct Server {
 pub struct Admin {
     pub listen: String,
     pub token: Secret,
+    /// Host names the admin listener answers besides its own addresses
+    /// (`http::host_guard`): a reverse proxy's name, a tunnel's local port.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -442,6 +445,11 @@ impl Config {
             ),
             Ok(_) => {}
         }
+        for (i, s) in self.admin.allowed_hosts.iter().enumerate() {
+            if let Err(e) = parse_host(s) {
+                p.add(format!("admin.allowed_hosts[{i}]"), e);
+            }
+        }
         for (i, s) in self.security.allowed_ips.iter().enumerate() {
             if let Err(e) = parse_net(s) {
                 p.add(format!("security.allowed_ips[{i}]"), e);
@@ -741,6 +749,46 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| format!("`{s}` is not an IP address or network such as 10.0.0.0/8"))
+}
+
+/// A `Host` header value or an `admin.allowed_hosts` entry, `name[:port]`:
+/// the name in lower case (an IPv6 address in brackets, in canonical form)
+/// and the port if one is given.
+pub fn parse_host(value: &str) -> Result<(String, Option<u16>), String> {
+    let value = value.trim();
+    let bad = || {
+        format!("`{value}` is not a host name such as \"admin.example.com\" or \"localhost:9000\"")
+    };
+    let (name, port) = if let Some(rest) = value.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| bad())?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (format!("[{ip}]"), port)
+    } else {
+        let (name, port) = match value.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (value, None),
+        };
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !valid {
+            return Err(bad());
+        }
+        (name.to_ascii_lowercase(), port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(p.parse::<u16>().map_err(|_| bad())?)
+        }
+        Some(_) => return Err(bad()),
+    };
+    Ok((name, port))
 }
 
 pub fn parse_tz(s: &str) -> Result<chrono_tz::Tz, String> {

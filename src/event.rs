@@ -140,9 +140,7 @@ pub struct Event {
 impl Event {
     /// Parses a request body. Only the envelope can make it fail.
     pub fn parse(body: &[u8]) -> Result<Event, EnvelopeError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
-        Event::from_value(&value)
+        Event::from_value(&read_json(body)?)
     }
 
     pub fn from_value(value: &Value) -> Result<Event, EnvelopeError> {
@@ -229,6 +227,99 @@ impl Event {
     pub fn is_unreadable(&self, field: &str) -> bool {
         self.unreadable.iter().any(|f| f == field)
     }
+}
+
+/// A request body as JSON. A number too large for any float (`1e400`, or
+/// 400 digits) is a syntax error to serde_json, which would turn the whole
+/// delivery into a 400; it is a value that cannot be read, so such a number
+/// is kept as its text (a string), and the field reading it reports it
+/// unreadable (SPEC §5). Only a body that fails to parse is re-read this
+/// way; the stored copy of the body then holds that number as a string.
+///
+/// (serde_json's `arbitrary_precision` would keep such numbers, but it
+/// changes how every `Value` number serializes through other formats and
+/// would apply to every crate in the build.)
+pub fn read_json(body: &[u8]) -> Result<Value, EnvelopeError> {
+    let first = match serde_json::from_slice(body) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    quote_overflowing_numbers(body)
+        .and_then(|patched| serde_json::from_slice(&patched).ok())
+        .ok_or_else(|| EnvelopeError::NotJson(first.to_string()))
+}
+
+/// `body` with every number literal outside strings whose value overflows
+/// an f64 put in quotes, or `None` when there is none.
+fn quote_overflowing_numbers(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let mut changed = false;
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b == b'"' {
+            // A string, escapes included, copied as it is.
+            let start = i;
+            i += 1;
+            while i < body.len() && body[i] != b'"' {
+                i += if body[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(body.len());
+            out.extend_from_slice(&body[start..i]);
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < body.len()
+                && matches!(body[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let token = &body[start..i];
+            let overflows = std::str::from_utf8(token)
+                .ok()
+                .filter(|t| is_json_number(t))
+                .and_then(|t| t.parse::<f64>().ok())
+                .is_some_and(f64::is_infinite);
+            if overflows {
+                out.push(b'"');
+                out.extend_from_slice(token);
+                out.push(b'"');
+                changed = true;
+            } else {
+                out.extend_from_slice(token);
+            }
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    changed.then_some(out)
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(t: &str) -> bool {
+    let digits = |s: &str| s.len() - s.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let mut s = t.strip_prefix('-').unwrap_or(t);
+    match digits(s) {
+        0 => return false,
+        n if n > 1 && s.starts_with('0') => return false,
+        n => s = &s[n..],
+    }
+    if let Some(rest) = s.strip_prefix('.') {
+        let n = digits(rest);
+        if n == 0 {
+            return false;
+        }
+        s = &rest[n..];
+    }
+    if let Some(rest) = s.strip_prefix(['e', 'E']) {
+        let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+        let n = digits(rest);
+        if n == 0 {
+            return false;
+        }
+        s = &rest[n..];
+    }
+    s.is_empty()
 }
 
 /// Reads content fields leniently, remembering which ones were unreadable.
@@ -395,6 +486,31 @@ mod tests {
             e.validity.expired_time,
             parse_instant("2026-04-23T17:13:19Z")
         );
+    }
+
+    #[test]
+    fn numbers_beyond_any_float_are_unreadable_fields_not_a_broken_body() {
+        let body = br#"{"notifyType":"DATA_USAGE","notifyId":"n\"1e400","content":{"esimTranNo":"T1","totalVolume":1e400,"orderUsage":-1E+999,"remain":12,"remainThreshold":1e-400,"note":"1e400 \\\" 2e999"}}"#;
+        let e = Event::parse(body).unwrap();
+        assert_eq!(e.notify_id.as_deref(), Some("n\"1e400"));
+        assert_eq!(e.usage.total_volume, None);
+        assert_eq!(e.usage.order_usage, None);
+        assert_eq!(e.usage.remain, Some(12));
+        assert_eq!(e.unreadable, vec!["totalVolume", "orderUsage"]);
+        let v = read_json(body).unwrap();
+        assert_eq!(v["content"]["totalVolume"], "1e400");
+        assert_eq!(v["content"]["note"], "1e400 \\\" 2e999");
+        // A real syntax error is still one, with serde_json's own reason.
+        for bad in [
+            &br#"{"notifyType":"X","content":{"a":1e400,}}"#[..],
+            b"{\"a\": 01e400}",
+        ] {
+            assert!(matches!(read_json(bad), Err(EnvelopeError::NotJson(_))));
+        }
+        assert!(is_json_number("-0.5e+10") && is_json_number("0") && is_json_number("10"));
+        for t in ["-", "01", "1.", ".5", "1e", "1e+", "--1", "1-2"] {
+            assert!(!is_json_number(t), "{t}");
+        }
     }
 
     #[test]

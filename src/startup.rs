@@ -17,7 +17,7 @@ use crate::dispatch;
 use crate::engine::{Ages, Engine};
 use crate::http::state::AppState;
 use crate::http::webhook::SenderPolicy;
-use crate::http::{admin, conventions, unsubscribe, webhook};
+use crate::http::{admin, conventions, host_guard, unsubscribe, webhook};
 use crate::live::{self, build_live, template_names, SharedLive};
 use crate::mailer::Mailer;
 use crate::metrics::Metrics;
@@ -130,10 +130,16 @@ impl Application {
         .run();
 
         let s = state.clone();
+        // One for all workers: the console's template folder, as last read.
+        let templates_on_disk = web::Data::new(crate::http::console::DiskCache::default());
         let admin = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(conventions::conventions))
+                // Runs first (the last wrap is outermost): a Host that is not
+                // this listener gets 421 on every path, token or not.
+                .wrap(from_fn(host_guard::refuse_other_hosts))
                 .app_data(s.clone())
+                .app_data(templates_on_disk.clone())
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .configure(admin::routes)

@@ -18,7 +18,8 @@
 //! 4. A request with none of those (a script on a loopback listener without
 //!    a token: `curl -X POST …/admin/pause`) passes, as SPEC's API promises.
 //!
-//! Runs after the token check, so a request without the token is still 401.
+//! Runs after the Host check (`host_guard.rs`: a rebound name never gets
+//! here) and the token check, so a request without the token is still 401.
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -1,14 +1,15 @@
 //! Both HTTP listeners: the shared state, the conventions every answer
 //! follows (JSON 4xx, HEAD), the webhook and unsubscribe pages of the public
-//! listener, and the admin API, the operator console and its forgery guard
-//! on the admin listener. Nothing here builds the app: `startup` wires
-//! these routes.
+//! listener, and the admin API, the operator console, its forgery guard
+//! and its Host check (DNS rebinding) on the admin listener. Nothing here
+//! builds the app: `startup` wires these routes.
 
 pub mod admin;
 pub mod console;
 pub mod conventions;
 pub mod csrf;
 pub mod error;
+pub mod host_guard;
 pub mod state;
 pub mod unsubscribe;
 pub mod webhook;

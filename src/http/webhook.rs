@@ -287,9 +287,9 @@ pub async fn receive(
         )
     };
 
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value: serde_json::Value = match crate::event::read_json(&body) {
         Ok(v) => v,
-        Err(e) => return invalid(format!("body is not valid JSON: {e}")),
+        Err(e) => return invalid(e.to_string()),
     };
     let event = match Event::from_value(&value) {
         Ok(e) => e,

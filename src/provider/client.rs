@@ -15,6 +15,13 @@
 //! retried here: allocation takes minutes, so the caller schedules the next
 //! question. The access code is a sensitive header value, never in `Debug`,
 //! errors or logs.
+//!
+//! Nothing that gets in: the client follows no redirect (reqwest would follow
+//! ten and keep `RT-AccessCode`, a custom header, on every hop, also to
+//! another host or from https to http), so a 3xx is a refusal naming where
+//! it pointed; and an answer is read chunk by chunk up to
+//! [`MAX_ANSWER_BYTES`], so a huge or endless answer costs at most that much
+//! memory, never what the other side chooses to send.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -37,6 +44,9 @@ pub const QUERY_PATH: &str = "/api/v1/open/esim/query";
 
 /// Pages read for one query at most; at the default page size, 5,000 eSIMs.
 const MAX_PAGES: u32 = 100;
+
+/// The largest answer read. A page of 50 eSIMs is under 100 KiB.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Backoff between retries never exceeds this.
 const MAX_BACKOFF: Duration = Duration::from_secs(8);
@@ -140,6 +150,7 @@ impl Provider {
             .user_agent(concat!("esim-notify/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| setup("provider.base_url", format!("cannot build a client: {e}")))?;
         let clock = TokioClock {
@@ -279,14 +290,18 @@ impl Provider {
                 .send()
                 .await?;
             let status = response.status();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            if status.is_redirection() {
+                return Ok(Err(redirected(&response)));
+            }
+            let body = read_capped(response).await?;
+            Ok::<_, reqwest::Error>(body.map(|bytes| (status, bytes)))
         };
         let (status, bytes) = match tokio::time::timeout(limit, exchange).await {
             Err(_) => return Err(ProviderError::Timeout(limit)),
             Ok(Err(e)) if e.is_timeout() => return Err(ProviderError::Timeout(limit)),
             Ok(Err(e)) => return Err(ProviderError::Transport(describe(&e))),
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(Err(refusal))) => return Err(refusal),
+            Ok(Ok(Ok(answer))) => answer,
         };
         if status.is_success() {
             return wire::parse_page(&bytes);
@@ -308,6 +323,51 @@ impl Provider {
             msg: wire::shorten(&String::from_utf8_lossy(&bytes)),
         })
     }
+}
+
+/// A 3xx: not followed, since the next hop would get the access code. The
+/// error names where it pointed, which is what an operator needs to fix
+/// `provider.base_url` (or to see that someone redirects it).
+fn redirected(response: &reqwest::Response) -> ProviderError {
+    let to = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+        .unwrap_or_else(|| "nowhere (no Location)".into());
+    ProviderError::Refused {
+        code: format!("HTTP {}", response.status().as_u16()),
+        msg: wire::shorten(&format!(
+            "redirected to {}: redirects are not followed (they would carry the access code); check provider.base_url",
+            to.escape_debug()
+        )),
+    }
+}
+
+/// The body, read chunk by chunk and given up as soon as it passes
+/// [`MAX_ANSWER_BYTES`] (a `Content-Length` over it is refused unread).
+async fn read_capped(
+    mut response: reqwest::Response,
+) -> Result<Result<Vec<u8>, ProviderError>, reqwest::Error> {
+    let too_large = || {
+        ProviderError::Malformed(format!(
+            "the answer is larger than {} MiB; stopped reading it",
+            MAX_ANSWER_BYTES / (1024 * 1024)
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Ok(Err(too_large()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(Err(too_large()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
 }
 
 /// Two listings of one eSIM (pages can shift while they are read).

@@ -709,3 +709,72 @@ async fn send_me_this_one_sends_the_rendered_sample_marked_as_a_test() {
     assert_eq!(app.received().len(), 1);
     app.stop().await;
 }
+
+/// `GET /admin/preview/frame` reads and checks the template folder only
+/// when a file in it changed (issue 18): the answer says which
+/// (`X-Esim-Notify-Templates: read | cached`), and an edit still shows on
+/// the very next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preview_frame_reads_the_folder_again_only_when_a_file_changes() {
+    let (app, templates) = app_with_template_copy("").await;
+    let frame = |query: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .http
+                .get(app.admin_url(&format!("/admin/preview/frame?{query}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let folder = r
+                .headers()
+                .get("x-esim-notify-templates")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (folder, r.text().await.unwrap())
+        }
+    };
+    let (first, html) = frame("template=data_usage").await;
+    assert_eq!(first, "read");
+    assert!(!html.contains("FRAME-EDIT-7Q"));
+    let (second, again) = frame("template=data_usage").await;
+    assert_eq!(second, "cached", "nothing changed on disk");
+    assert_eq!(again, html);
+    // Another template, locale or sample uses the same read of the folder.
+    let (other, es) = frame("template=esim_activated&locale=es").await;
+    assert_eq!(other, "cached");
+    assert_ne!(es, html);
+
+    // An edit of a partial (one folder down) shows at once.
+    let footer = templates.path().join("partials/footer.hbs");
+    let text = std::fs::read_to_string(&footer).unwrap();
+    std::fs::write(&footer, format!("{text}<p>FRAME-EDIT-7Q</p>")).unwrap();
+    let (after, edited) = frame("template=data_usage").await;
+    assert_eq!(after, "read");
+    assert!(edited.contains("FRAME-EDIT-7Q"), "{edited}");
+    let (next, same) = frame("template=data_usage").await;
+    assert_eq!(next, "cached");
+    assert_eq!(same, edited);
+
+    // A locale's file too, and a file removed.
+    let es_html = templates.path().join("es/esim_activated.html.hbs");
+    let text = std::fs::read_to_string(&es_html).unwrap();
+    std::fs::write(
+        &es_html,
+        text.replace("{{#> layout}}", "{{#> layout}}<p>ES-EDIT-3K</p>"),
+    )
+    .unwrap();
+    let (after, es) = frame("template=esim_activated&locale=es").await;
+    assert_eq!(after, "read");
+    assert!(es.contains("ES-EDIT-3K"), "{es}");
+    std::fs::remove_file(&es_html).unwrap();
+    let (after, es) = frame("template=esim_activated&locale=es").await;
+    assert_eq!(after, "read");
+    assert!(!es.contains("ES-EDIT-3K"));
+    assert!(
+        es.contains("Cannot render"),
+        "a locale template lacking a part: {es}"
+    );
+    app.stop().await;
+}

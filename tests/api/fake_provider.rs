@@ -28,6 +28,11 @@ pub enum Reply {
     Slow(Duration, Box<Reply>),
     /// Closes the connection without a word.
     HangUp,
+    /// This 3xx status with `Location: <url>`.
+    Redirect(u16, String),
+    /// 200 with a body that never ends (no Content-Length, bytes until the
+    /// client hangs up); the bytes written are counted (`streamed`).
+    Endless,
 }
 
 /// One request as the fake saw it.
@@ -47,6 +52,10 @@ struct State {
     script: VecDeque<Reply>,
     fallback: Fallback,
     seen: Vec<Seen>,
+    /// Bytes written by `Reply::Endless` answers.
+    streamed: u64,
+    /// `Reply::Endless` answers whose client hung up.
+    endless_ended: usize,
 }
 
 /// A running fake; clones share it.
@@ -74,6 +83,8 @@ impl FakeProvider {
             script: script.into(),
             fallback: Arc::new(fallback),
             seen: Vec::new(),
+            streamed: 0,
+            endless_ended: 0,
         }));
         let s = state.clone();
         tokio::spawn(async move {
@@ -95,6 +106,16 @@ impl FakeProvider {
     /// Every request so far, in arrival order.
     pub fn requests(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Bytes `Reply::Endless` managed to write before the client hung up.
+    pub fn streamed(&self) -> u64 {
+        self.state.lock().unwrap().streamed
+    }
+
+    /// How many `Reply::Endless` answers ended (their client hung up).
+    pub fn endless_ended(&self) -> usize {
+        self.state.lock().unwrap().endless_ended
     }
 
     pub fn count(&self) -> usize {
@@ -190,6 +211,26 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
                 continue;
             }
             Reply::HangUp => return,
+            Reply::Redirect(code, to) => {
+                let answer = format!(
+                    "HTTP/1.1 {code} X\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+                let _ = sock.shutdown().await;
+                return;
+            }
+            Reply::Endless => {
+                let head = "HTTP/1.1 200 X\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"pad\":\"";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while sock.write_all(&chunk).await.is_ok() {
+                    state.lock().unwrap().streamed += chunk.len() as u64;
+                }
+                state.lock().unwrap().endless_ended += 1;
+                return;
+            }
             Reply::Json(v) => (200, v.to_string()),
             Reply::Raw(s) => (200, s),
             Reply::Status(code, s) => (code, s),

@@ -8,6 +8,7 @@ pub mod helpers;
 pub mod smtp;
 
 mod admin;
+mod admin_hosts;
 mod cli;
 mod console;
 mod console_browser;

@@ -10,7 +10,7 @@ use esim_notify::provider::{EsimQuery, Provider, ProviderError, ProviderSettings
 use serde_json::json;
 
 use crate::fake_provider::{self as fake, FakeProvider, Reply};
-use crate::helpers::{free_port, load_config};
+use crate::helpers::{eventually, free_port, load_config};
 
 const CODE: &str = "rt-TESTCODE-5f0c81d2a9";
 const AC_A: &str = "LPA:1$rsp-eu.redteamobile.com$43DE23C67EE747BCAD6B63E8B67B261F";
@@ -446,4 +446,63 @@ fn an_access_code_over_plain_http_to_another_host_is_warned_about() {
     assert!(warned("http://api.esimaccess.com"));
     assert!(!warned("https://api.esimaccess.com"));
     assert!(!warned("http://127.0.0.1:8099"));
+}
+
+/// A 3xx is not followed (the next hop would get `RT-AccessCode`): the
+/// error names where it pointed, and the other server hears nothing.
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_names_its_target() {
+    let elsewhere = FakeProvider::start_with(vec![], |_| fake::page(vec![esim_a()], 1, 1)).await;
+    let target = format!("{}{}", elsewhere.base_url, "/api/v1/open/esim/query");
+    for code in [301, 302, 307, 308] {
+        let fake = FakeProvider::start(vec![Reply::Redirect(code, target.clone())]).await;
+        let err = client(&fake).query_by_order(ORDER).await.unwrap_err();
+        match &err {
+            ProviderError::Refused { code: c, msg } => {
+                assert_eq!(c, &format!("HTTP {code}"));
+                assert!(msg.contains(&target), "{msg}");
+            }
+            other => panic!("{code}: {other:?}"),
+        }
+        assert!(!err.retry_later());
+        assert_eq!(fake.count(), 1, "a redirect is not retried");
+        assert!(!err.to_string().contains(CODE));
+    }
+    let seen = elsewhere.requests();
+    assert!(
+        seen.is_empty(),
+        "the redirect target received {} request(s), access code {:?}",
+        seen.len(),
+        seen.first().and_then(|s| s.access_code.clone())
+    );
+}
+
+/// An answer over the cap (1 MiB) is an error naming the cap, whether it
+/// says its length up front or streams without end; the client stops
+/// reading, so the other side cannot make it hold more than the cap.
+#[tokio::test]
+async fn an_answer_over_one_mib_is_cut_off() {
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let fake = FakeProvider::start(vec![Reply::Raw(huge)]).await;
+    let err = client(&fake).query_by_order(ORDER).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    assert_eq!(fake.count(), 1, "not retried");
+
+    let fake = FakeProvider::start(vec![Reply::Endless]).await;
+    let err = client(&fake).query_by_order(ORDER).await.unwrap_err();
+    assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+    assert!(err.to_string().contains("1 MiB"), "{err}");
+    // The fake writes until the client hangs up; what it got out is the
+    // cap plus what socket buffers hold, far from the gigabytes an
+    // unbounded read would take in the 5 s timeout.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            fake.endless_ended() == 1
+        })
+        .await,
+        "the client did not hang up"
+    );
+    let streamed = fake.streamed();
+    assert!(streamed < 32 * 1024 * 1024, "{streamed} bytes read");
 }

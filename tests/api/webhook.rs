@@ -313,6 +313,49 @@ async fn an_unreadable_field_is_still_accepted() {
     assert!(store.outbox().unwrap().is_empty());
 }
 
+/// serde_json refuses `1e400` ("number out of range") while parsing, which
+/// made the whole delivery a 400; it is an unreadable field (SPEC §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_beyond_any_float_is_an_unreadable_field_not_a_400() {
+    let app = spawn_app("").await;
+    let (s, v) = app
+        .bind(json!({"email": "ana@example.com", "esimTranNo": "T-HUGE"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let body = r#"{"notifyType":"DATA_USAGE","notifyId":"huge-1","content":{"esimTranNo":"T-HUGE","totalVolume":1e400,"orderUsage":-1E+999,"remain":12,"remainThreshold":0.1}}"#;
+    assert_eq!(app.post(body).await, (200, json!({"status": "accepted"})));
+    assert_eq!(app.post(body).await, (200, json!({"status": "duplicate"})));
+    let (s, view) = app.get_json(&app.admin_url("/admin/esims/T-HUGE")).await;
+    assert_eq!(s, 200, "{view}");
+    let details: Vec<String> = view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("unreadable=totalVolume")),
+        "{details:?}"
+    );
+    // No data notice from figures that cannot be read.
+    let queued = view["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["what"] == "queued")
+        .count();
+    assert_eq!(queued, 0, "{view}");
+    // A body that is broken for another reason is still a 400.
+    let broken = r#"{"notifyType":"DATA_USAGE","content":{"totalVolume":1e400,}}"#;
+    let (s, v) = app.post(broken).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("not valid JSON"),
+        "{v}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recycled_iccid_with_a_new_esim_tran_no_is_a_new_esim() {
     let app = spawn_app("").await;

@@ -1,8 +1,10 @@
-//! The console's renders: templates read from disk on every request, so an
-//! operator sees an edit before reloading, next to what the sender (which
-//! changes only on reload or SIGHUP) would send for the same input.
+//! The console's renders: templates as they are on disk (read again as soon
+//! as a file changes, `disk_cache.rs`), so an operator sees an edit before
+//! reloading, next to what the sender (which changes only on reload or
+//! SIGHUP) would send for the same input.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -53,6 +55,11 @@ pub struct Disk {
     pub missing: Vec<(String, Problem)>,
     /// The templates `[notify]` maps, with the variables each one sees.
     pub mapped: Vec<(String, NoticeClass)>,
+    /// What `check` found per template, and for the whole folder: checking
+    /// renders every part, so it is done once per read of the folder (the
+    /// brand it checks with comes from the configuration it was read with).
+    checked: Mutex<HashMap<String, Vec<Problem>>>,
+    all_checked: OnceLock<Vec<Problem>>,
 }
 
 impl Disk {
@@ -83,7 +90,29 @@ impl Disk {
             templates,
             missing,
             mapped: template_classes(config),
+            checked: Mutex::new(HashMap::new()),
+            all_checked: OnceLock::new(),
         }
+    }
+
+    /// The problems `check` finds in one loaded template, checked once.
+    fn check_one(
+        &self,
+        t: &Templates,
+        name: &str,
+        class: NoticeClass,
+        brand: &BTreeMap<String, String>,
+    ) -> Vec<Problem> {
+        let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+        checked
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                t.check(&[(name.to_string(), class)], brand)
+                    .iter()
+                    .map(Problem::from)
+                    .collect()
+            })
+            .clone()
     }
 
     pub fn class_of(&self, name: &str) -> Option<NoticeClass> {
@@ -131,6 +160,12 @@ impl Disk {
 
     /// Every problem `check` (and reload) would report for the whole folder.
     pub fn all_problems(&self, brand: &BTreeMap<String, String>) -> Vec<Problem> {
+        self.all_checked
+            .get_or_init(|| self.check_all(brand))
+            .clone()
+    }
+
+    fn check_all(&self, brand: &BTreeMap<String, String>) -> Vec<Problem> {
         let mut out: Vec<Problem> = self.missing.iter().map(|(_, p)| p.clone()).collect();
         match &self.templates {
             Err(ps) => out.extend(ps.iter().cloned()),
@@ -316,11 +351,7 @@ pub fn render(
     match &disk.templates {
         Err(ps) => problems.extend(ps.iter().cloned()),
         Ok(t) if t.has(name) => {
-            problems.extend(
-                t.check(&[(name.to_string(), class)], &live.config.brand)
-                    .iter()
-                    .map(Problem::from),
-            );
+            problems.extend(disk.check_one(t, name, class, &live.config.brand));
             match t.render_at(name, Some(locale), &vars, crate::render::sample_now()) {
                 Ok(r) => rendered = Some(r),
                 Err(e) => problems.insert(0, Problem::of_render(&e)),

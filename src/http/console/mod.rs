@@ -11,8 +11,12 @@
 //! | `GET /admin/esims?q=` | one eSIM and its decision timeline (`esims.rs`) |
 //! | `GET /admin/queue` | outbox, parked, dead letters (`queue.rs`) |
 //! | `GET /admin/assets/{file}` | the stylesheet and scripts |
+//!
+//! The template folder is read once and kept until a file in it changes
+//! ([`DiskCache`], registered by `startup` as app data of the admin app).
 
 mod disk;
+mod disk_cache;
 mod esims;
 mod overview;
 mod page;
@@ -22,6 +26,7 @@ mod templates;
 
 use actix_web::{web, HttpResponse};
 
+pub use disk_cache::DiskCache;
 pub use page::PAGE_CSP;
 pub use preview_api::FRAME_CSP;
 

@@ -4,12 +4,13 @@
 //! /admin/preview/frame` (the HTML part as its own sandboxed document), and
 //! `POST /admin/preview/send` ("send me this one", marked as a test).
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::disk::{self, Disk, Refusal, RenderRequest};
+use super::disk::{self, Refusal, RenderRequest};
+use super::disk_cache::{DiskCache, Freshness};
 use super::page::escape;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -35,29 +36,40 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 
-/// Reads the folder and renders in a blocking thread: both touch the disk
-/// and compile templates, which must not stall the admin listener's worker.
+/// The header saying whether the template folder was read for this answer
+/// (`read`) or had not changed since it last was (`cached`).
+pub const FOLDER_HEADER: &str = "x-esim-notify-templates";
+
+/// Reads the folder (when it changed) and renders in a blocking thread:
+/// both touch the disk and compile templates, which must not stall the
+/// admin listener's worker.
 async fn render_blocking(
     app: web::Data<AppState>,
+    cache: web::Data<DiskCache>,
     req: RenderRequest,
-) -> Result<disk::RenderAnswer, ApiError> {
-    let out = web::block(move || {
-        let config = crate::live::current(&app.live).config.clone();
-        let d = Disk::read(&config);
-        disk::render(&config, &app.live, &d, &req)
+) -> Result<(disk::RenderAnswer, Freshness), ApiError> {
+    let (out, freshness) = web::block(move || {
+        let (live, d, freshness) = cache.get(&app.live);
+        (disk::render(&live.config, &app.live, &d, &req), freshness)
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("rendering failed: {e}")))?;
-    out.map_err(refusal)
+    out.map(|a| (a, freshness)).map_err(refusal)
 }
 
-pub async fn render(app: web::Data<AppState>, body: web::Bytes) -> Answer {
+pub async fn render(
+    app: web::Data<AppState>,
+    cache: web::Data<DiskCache>,
+    body: web::Bytes,
+) -> Answer {
     let req: RenderRequest = parse(&body)?;
     if req.template.trim().is_empty() {
         return Err(ApiError::bad_request("`template` is missing"));
     }
-    let answer = render_blocking(app, req).await?;
-    Ok(HttpResponse::Ok().json(json!({
+    let (answer, freshness) = render_blocking(app, cache, req).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((FOLDER_HEADER, freshness.as_str()))
+        .json(json!({
         "subject": answer.subject,
         "text": answer.text,
         "html": answer.html,
@@ -65,7 +77,7 @@ pub async fn render(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         "sender": answer.sender,
         "sender_subject": answer.sender_subject,
         "sender_note": answer.sender_note(),
-    })))
+        })))
 }
 
 #[derive(Deserialize)]
@@ -83,7 +95,11 @@ pub struct FrameQuery {
 /// The HTML part alone, for the preview's `<iframe src>`. A GET, so it
 /// changes nothing; what it shows is escaped by the template engine, and
 /// the document may run nothing.
-pub async fn frame(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn frame(
+    app: web::Data<AppState>,
+    cache: web::Data<DiskCache>,
+    req: HttpRequest,
+) -> HttpResponse {
     let q = match web::Query::<FrameQuery>::from_query(req.query_string()) {
         Ok(q) => q.into_inner(),
         Err(e) => return frame_page(StatusCode::BAD_REQUEST, &format!("unreadable query: {e}")),
@@ -98,23 +114,29 @@ pub async fn frame(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         timezone: q.timezone,
         vars,
     };
-    match render_blocking(app, request).await {
-        Ok(a) => match a.html {
-            Some(html) => frame_response(StatusCode::OK, html),
-            None => {
-                let list: Vec<String> = a
-                    .problems
-                    .iter()
-                    .map(|p| format!("{}{}", p.file, loc(p.line, p.column)) + ": " + &p.message)
-                    .collect();
-                frame_page(
-                    StatusCode::OK,
-                    &format!("Cannot render:\n{}", list.join("\n")),
-                )
-            }
-        },
-        Err(e) => frame_page(e_status(&e), &e.to_string()),
-    }
+    let (answer, freshness) = match render_blocking(app, cache, request).await {
+        Ok(a) => a,
+        Err(e) => return frame_page(e_status(&e), &e.to_string()),
+    };
+    let mut resp = match answer.html {
+        Some(html) => frame_response(StatusCode::OK, html),
+        None => {
+            let list: Vec<String> = answer
+                .problems
+                .iter()
+                .map(|p| format!("{}{}", p.file, loc(p.line, p.column)) + ": " + &p.message)
+                .collect();
+            frame_page(
+                StatusCode::OK,
+                &format!("Cannot render:\n{}", list.join("\n")),
+            )
+        }
+    };
+    resp.headers_mut().insert(
+        header::HeaderName::from_static(FOLDER_HEADER),
+        header::HeaderValue::from_static(freshness.as_str()),
+    );
+    resp
 }
 
 fn e_status(e: &ApiError) -> StatusCode {
@@ -159,7 +181,11 @@ struct SendRequest {
 
 /// Renders as the preview does and sends it to `to` through the configured
 /// transport, marked as a test (the CLI's `send-test` path).
-pub async fn send(app: web::Data<AppState>, body: web::Bytes) -> Answer {
+pub async fn send(
+    app: web::Data<AppState>,
+    cache: web::Data<DiskCache>,
+    body: web::Bytes,
+) -> Answer {
     let SendRequest { mut render, to } = parse(&body)?;
     let to = match crate::customers::normalize_email(&to) {
         Ok(t) => t,
@@ -181,7 +207,7 @@ pub async fn send(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         vars["customer"]["email"] = json!(to);
     }
     render.vars = Some(vars.clone());
-    let answer = render_blocking(app.clone(), render).await?;
+    let (answer, _) = render_blocking(app.clone(), cache, render).await?;
     let (Some(subject), Some(text), Some(html)) = (answer.subject, answer.text, answer.html) else {
         let first = answer
             .problems

@@ -8,10 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::disk::{self, Disk, RenderRequest};
+use super::disk::{self, RenderRequest};
+use super::disk_cache::DiskCache;
 use super::page::{self, url_encode, Nav};
 use crate::http::state::AppState;
-use crate::live::current;
 use crate::render::NoticeClass;
 
 /// Timezones offered besides the default and whatever is selected.
@@ -67,12 +67,16 @@ fn frame_src(template: &str, locale: &str, timezone: &str) -> String {
     )
 }
 
-pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+pub async fn page(
+    app: web::Data<AppState>,
+    cache: web::Data<DiskCache>,
+    req: HttpRequest,
+) -> HttpResponse {
     let q = web::Query::<Query>::from_query(req.query_string())
         .map(|q| q.into_inner())
         .unwrap_or_default();
     let state = app.clone();
-    let built = web::block(move || build(&state, q)).await;
+    let built = web::block(move || build(&state, &cache, q)).await;
     match built {
         Ok(data) => page::render(&app, Nav::Templates, "Templates", "templates", data),
         Err(e) => page::html(
@@ -85,11 +89,11 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     }
 }
 
-fn build(app: &AppState, q: Query) -> Value {
-    // The configuration last loaded (at start or by a reload): its mapping and folder.
-    let live = current(&app.live);
+fn build(app: &AppState, cache: &DiskCache, q: Query) -> Value {
+    // The configuration last loaded (at start or by a reload): its mapping
+    // and folder, as read with it.
+    let (live, disk, _) = cache.get(&app.live);
     let config = &live.config;
-    let disk = Disk::read(config);
     let locales = disk.locales(config, &live.templates);
     let pick = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let timezone = pick(q.timezone)
