@@ -84,8 +84,8 @@ pub fn retry_refused(id: u64, s: &Suppression) -> String {
         "dead letter {id} stays: {email} is suppressed ({reason}, since {at}), which a retry never lifts; \
          `esim-notify suppress remove {email}` lifts it, then retry",
         email = s.email,
-        reason = s.reason,
-        at = s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        reason = s.describe(),
+        at = s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 

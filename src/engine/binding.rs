@@ -28,6 +28,7 @@ pub fn bind(
     recipient: &Recipient,
     ids: &Identifiers,
     park_for: Duration,
+    essential: &[String],
     now: DateTime<Utc>,
 ) -> Result<BindReport, StoreError> {
     let mut report = BindReport::default();
@@ -74,6 +75,7 @@ pub fn bind(
                         p.vars,
                         r.clone(),
                         LogKind::Released,
+                        essential,
                         now,
                     )?;
                     report.released.extend(q);

@@ -198,17 +198,101 @@ pub enum SendOutcome {
     Suppressed(String),
 }
 
+/// Why an address is on the suppression list (SPEC §2, §6). The reason
+/// decides what still goes to it: an address that `Unsubscribed` asked to
+/// stop the reminders, not the service emails of what it buys
+/// (`email.essential`); one that bounced or complained, or that the
+/// operator stopped, gets nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// The customer's one-click unsubscribe.
+    Unsubscribed,
+    /// The mail server refused the address for good ("user unknown").
+    Bounced,
+    /// The customer marked an email as spam.
+    Complained,
+    /// `suppress add` / `PUT /admin/suppressions`.
+    Operator,
+}
+
+impl SuppressReason {
+    pub const ALL: [SuppressReason; 4] = [
+        SuppressReason::Unsubscribed,
+        SuppressReason::Bounced,
+        SuppressReason::Complained,
+        SuppressReason::Operator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::Unsubscribed => "unsubscribed",
+            SuppressReason::Bounced => "bounced",
+            SuppressReason::Complained => "complained",
+            SuppressReason::Operator => "operator",
+        }
+    }
+
+    /// The reason a word names exactly (any case), if it names one.
+    pub fn parse(s: &str) -> Option<SuppressReason> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The reason and detail of a free-text reason, as an operator gives it
+    /// (`suppress add --reason`) and as stores before reasons kept it: a
+    /// reason's own name is that reason; "unsubscribed (one-click)" (what
+    /// the unsubscribe page wrote) is `unsubscribed`; "user unknown (550 …)"
+    /// (what a refusal at RCPT wrote) is `bounced`; anything else is the
+    /// operator's, the text kept as its detail.
+    pub fn classify(text: &str) -> (SuppressReason, Option<String>) {
+        let text = text.trim();
+        if let Some(r) = SuppressReason::parse(text) {
+            return (r, None);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("unsubscribed") {
+            // "unsubscribed (one-click)": the reason, then how.
+            let how = text["unsubscribed".len()..]
+                .trim_matches(|c: char| c.is_whitespace() || "():".contains(c));
+            return (
+                SuppressReason::Unsubscribed,
+                (!how.is_empty()).then(|| how.to_string()),
+            );
+        }
+        let reason = if lower.starts_with("user unknown") {
+            SuppressReason::Bounced
+        } else {
+            SuppressReason::Operator
+        };
+        (reason, (!text.is_empty()).then(|| text.to_string()))
+    }
+}
+
+impl std::fmt::Display for SuppressReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Suppression {
     pub email: String,
-    pub reason: String,
+    pub reason: SuppressReason,
+    /// Since when the address is suppressed.
     #[serde(with = "crate::serde_time")]
-    pub at: DateTime<Utc>,
+    pub since: DateTime<Utc>,
+    /// What else is known, kept apart from the reason: the mail server's
+    /// diagnostic of a bounce, an operator's note, how the customer
+    /// unsubscribed.
+    #[serde(default)]
+    pub detail: Option<String>,
     /// The dead letters whose refusal at RCPT ("user unknown") put the
     /// address here automatically; a retry of one of them may lift it.
     /// Empty for every other source (an operator, an unsubscribe, a
-    /// complaint) and for records written before this field existed: those
-    /// only an operator lifts.
+    /// complaint): those only an operator lifts.
     #[serde(default)]
     pub auto_for: Vec<u64>,
 }
@@ -217,6 +301,21 @@ impl Suppression {
     /// Whether the refusal of notice `id` is what put the address here.
     pub fn added_by(&self, id: u64) -> bool {
         self.auto_for.contains(&id)
+    }
+
+    /// Whether it stops `template` (SPEC §6 "Suppressed address"): an
+    /// unsubscribe stops everything but the service emails named in
+    /// `email.essential`; any other reason stops everything.
+    pub fn stops(&self, template: &str, essential: &[String]) -> bool {
+        !(self.reason == SuppressReason::Unsubscribed && essential.iter().any(|e| e == template))
+    }
+
+    /// `bounced: user unknown (550 5.1.1 …)`: the reason, then the detail.
+    pub fn describe(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.reason),
+            None => self.reason.to_string(),
+        }
     }
 }
 

@@ -155,7 +155,7 @@ pub fn retry_dead(tx: &mut Tx, qid: u64, now: DateTime<Utc>) -> Result<DeadRetry
             format!(
                 "suppression of {} ({}) lifted by the retry of the dead letter it came from",
                 mask_email(&s.email),
-                s.reason
+                s.describe()
             ),
         )
         .about(qid);

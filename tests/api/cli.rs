@@ -695,7 +695,7 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
         .says(&format!("notice {bob}: dead letter {bob} stays"))
         .says("complaint")
         .says("`esim-notify suppress remove bob@example.com` lifts it")
-        .says("the suppression of ana@example.com its own failure added (user unknown")
+        .says("the suppression of ana@example.com its own failure added (bounced: user unknown")
         .says("Requeued 1 of 2");
     let deadline = Instant::now() + Duration::from_secs(20);
     while smtp.received().is_empty() {

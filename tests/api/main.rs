@@ -25,6 +25,8 @@ mod provider;
 mod ready;
 mod sequences;
 mod storage;
+mod suppression_reasons;
 mod templates;
+mod unsubscribe_page;
 mod upgrade;
 mod webhook;
