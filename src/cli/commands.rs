@@ -179,6 +179,9 @@ async fn customers(op: &Operator, command: CustomersCommand) -> Result<u8, OpErr
                 summary.released,
                 summary.superseded,
             );
+            for line in summary.replaced_lines() {
+                println!("Replaced: {line}.");
+            }
             Ok(OK)
         }
         CustomersCommand::Import { file } => import(op, &file).await,
@@ -389,6 +392,9 @@ async fn import(op: &Operator, file: &Path) -> Result<u8, OpError> {
             Ok(s) => {
                 imported += 1;
                 released += s.released;
+                for r in s.replaced_lines() {
+                    println!("line {line}: replaced: {r}");
+                }
             }
             Err(OpError::Rejected(e)) | Err(OpError::NotFound(e)) => {
                 println!("line {line}: rejected: {e}");

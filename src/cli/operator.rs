@@ -108,11 +108,7 @@ impl Operator {
                     .validate()
                     .map_err(|e| OpError::Rejected(e.to_string()))?;
                 let report = store.bind(&recipient, &ids, *park_for, Utc::now())?;
-                Ok(BindSummary {
-                    status: "bound".into(),
-                    released: report.released.len(),
-                    superseded: report.superseded,
-                })
+                Ok(BindSummary::of(&report))
             }
             Operator::Remote(r) => {
                 let body =

@@ -96,6 +96,15 @@ pub async fn turn(
     };
     let template = q.notice.template.clone();
     let now = Utc::now();
+    // SPEC §6 "Whose address": the recipient bound now, not when it was queued.
+    let q = match ctx.store.follow_binding(q, now) {
+        Ok(Some(q)) => q,
+        Ok(None) => return Turn::no_send(Fate::Done),
+        Err(e) => {
+            tracing::error!(notice = id, error = %e, "cannot read the eSIM's binding");
+            return later("store error");
+        }
+    };
 
     let (state, ids) = match ctx.store.esim_state(q.esim) {
         Ok(Some(s)) => s,

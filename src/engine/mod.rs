@@ -17,6 +17,7 @@ mod intake;
 mod migrate;
 pub mod model;
 mod outcomes;
+mod readdress;
 mod ready;
 mod records;
 mod resolve;
@@ -285,6 +286,20 @@ impl Engine {
         }))
     }
 
+    /// The queued notice `q`, addressed to the recipient bound to its eSIM
+    /// now (SPEC §6 "Whose address"): read first, written (and the change
+    /// logged) only when the binding changed since it was queued.
+    pub fn follow_binding(
+        &self,
+        q: QueuedNotice,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueuedNotice>, StoreError> {
+        match self.read(|tx| readdress::bound_now(tx, q.esim))? {
+            Some(r) if r != q.recipient => self.unit(|tx| readdress::follow_queued(tx, q.id, now)),
+            _ => Ok(Some(q)),
+        }
+    }
+
     /// Applies the result of one send attempt to the queue and the decision log.
     pub fn record(
         &self,
@@ -307,7 +322,7 @@ impl Engine {
     /// the suppression its own "user unknown" added; refuses (and keeps the
     /// dead letter) when the address is suppressed for any other reason.
     pub fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError> {
-        self.unit(|tx| outcomes::retry_dead(tx, id, now))
+        self.unit(|tx| outcomes::retry_dead(tx, id, &self.policy.essential, now))
     }
 
     /// Makes queued notices due at `now` with nothing to wait for (at start,

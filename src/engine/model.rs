@@ -376,9 +376,22 @@ pub struct ForgetReport {
 pub struct BindReport {
     /// Parked notices released into the queue.
     pub released: Vec<QueuedNotice>,
+    /// Identifiers that were bound to another address (SPEC §4 `replaced`).
+    pub replaced: Vec<Replaced>,
+    /// Queued notices that now go to the new address (SPEC §6 "Whose address").
+    pub moved: Vec<QueuedNotice>,
     pub superseded: usize,
     /// The decision log lines the binding wrote (for metrics and logs).
     pub decisions: Vec<LogEntry>,
+}
+
+/// One identifier a binding took from another address. The address is the
+/// previous one in full: whoever shows it masks it (`customers::mask_email`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub identifier: crate::customers::IdKind,
+    pub value: String,
+    pub email: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -205,17 +205,18 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     )?;
     durable(&app).await?;
     app.metrics.decisions(&report.decisions);
+    let summary = BindSummary::of(&report);
     tracing::info!(
         recipient = %mask_email(&recipient.email),
         released = report.released.len(),
         superseded = report.superseded,
+        replaced = summary.replaced.len(),
+        moved = report.moved.len(),
         "customer bound"
     );
-    let summary = BindSummary {
-        status: "bound".into(),
-        released: report.released.len(),
-        superseded: report.superseded,
-    };
+    for line in summary.replaced_lines() {
+        tracing::warn!("{line}");
+    }
     app.dispatch.enqueue(report.released);
     Ok(HttpResponse::Ok().json(summary))
 }

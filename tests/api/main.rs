@@ -30,3 +30,4 @@ mod templates;
 mod unsubscribe_page;
 mod upgrade;
 mod webhook;
+mod whose_address;
