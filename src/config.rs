@@ -1489,6 +1489,23 @@ mod tests {
     }
 
     #[test]
+    fn email_essential_defaults_to_the_service_emails_and_is_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.email.essential,
+            ["esim_ready", "esim_cancelled", "esim_revoked"]
+        );
+        let k =
+            keys(load("[email]\nessential = [\"esim_ready\", \"bad name\"]\n", &[]).unwrap_err());
+        assert!(k.iter().any(|k| k == "email.essential[1]"), "{k:?}");
+        assert!(warned(
+            "[email]\nessential = [\"esim_welcome\"]\n",
+            "email.essential lists `esim_welcome`"
+        ));
+        assert!(!warned("", "email.essential"));
+    }
+
+    #[test]
     fn smtp_credentials_without_tls_are_warned_off_loopback() {
         let base =
             "[email]\ntransport = \"smtp\"\n[email.smtp]\ntls = \"none\"\nusername = \"u\"\n";

@@ -402,3 +402,52 @@ pub struct RetentionReport {
     pub dead_removed: usize,
     pub parked_expired: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_reasons_read_as_one_of_the_four() {
+        use SuppressReason::*;
+        let c = |t: &str| SuppressReason::classify(t);
+        assert_eq!(c("complained"), (Complained, None));
+        assert_eq!(c("Operator"), (Operator, None));
+        assert_eq!(
+            c("unsubscribed (one-click)"),
+            (Unsubscribed, Some("one-click".into()))
+        );
+        assert_eq!(c("unsubscribed"), (Unsubscribed, None));
+        let (r, d) = c("user unknown (550 5.1.1)");
+        assert_eq!(
+            (r, d.as_deref()),
+            (Bounced, Some("user unknown (550 5.1.1)"))
+        );
+        assert_eq!(
+            c("asked by phone"),
+            (Operator, Some("asked by phone".into()))
+        );
+        assert_eq!(c(""), (Operator, None));
+    }
+
+    #[test]
+    fn only_an_unsubscribe_lets_service_emails_through() {
+        let essential = vec!["esim_ready".to_string()];
+        let s = |reason| Suppression {
+            email: "a@example.com".into(),
+            reason,
+            since: Utc::now(),
+            detail: None,
+            auto_for: Vec::new(),
+        };
+        assert!(!s(SuppressReason::Unsubscribed).stops("esim_ready", &essential));
+        assert!(s(SuppressReason::Unsubscribed).stops("data_usage", &essential));
+        for r in [
+            SuppressReason::Bounced,
+            SuppressReason::Complained,
+            SuppressReason::Operator,
+        ] {
+            assert!(s(r).stops("esim_ready", &essential), "{r}");
+        }
+    }
+}
