@@ -999,5 +999,20 @@ fn a_bounced_address_corrected_with_customers_add_is_where_dead_retry_sends() {
         .code(0)
         .says("ana@typo.example")
         .says("bounced");
+    // An import says it per row; the same address again is no replacement.
+    std::fs::write(
+        env.path("rebind.csv"),
+        "email,esimTranNo\nana@example.com,T1\nbea@example.com,T1\n",
+    )
+    .unwrap();
+    let import = env.run(&["customers", "import", "rebind.csv"]);
+    import
+        .code(0)
+        .says("line 3: replaced: esimTranNo T1 was bound to a***@example.com");
+    assert!(
+        !import.stdout.contains("line 2: replaced"),
+        "{}",
+        import.stdout
+    );
     server.stop();
 }
