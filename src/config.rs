@@ -113,6 +113,10 @@ pub struct Email {
     pub file_dir: PathBuf,
     pub send_timeout: Dur,
     pub list_unsubscribe: String,
+    /// Service emails (template names): still sent to an address that
+    /// unsubscribed, never to one that bounced or complained, and sent
+    /// without `List-Unsubscribe` (SPEC §3, §6).
+    pub essential: Vec<String>,
     pub smtp: Smtp,
 }
 
@@ -501,6 +505,14 @@ impl Config {
                 format!("`{lu}` must be \"\", \"one-click\", a mailto: or an http(s) URL"),
             );
         }
+        for (i, name) in self.email.essential.iter().enumerate() {
+            if !valid_template_name(name) {
+                p.add(
+                    format!("email.essential[{i}]"),
+                    format!("`{name}` is not a template name (letters, digits, _ and -)"),
+                );
+            }
+        }
         if self.email.transport == TransportKind::File && self.email.file_dir.as_os_str().is_empty()
         {
             p.add(
@@ -658,6 +670,15 @@ impl Config {
     /// The start-up warnings of SPEC §3: legal, but probably not what was meant.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for name in &self.email.essential {
+            let mapped = self.notify.data_usage.template == *name
+                || self.notify.validity_usage.template == *name
+                || self.notify.esim_status.values().any(|t| t == name)
+                || self.notify.order_status.values().any(|t| t == name);
+            if !mapped && valid_template_name(name) {
+                w.push(format!("email.essential lists `{name}`, which no [notify] mapping sends: it has no effect"));
+            }
+        }
         let allowed = self.allowed_nets();
         if allowed.is_empty() {
             w.push("security.allowed_ips is empty: anyone may post webhooks".to_string());
@@ -1513,6 +1534,23 @@ mod tests {
             "write it as 10.0.0.0/8"
         ));
         assert!(!warned("", "IPv4-mapped"));
+    }
+
+    #[test]
+    fn email_essential_defaults_to_the_service_emails_and_is_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.email.essential,
+            ["esim_ready", "esim_cancelled", "esim_revoked"]
+        );
+        let k =
+            keys(load("[email]\nessential = [\"esim_ready\", \"bad name\"]\n", &[]).unwrap_err());
+        assert!(k.iter().any(|k| k == "email.essential[1]"), "{k:?}");
+        assert!(warned(
+            "[email]\nessential = [\"esim_welcome\"]\n",
+            "email.essential lists `esim_welcome`"
+        ));
+        assert!(!warned("", "email.essential"));
     }
 
     #[test]

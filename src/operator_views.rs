@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{DeadLetter, Engine, EsimId, QueuedNotice, Suppression};
+use crate::customers::mask_email;
+use crate::engine::{BindReport, DeadLetter, Engine, EsimId, QueuedNotice, Suppression};
 use crate::store::StoreError;
 
 /// One queued notice as operators see it (`GET /admin/outbox`, `outbox`).
@@ -84,17 +85,61 @@ pub fn retry_refused(id: u64, s: &Suppression) -> String {
         "dead letter {id} stays: {email} is suppressed ({reason}, since {at}), which a retry never lifts; \
          `esim-notify suppress remove {email}` lifts it, then retry",
         email = s.email,
-        reason = s.reason,
-        at = s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        reason = s.describe(),
+        at = s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
-/// What `PUT /admin/customers` answers.
+/// What `PUT /admin/customers` answers (and `customers add`/`import` say).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindSummary {
     pub status: String,
     pub released: usize,
     pub superseded: usize,
+    /// Each identifier that was bound to another address (SPEC §4): binding
+    /// an eSIM to a second person moves its emails, which must not go unseen.
+    #[serde(default)]
+    pub replaced: Vec<ReplacedRow>,
+}
+
+/// One identifier a binding took from another address, that address masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplacedRow {
+    pub identifier: String,
+    pub value: String,
+    pub email: String,
+}
+
+impl BindSummary {
+    pub fn of(report: &BindReport) -> BindSummary {
+        BindSummary {
+            status: "bound".into(),
+            released: report.released.len(),
+            superseded: report.superseded,
+            replaced: report
+                .replaced
+                .iter()
+                .map(|r| ReplacedRow {
+                    identifier: r.identifier.wire_name().into(),
+                    value: r.value.clone(),
+                    email: mask_email(&r.email),
+                })
+                .collect(),
+        }
+    }
+
+    /// `iccid 8943… was bound to a***@example.com`, one per replaced identifier.
+    pub fn replaced_lines(&self) -> Vec<String> {
+        self.replaced
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} was bound to {}: its emails now go to the new address",
+                    r.identifier, r.value, r.email
+                )
+            })
+            .collect()
+    }
 }
 
 /// Labels eSIMs by the identifier an operator knows them by, reading each

@@ -179,6 +179,9 @@ async fn customers(op: &Operator, command: CustomersCommand) -> Result<u8, OpErr
                 summary.released,
                 summary.superseded,
             );
+            for line in summary.replaced_lines() {
+                println!("Replaced: {line}.");
+            }
             Ok(OK)
         }
         CustomersCommand::Import { file } => import(op, &file).await,
@@ -263,7 +266,7 @@ async fn suppress(op: &Operator, command: SuppressCommand) -> Result<u8, OpError
     match command {
         SuppressCommand::Add { email, reason } => {
             let s = op.suppress(&email, reason.as_deref()).await?;
-            println!("Suppressed {} ({}).", s.email, s.reason);
+            println!("Suppressed {} ({}).", s.email, s.describe());
         }
         SuppressCommand::Remove { email } => {
             op.unsuppress(&email).await?;
@@ -277,13 +280,14 @@ async fn suppress(op: &Operator, command: SuppressCommand) -> Result<u8, OpError
                 println!("No suppressed addresses.");
             } else {
                 print_table(
-                    &["EMAIL", "REASON", "SINCE"],
+                    &["EMAIL", "REASON", "SINCE", "DETAIL"],
                     list.iter()
                         .map(|s| {
                             vec![
                                 s.email.clone(),
-                                s.reason.clone(),
-                                s.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                s.reason.to_string(),
+                                s.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                s.detail.clone().unwrap_or_default(),
                             ]
                         })
                         .collect(),
@@ -388,6 +392,9 @@ async fn import(op: &Operator, file: &Path) -> Result<u8, OpError> {
             Ok(s) => {
                 imported += 1;
                 released += s.released;
+                for r in s.replaced_lines() {
+                    println!("line {line}: replaced: {r}");
+                }
             }
             Err(OpError::Rejected(e)) | Err(OpError::NotFound(e)) => {
                 println!("line {line}: rejected: {e}");
@@ -417,7 +424,8 @@ fn say_lifted(id: u64, lifted: Option<&Suppression>) {
     if let Some(s) = lifted {
         println!(
             "Notice {id}: the suppression of {} its own failure added ({}) is lifted.",
-            s.email, s.reason
+            s.email,
+            s.describe()
         );
     }
 }

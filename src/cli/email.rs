@@ -104,7 +104,12 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         // The install email needs the provider's answer, which `render` does
         // not ask for (it changes nothing and needs no network): it shows
         // sample install and plan data instead, and says so.
-        all["unsubscribe_url"] = unsubscribe_url(config, true);
+        // A service email (`email.essential`) is sent without one, as here.
+        all["unsubscribe_url"] = if config.email.essential.contains(&notice.template) {
+            Value::Null
+        } else {
+            unsubscribe_url(config, true)
+        };
         let install = (notice.kind == NoticeKind::Ready).then(|| {
             let esim = sample_esim(&state.ids);
             all["plan"] = crate::provider::plan_vars(esim.plan.as_ref());

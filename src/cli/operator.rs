@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
-use crate::engine::{DeadRetry, Engine, ForgetReport, Suppression};
+use crate::engine::{DeadRetry, Engine, ForgetReport, SuppressReason, Suppression};
 use crate::operator_views::{
     self as admin, BindSummary, DeadRow, OutboxRow, ParkedRow, RetryAnswer,
 };
@@ -108,11 +108,7 @@ impl Operator {
                     .validate()
                     .map_err(|e| OpError::Rejected(e.to_string()))?;
                 let report = store.bind(&recipient, &ids, *park_for, Utc::now())?;
-                Ok(BindSummary {
-                    status: "bound".into(),
-                    released: report.released.len(),
-                    superseded: report.superseded,
-                })
+                Ok(BindSummary::of(&report))
             }
             Operator::Remote(r) => {
                 let body =
@@ -172,11 +168,9 @@ impl Operator {
         match self {
             Operator::Local { store, .. } => {
                 let email = normalize_email(email).map_err(|e| OpError::Rejected(e.to_string()))?;
-                let reason = reason
-                    .map(str::trim)
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or("operator");
-                store.suppress(&email, reason, Utc::now())?;
+                // The same reading of `--reason` as `PUT /admin/suppressions`.
+                let (reason, detail) = SuppressReason::classify(reason.unwrap_or("operator"));
+                store.suppress(&email, reason, detail.as_deref(), Utc::now())?;
                 store
                     .suppression(&email)?
                     .ok_or_else(|| OpError::Failed("the suppression was not written".into()))

@@ -96,6 +96,15 @@ pub async fn turn(
     };
     let template = q.notice.template.clone();
     let now = Utc::now();
+    // SPEC §6 "Whose address": the recipient bound now, not when it was queued.
+    let q = match ctx.store.follow_binding(q, now) {
+        Ok(Some(q)) => q,
+        Ok(None) => return Turn::no_send(Fate::Done),
+        Err(e) => {
+            tracing::error!(notice = id, error = %e, "cannot read the eSIM's binding");
+            return later("store error");
+        }
+    };
 
     let (state, ids) = match ctx.store.esim_state(q.esim) {
         Ok(Some(s)) => s,
@@ -115,9 +124,12 @@ pub async fn turn(
     if let Some(reason) = policy::overtaken(&state, &q.notice, now) {
         return finish(&ctx, &q, SendOutcome::Superseded(reason), "superseded");
     }
-    match ctx.store.suppression(&q.recipient.email) {
+    match ctx
+        .store
+        .suppression_stopping(&q.recipient.email, &template)
+    {
         Ok(Some(s)) => {
-            let why = format!("address suppressed: {}", s.reason);
+            let why = format!("address suppressed: {}", s.describe());
             return finish(&ctx, &q, SendOutcome::Suppressed(why), "suppressed");
         }
         Ok(None) => {}
@@ -167,7 +179,13 @@ pub async fn turn(
         }
     }
 
-    let unsubscribe = list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q);
+    // A service email (`email.essential`) goes even to an address that
+    // unsubscribed: offering to unsubscribe from it would promise what is not kept.
+    let unsubscribe = if ctx.store.is_essential(&template) {
+        None
+    } else {
+        list_unsubscribe(&ctx.config, ctx.unsubscribe.as_ref(), &q)
+    };
     let plan_json = plan.as_ref().map(crate::provider::Plan::vars);
     let mut vars = email_vars(
         &q.vars,

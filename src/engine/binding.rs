@@ -9,7 +9,10 @@ use chrono::{DateTime, Utc};
 
 use super::codec::id;
 use super::intake::queue_or_suppress;
-use super::model::{BindReport, DeadLetter, ForgetReport, LogEntry, LogKind, QueuedNotice};
+use super::model::{
+    BindReport, DeadLetter, ForgetReport, LogEntry, LogKind, QueuedNotice, Replaced,
+};
+use super::readdress::{bound_now, move_queued};
 use super::records::{ident, EsimRecord, StoredBinding};
 use super::resolve::{alias, recipient_for, record_of};
 use super::suppression::hash_on_forget;
@@ -22,19 +25,41 @@ use crate::vars::Captured;
 
 /// Binds `recipient` to every identifier given and, per eSIM they name,
 /// releases the most severe parked notice of each kind that is still true
-/// (SPEC §6); the rest are recorded as superseded.
+/// (SPEC §6); the rest are recorded as superseded. Names each identifier
+/// that was bound to another address (`replaced`), and moves the queued
+/// notices of every eSIM whose recipient this changed (`readdress`).
 pub fn bind(
     tx: &mut Tx,
     recipient: &Recipient,
     ids: &Identifiers,
     park_for: Duration,
+    essential: &[String],
     now: DateTime<Utc>,
 ) -> Result<BindReport, StoreError> {
     let mut report = BindReport::default();
     let mut esims = BTreeSet::new();
+    let mut named = Vec::new();
     for kind in IdKind::LOOKUP_ORDER {
         let Some(v) = kind.get(ids) else { continue };
         let found = alias(tx, kind, v)?;
+        named.push((kind, v, found));
+        esims.extend(found);
+    }
+    let mut before = Vec::new();
+    for &esim in &esims {
+        before.push((esim, bound_now(tx, esim)?));
+    }
+    for (kind, v, found) in named {
+        let key = ident(kind, v);
+        if let Some(old) = tx.get::<StoredBinding>(Space::Customers, &key)? {
+            if !old.recipient.email.eq_ignore_ascii_case(&recipient.email) {
+                report.replaced.push(Replaced {
+                    identifier: kind,
+                    value: v.to_string(),
+                    email: old.recipient.email,
+                });
+            }
+        }
         let mut b = StoredBinding {
             recipient: recipient.clone(),
             iccid_owner: None,
@@ -43,9 +68,16 @@ pub fn bind(
         if let (IdKind::Iccid, Some(esim)) = (kind, found) {
             b.iccid_owner = record_of(tx, esim)?.and_then(|r| r.state.ids.esim_tran_no);
         }
-        tx.put(Space::Customers, &ident(kind, v), &b);
-        esims.extend(found);
+        tx.put(Space::Customers, &key, &b);
     }
+    // The bindings just written are read back through the unit.
+    let mut changed = BTreeSet::new();
+    for (esim, was) in before {
+        if bound_now(tx, esim)? != was {
+            changed.insert(esim);
+        }
+    }
+    report.moved = move_queued(tx, &changed, now)?;
     for esim in esims {
         let Some(mut rec) = record_of(tx, esim)? else {
             continue;
@@ -74,6 +106,7 @@ pub fn bind(
                         p.vars,
                         r.clone(),
                         LogKind::Released,
+                        essential,
                         now,
                     )?;
                     report.released.extend(q);

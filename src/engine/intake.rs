@@ -2,8 +2,6 @@
 //! work: dedup by notifyId, the eSIM, the policy, the recipient, and for
 //! each notice queue, park or suppress; the event and the decision log.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -13,6 +11,7 @@ use super::records::{meta, EsimRecord, EventRecord};
 use super::resolve::{recipient_for, resolve};
 use super::suppression::active_suppression;
 use super::tx::Tx;
+use super::EnginePolicy;
 use crate::customers::{mask_email, Recipient};
 use crate::event::Event;
 use crate::policy::{self, Notice, Rules};
@@ -24,14 +23,14 @@ pub fn ingest(
     event: &Event,
     body: &Value,
     rules: &Rules,
-    dedup_window: Duration,
+    policy: &EnginePolicy,
     now: DateTime<Utc>,
 ) -> Result<IngestOutcome, StoreError> {
     let millis = now.timestamp_millis();
     if let Some(nid) = &event.notify_id {
         if let Some(seen) = tx.get_raw(Space::Dedup, nid.as_bytes())? {
             let seen = read_id(&seen).unwrap_or(0) as i64;
-            if millis - seen < dedup_window.as_millis() as i64 {
+            if millis - seen < policy.dedup_window.as_millis() as i64 {
                 return Ok(IngestOutcome::Duplicate);
             }
         }
@@ -65,6 +64,7 @@ pub fn ingest(
                         vars,
                         r,
                         LogKind::Queued,
+                        &policy.essential,
                         now,
                     )?;
                     queued.extend(q);
@@ -122,8 +122,10 @@ fn park(
     Ok(())
 }
 
-/// Queues a notice for a known recipient, or records why it is not sent.
-/// `how` is the decision it is logged as (queued, or released from parking).
+/// Queues a notice for a known recipient, or records why it is not sent:
+/// a suppression stops it unless the address only unsubscribed and the
+/// template is a service email (`essential`, SPEC §6). `how` is the
+/// decision it is logged as (queued, or released from parking).
 #[allow(clippy::too_many_arguments)]
 pub fn queue_or_suppress(
     tx: &mut Tx,
@@ -133,20 +135,28 @@ pub fn queue_or_suppress(
     vars: Captured,
     recipient: Recipient,
     how: LogKind,
+    essential: &[String],
     now: DateTime<Utc>,
 ) -> Result<Option<QueuedNotice>, StoreError> {
     let template = notice.template.clone();
+    let mut despite = None;
     if let Some(s) = active_suppression(tx, &recipient.email)? {
-        let detail = format!(
-            "{identity}: {} is suppressed ({})",
-            mask_email(&recipient.email),
+        if s.stops(&template, essential) {
+            let detail = format!(
+                "{identity}: {} is suppressed ({})",
+                mask_email(&recipient.email),
+                s.describe()
+            );
+            tx.log(
+                rec.id,
+                LogEntry::new(now, LogKind::Suppressed, Some(&template), detail),
+            );
+            return Ok(None);
+        }
+        despite = Some(format!(
+            " ({} but {template} is a service email, email.essential)",
             s.reason
-        );
-        tx.log(
-            rec.id,
-            LogEntry::new(now, LogKind::Suppressed, Some(&template), detail),
-        );
-        return Ok(None);
+        ));
     }
     let qid = tx.next_id();
     let q = QueuedNotice {
@@ -164,7 +174,12 @@ pub fn queue_or_suppress(
     };
     tx.put(Space::Queue, &id(qid), &q);
     tx.counts()?.outbox += 1;
-    let detail = format!("{} to {}", q.identity, mask_email(&q.recipient.email));
+    let detail = format!(
+        "{} to {}{}",
+        q.identity,
+        mask_email(&q.recipient.email),
+        despite.unwrap_or_default()
+    );
     tx.log(
         rec.id,
         LogEntry::new(now, how, Some(&template), detail).about(qid),

@@ -7,6 +7,13 @@
 //! work, and writes the format last: a crash part-way leaves some records
 //! converted, and the next start converts the rest (a record's first byte
 //! says which it is).
+//!
+//! Format 2 gives each suppression one of the four reasons of SPEC §2 and
+//! a `detail`, where formats 0 and 1 kept free text
+//! ([`SuppressReason::classify`] reads it). The record's layout changed but
+//! not its version byte, so the 1→2 step rewrites every suppression and the
+//! format in one unit of work: all or nothing. (The list is small: one
+//! record per address that unsubscribed, bounced or was stopped.)
 
 use std::time::Instant;
 
@@ -15,8 +22,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::codec::{encode, VERSION};
-use super::model::{Counts, DeadLetter, LogEntry, QueuedNotice, Suppression};
+use super::codec::encode;
+use super::model::{Counts, DeadLetter, LogEntry, QueuedNotice, SuppressReason, Suppression};
 use super::records::{meta, EsimRecord, EventRecord, StoredBinding};
 use super::Engine;
 use crate::event::Validity;
@@ -25,17 +32,22 @@ use crate::vars::{Captured, Figures};
 
 const CHUNK: usize = 1000;
 
-/// Brings the store to format [`VERSION`]; logs what it did.
+/// The format of the whole store this release writes (`meta::FORMAT`):
+/// records behind version byte [`VERSION`](super::codec::VERSION), suppressions with reasons.
+pub const FORMAT: u8 = 2;
+
+/// Brings the store to format [`FORMAT`]; logs what it did.
 pub fn migrate(engine: &Engine) -> Result<(), StoreError> {
     let storage = engine.storage();
     let format = storage.get(Space::Meta, meta::FORMAT)?;
     match format.as_deref() {
-        Some([VERSION]) => return Ok(()),
-        Some([v]) if *v > VERSION => {
+        Some([FORMAT]) => return Ok(()),
+        Some([v]) if *v > FORMAT => {
             return Err(StoreError::Corrupt(format!(
-                "the store has format {v}, newer than this release ({VERSION}): upgrade esim-notify"
+                "the store has format {v}, newer than this release ({FORMAT}): upgrade esim-notify"
             )))
         }
+        Some([1]) => return suppressions_from_v1(engine),
         _ => {}
     }
     let empty = Space::ALL
@@ -43,10 +55,16 @@ pub fn migrate(engine: &Engine) -> Result<(), StoreError> {
         .all(|s| storage.scan(*s, &[]).next().is_none());
     if empty {
         return engine.unit(|tx| {
-            tx.put_raw(Space::Meta, meta::FORMAT, vec![VERSION]);
+            tx.put_raw(Space::Meta, meta::FORMAT, vec![FORMAT]);
             Ok(())
         });
     }
+    from_v0(engine)
+}
+
+/// Format 0 (JSON records) to [`FORMAT`].
+fn from_v0(engine: &Engine) -> Result<(), StoreError> {
+    let storage = engine.storage();
     let started = Instant::now();
     let mut converted = 0;
     converted += convert::<EventV0, EventRecord>(engine, Space::Events, |e| {
@@ -76,7 +94,8 @@ pub fn migrate(engine: &Engine) -> Result<(), StoreError> {
         from_json(v)
     })?;
     converted += convert::<LogEntry, LogEntry>(engine, Space::Log, Ok)?;
-    converted += convert::<Suppression, Suppression>(engine, Space::Suppress, Ok)?;
+    converted +=
+        convert::<SuppressionV1, Suppression>(engine, Space::Suppress, |s| Ok(s.upgrade()))?;
     engine.unit(|tx| {
         if let Some(b) = tx.get_raw(Space::Meta, meta::COUNTS)? {
             if b.first() == Some(&b'{') {
@@ -84,16 +103,75 @@ pub fn migrate(engine: &Engine) -> Result<(), StoreError> {
                 tx.put(Space::Meta, meta::COUNTS, &c);
             }
         }
-        tx.put_raw(Space::Meta, meta::FORMAT, vec![VERSION]);
+        tx.put_raw(Space::Meta, meta::FORMAT, vec![FORMAT]);
         Ok(())
     })?;
     storage.flush()?;
     tracing::info!(
         records = converted,
         seconds = started.elapsed().as_secs_f64(),
-        "store migrated from format 0 (JSON records) to format {VERSION} (versioned binary records)"
+        "store migrated from format 0 (JSON records) to format {FORMAT} (versioned binary records, suppressions with reasons)"
     );
     Ok(())
+}
+
+/// Format 1 to 2: every suppression gets its reason, in one unit of work.
+fn suppressions_from_v1(engine: &Engine) -> Result<(), StoreError> {
+    let mut by_reason = [0usize; SuppressReason::ALL.len()];
+    engine.unit(|tx| {
+        for (k, old) in tx.scan::<SuppressionV1>(Space::Suppress, &[])? {
+            let new = old.upgrade();
+            by_reason[SuppressReason::ALL
+                .iter()
+                .position(|r| *r == new.reason)
+                .unwrap_or(0)] += 1;
+            tx.put(Space::Suppress, &k, &new);
+        }
+        tx.put_raw(Space::Meta, meta::FORMAT, vec![FORMAT]);
+        Ok(())
+    })?;
+    engine.storage().flush()?;
+    let counts: Vec<String> = SuppressReason::ALL
+        .iter()
+        .zip(by_reason)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    tracing::info!(
+        suppressions = by_reason.iter().sum::<usize>(),
+        "store migrated from format 1 to format {FORMAT}: each suppression has a reason ({})",
+        counts.join(", ")
+    );
+    Ok(())
+}
+
+/// A suppression as formats 0 (JSON) and 1 (postcard) kept it: free text.
+#[derive(Deserialize)]
+struct SuppressionV1 {
+    email: String,
+    reason: String,
+    #[serde(with = "crate::serde_time")]
+    at: DateTime<Utc>,
+    #[serde(default)]
+    auto_for: Vec<u64>,
+}
+
+impl SuppressionV1 {
+    /// One-click → `unsubscribed`, "user unknown" (or one a dead letter
+    /// added) → `bounced`, anything else → `operator` (the text kept).
+    fn upgrade(self) -> Suppression {
+        let (mut reason, mut detail) = SuppressReason::classify(&self.reason);
+        if !self.auto_for.is_empty() && reason != SuppressReason::Bounced {
+            reason = SuppressReason::Bounced;
+            detail = Some(self.reason);
+        }
+        Suppression {
+            email: self.email,
+            reason,
+            since: self.at,
+            detail,
+            auto_for: self.auto_for,
+        }
+    }
 }
 
 /// Rewrites every JSON record of one keyspace with `to_new`.

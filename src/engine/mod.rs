@@ -17,6 +17,7 @@ mod intake;
 mod migrate;
 pub mod model;
 mod outcomes;
+mod readdress;
 mod ready;
 mod records;
 mod resolve;
@@ -48,16 +49,30 @@ pub struct Engine {
     storage: Arc<dyn Storage>,
     /// The counts as last committed, for readers that must not wait (metrics).
     counts: Mutex<Counts>,
-    dedup_window: Duration,
+    policy: EnginePolicy,
+}
+
+/// What the engine's decisions read from the configuration at start.
+#[derive(Debug, Clone, Default)]
+pub struct EnginePolicy {
+    /// `store.delivery_dedup`: how long a notifyId is a duplicate.
+    pub dedup_window: Duration,
+    /// `email.essential`: the service emails an `unsubscribed` address still
+    /// gets (SPEC §6 "Suppressed address").
+    pub essential: Vec<String>,
 }
 
 impl Engine {
     /// The engine over `storage`, upgraded to this release's record format.
+    /// No template is essential until [`Engine::with_essential`] says so.
     pub fn new(storage: Arc<dyn Storage>, dedup_window: Duration) -> Result<Engine, StoreError> {
         let engine = Engine {
             storage,
             counts: Mutex::new(Counts::default()),
-            dedup_window,
+            policy: EnginePolicy {
+                dedup_window,
+                essential: Vec::new(),
+            },
         };
         migrate::migrate(&engine)?;
         let counts = engine
@@ -71,7 +86,16 @@ impl Engine {
     /// holds a lock; a second opener gets [`StoreError::Locked`]).
     pub fn open(config: &crate::config::Config) -> Result<Engine, StoreError> {
         let storage = crate::store::open(config)?;
-        Engine::new(Arc::new(storage), config.store.delivery_dedup.0)
+        Ok(
+            Engine::new(Arc::new(storage), config.store.delivery_dedup.0)?
+                .with_essential(config.email.essential.clone()),
+        )
+    }
+
+    /// The templates an `unsubscribed` address still gets (`email.essential`).
+    pub fn with_essential(mut self, essential: Vec<String>) -> Engine {
+        self.policy.essential = essential;
+        self
     }
 
     fn storage(&self) -> &dyn Storage {
@@ -126,7 +150,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<IngestOutcome, StoreError> {
         let (outcome, written) =
-            self.unit_logged(|tx| intake::ingest(tx, event, body, rules, self.dedup_window, now))?;
+            self.unit_logged(|tx| intake::ingest(tx, event, body, rules, &self.policy, now))?;
         Ok(match outcome {
             IngestOutcome::Accepted { esim, queued, .. } => IngestOutcome::Accepted {
                 esim,
@@ -157,8 +181,9 @@ impl Engine {
         park_for: Duration,
         now: DateTime<Utc>,
     ) -> Result<BindReport, StoreError> {
-        let (mut report, written) =
-            self.unit_logged(|tx| binding::bind(tx, recipient, ids, park_for, now))?;
+        let (mut report, written) = self.unit_logged(|tx| {
+            binding::bind(tx, recipient, ids, park_for, &self.policy.essential, now)
+        })?;
         report.decisions = written;
         Ok(report)
     }
@@ -205,11 +230,12 @@ impl Engine {
     pub fn suppress(
         &self,
         email: &str,
-        reason: &str,
+        reason: SuppressReason,
+        detail: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.unit(|tx| {
-            suppression::suppress(tx, email, reason, now);
+            suppression::suppress(tx, email, reason, detail, now);
             Ok(())
         })
     }
@@ -220,6 +246,23 @@ impl Engine {
 
     pub fn suppression(&self, email: &str) -> Result<Option<Suppression>, StoreError> {
         self.read(|tx| suppression::active_suppression(tx, email))
+    }
+
+    /// The suppression that stops `template` going to `email`, if one does
+    /// (an `unsubscribed` address still gets the `email.essential` ones).
+    pub fn suppression_stopping(
+        &self,
+        email: &str,
+        template: &str,
+    ) -> Result<Option<Suppression>, StoreError> {
+        Ok(self
+            .suppression(email)?
+            .filter(|s| s.stops(template, &self.policy.essential)))
+    }
+
+    /// Whether `template` is a service email (`email.essential`).
+    pub fn is_essential(&self, template: &str) -> bool {
+        self.policy.essential.iter().any(|e| e == template)
     }
 
     pub fn suppressions(&self) -> Result<Vec<Suppression>, StoreError> {
@@ -241,6 +284,20 @@ impl Engine {
             let ids = r.state.ids.clone();
             (r.state, ids)
         }))
+    }
+
+    /// The queued notice `q`, addressed to the recipient bound to its eSIM
+    /// now (SPEC §6 "Whose address"): read first, written (and the change
+    /// logged) only when the binding changed since it was queued.
+    pub fn follow_binding(
+        &self,
+        q: QueuedNotice,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueuedNotice>, StoreError> {
+        match self.read(|tx| readdress::bound_now(tx, q.esim))? {
+            Some(r) if r != q.recipient => self.unit(|tx| readdress::follow_queued(tx, q.id, now)),
+            _ => Ok(Some(q)),
+        }
     }
 
     /// Applies the result of one send attempt to the queue and the decision log.
@@ -265,7 +322,7 @@ impl Engine {
     /// the suppression its own "user unknown" added; refuses (and keeps the
     /// dead letter) when the address is suppressed for any other reason.
     pub fn retry_dead(&self, id: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError> {
-        self.unit(|tx| outcomes::retry_dead(tx, id, now))
+        self.unit(|tx| outcomes::retry_dead(tx, id, &self.policy.essential, now))
     }
 
     /// Makes queued notices due at `now` with nothing to wait for (at start,
@@ -282,7 +339,7 @@ impl Engine {
         esims: &[crate::provider::Esim],
         now: DateTime<Utc>,
     ) -> Result<(Vec<QueuedNotice>, Vec<LogEntry>), StoreError> {
-        self.unit_logged(|tx| ready::expand_order(tx, id, esims, now))
+        self.unit_logged(|tx| ready::expand_order(tx, id, esims, &self.policy.essential, now))
     }
 
     /// Keeps the plan the provider described for an eSIM.

@@ -198,17 +198,101 @@ pub enum SendOutcome {
     Suppressed(String),
 }
 
+/// Why an address is on the suppression list (SPEC §2, §6). The reason
+/// decides what still goes to it: an address that `Unsubscribed` asked to
+/// stop the reminders, not the service emails of what it buys
+/// (`email.essential`); one that bounced or complained, or that the
+/// operator stopped, gets nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressReason {
+    /// The customer's one-click unsubscribe.
+    Unsubscribed,
+    /// The mail server refused the address for good ("user unknown").
+    Bounced,
+    /// The customer marked an email as spam.
+    Complained,
+    /// `suppress add` / `PUT /admin/suppressions`.
+    Operator,
+}
+
+impl SuppressReason {
+    pub const ALL: [SuppressReason; 4] = [
+        SuppressReason::Unsubscribed,
+        SuppressReason::Bounced,
+        SuppressReason::Complained,
+        SuppressReason::Operator,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuppressReason::Unsubscribed => "unsubscribed",
+            SuppressReason::Bounced => "bounced",
+            SuppressReason::Complained => "complained",
+            SuppressReason::Operator => "operator",
+        }
+    }
+
+    /// The reason a word names exactly (any case), if it names one.
+    pub fn parse(s: &str) -> Option<SuppressReason> {
+        let s = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(s))
+    }
+
+    /// The reason and detail of a free-text reason, as an operator gives it
+    /// (`suppress add --reason`) and as stores before reasons kept it: a
+    /// reason's own name is that reason; "unsubscribed (one-click)" (what
+    /// the unsubscribe page wrote) is `unsubscribed`; "user unknown (550 …)"
+    /// (what a refusal at RCPT wrote) is `bounced`; anything else is the
+    /// operator's, the text kept as its detail.
+    pub fn classify(text: &str) -> (SuppressReason, Option<String>) {
+        let text = text.trim();
+        if let Some(r) = SuppressReason::parse(text) {
+            return (r, None);
+        }
+        let lower = text.to_ascii_lowercase();
+        if lower.starts_with("unsubscribed") {
+            // "unsubscribed (one-click)": the reason, then how.
+            let how = text["unsubscribed".len()..]
+                .trim_matches(|c: char| c.is_whitespace() || "():".contains(c));
+            return (
+                SuppressReason::Unsubscribed,
+                (!how.is_empty()).then(|| how.to_string()),
+            );
+        }
+        let reason = if lower.starts_with("user unknown") {
+            SuppressReason::Bounced
+        } else {
+            SuppressReason::Operator
+        };
+        (reason, (!text.is_empty()).then(|| text.to_string()))
+    }
+}
+
+impl std::fmt::Display for SuppressReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Suppression {
     pub email: String,
-    pub reason: String,
+    pub reason: SuppressReason,
+    /// Since when the address is suppressed.
     #[serde(with = "crate::serde_time")]
-    pub at: DateTime<Utc>,
+    pub since: DateTime<Utc>,
+    /// What else is known, kept apart from the reason: the mail server's
+    /// diagnostic of a bounce, an operator's note, how the customer
+    /// unsubscribed.
+    #[serde(default)]
+    pub detail: Option<String>,
     /// The dead letters whose refusal at RCPT ("user unknown") put the
     /// address here automatically; a retry of one of them may lift it.
     /// Empty for every other source (an operator, an unsubscribe, a
-    /// complaint) and for records written before this field existed: those
-    /// only an operator lifts.
+    /// complaint): those only an operator lifts.
     #[serde(default)]
     pub auto_for: Vec<u64>,
 }
@@ -217,6 +301,21 @@ impl Suppression {
     /// Whether the refusal of notice `id` is what put the address here.
     pub fn added_by(&self, id: u64) -> bool {
         self.auto_for.contains(&id)
+    }
+
+    /// Whether it stops `template` (SPEC §6 "Suppressed address"): an
+    /// unsubscribe stops everything but the service emails named in
+    /// `email.essential`; any other reason stops everything.
+    pub fn stops(&self, template: &str, essential: &[String]) -> bool {
+        !(self.reason == SuppressReason::Unsubscribed && essential.iter().any(|e| e == template))
+    }
+
+    /// `bounced: user unknown (550 5.1.1 …)`: the reason, then the detail.
+    pub fn describe(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.reason),
+            None => self.reason.to_string(),
+        }
     }
 }
 
@@ -277,9 +376,22 @@ pub struct ForgetReport {
 pub struct BindReport {
     /// Parked notices released into the queue.
     pub released: Vec<QueuedNotice>,
+    /// Identifiers that were bound to another address (SPEC §4 `replaced`).
+    pub replaced: Vec<Replaced>,
+    /// Queued notices that now go to the new address (SPEC §6 "Whose address").
+    pub moved: Vec<QueuedNotice>,
     pub superseded: usize,
     /// The decision log lines the binding wrote (for metrics and logs).
     pub decisions: Vec<LogEntry>,
+}
+
+/// One identifier a binding took from another address. The address is the
+/// previous one in full: whoever shows it masks it (`customers::mask_email`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replaced {
+    pub identifier: crate::customers::IdKind,
+    pub value: String,
+    pub email: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -289,4 +401,53 @@ pub struct RetentionReport {
     pub esims_removed: usize,
     pub dead_removed: usize,
     pub parked_expired: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_reasons_read_as_one_of_the_four() {
+        use SuppressReason::*;
+        let c = |t: &str| SuppressReason::classify(t);
+        assert_eq!(c("complained"), (Complained, None));
+        assert_eq!(c("Operator"), (Operator, None));
+        assert_eq!(
+            c("unsubscribed (one-click)"),
+            (Unsubscribed, Some("one-click".into()))
+        );
+        assert_eq!(c("unsubscribed"), (Unsubscribed, None));
+        let (r, d) = c("user unknown (550 5.1.1)");
+        assert_eq!(
+            (r, d.as_deref()),
+            (Bounced, Some("user unknown (550 5.1.1)"))
+        );
+        assert_eq!(
+            c("asked by phone"),
+            (Operator, Some("asked by phone".into()))
+        );
+        assert_eq!(c(""), (Operator, None));
+    }
+
+    #[test]
+    fn only_an_unsubscribe_lets_service_emails_through() {
+        let essential = vec!["esim_ready".to_string()];
+        let s = |reason| Suppression {
+            email: "a@example.com".into(),
+            reason,
+            since: Utc::now(),
+            detail: None,
+            auto_for: Vec::new(),
+        };
+        assert!(!s(SuppressReason::Unsubscribed).stops("esim_ready", &essential));
+        assert!(s(SuppressReason::Unsubscribed).stops("data_usage", &essential));
+        for r in [
+            SuppressReason::Bounced,
+            SuppressReason::Complained,
+            SuppressReason::Operator,
+        ] {
+            assert!(s(r).stops("esim_ready", &essential), "{r}");
+        }
+    }
 }

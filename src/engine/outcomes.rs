@@ -6,10 +6,9 @@ use chrono::{DateTime, Utc};
 
 use super::binding::{cancel_queued, FORGOTTEN};
 use super::codec::id;
-use super::model::{
-    DeadLetter, DeadRetry, LogEntry, LogKind, QueuedNotice, SendOutcome, Suppression,
-};
-use super::suppression::suppress_for_dead_letter;
+use super::model::{DeadLetter, DeadRetry, LogEntry, LogKind, QueuedNotice, SendOutcome};
+use super::readdress::follow;
+use super::suppression::{active_suppression, suppress_for_dead_letter};
 use super::tx::Tx;
 use super::BACKOFF;
 use crate::customers::{mask_email, suppression_key};
@@ -115,26 +114,40 @@ pub fn cancel(tx: &mut Tx, qid: u64, now: DateTime<Utc>) -> Result<bool, StoreEr
     Ok(true)
 }
 
-/// Puts a dead letter back in the queue with its attempts reset, lifting the
-/// suppression its own "user unknown" added; refuses (and keeps the dead
-/// letter) when the address is suppressed for any other reason.
-pub fn retry_dead(tx: &mut Tx, qid: u64, now: DateTime<Utc>) -> Result<DeadRetry, StoreError> {
-    let Some(d) = tx.get::<DeadLetter>(Space::Dead, &id(qid))? else {
+/// Puts a dead letter back in the queue with its attempts reset, addressed
+/// to the recipient bound to its eSIM now (SPEC §6 "Whose address"). When
+/// the address is still the one that failed, the suppression its own "user
+/// unknown" added is lifted; a corrected address leaves the old one
+/// suppressed (that mailbox still does not exist). Refuses (and keeps the
+/// dead letter) when the address it would go to is suppressed for this
+/// template for any other reason.
+pub fn retry_dead(
+    tx: &mut Tx,
+    qid: u64,
+    essential: &[String],
+    now: DateTime<Utc>,
+) -> Result<DeadRetry, StoreError> {
+    let Some(mut d) = tx.get::<DeadLetter>(Space::Dead, &id(qid))? else {
         return Ok(DeadRetry::NotFound);
     };
     if d.notice.recipient.email == FORGOTTEN {
         return Ok(DeadRetry::NotFound);
     }
+    let failed_at = d.notice.recipient.email.clone();
+    follow(tx, &mut d.notice, now)?;
+    let same_address = d.notice.recipient.email.eq_ignore_ascii_case(&failed_at);
     let key = suppression_key(&d.notice.recipient.email);
-    let lifted = match tx.get::<Suppression>(Space::Suppress, key.as_bytes())? {
-        Some(s) if s.added_by(qid) => {
+    let lifted = match active_suppression(tx, &d.notice.recipient.email)? {
+        Some(s) if same_address && s.added_by(qid) => {
             tx.delete(Space::Suppress, key.as_bytes());
             Some(s)
         }
         // Requeued it would only be dropped as suppressed, and the dead
         // letter lost with it.
-        Some(s) => return Ok(DeadRetry::Suppressed(s)),
-        None => None,
+        Some(s) if s.stops(&d.notice.notice.template, essential) => {
+            return Ok(DeadRetry::Suppressed(s))
+        }
+        _ => None,
     };
     let mut q = d.notice;
     q.attempts = 0;
@@ -155,7 +168,7 @@ pub fn retry_dead(tx: &mut Tx, qid: u64, now: DateTime<Utc>) -> Result<DeadRetry
             format!(
                 "suppression of {} ({}) lifted by the retry of the dead letter it came from",
                 mask_email(&s.email),
-                s.reason
+                s.describe()
             ),
         )
         .about(qid);

@@ -29,6 +29,7 @@ pub fn expand_order(
     tx: &mut Tx,
     qid: u64,
     esims: &[Esim],
+    essential: &[String],
     now: DateTime<Utc>,
 ) -> Result<Vec<QueuedNotice>, StoreError> {
     let Some(order) = tx.get::<QueuedNotice>(Space::Queue, &id(qid))? else {
@@ -111,6 +112,7 @@ pub fn expand_order(
             vars,
             order.recipient.clone(),
             LogKind::Queued,
+            essential,
             now,
         )?;
         queued.extend(q);

@@ -123,7 +123,7 @@ pub mod meta {
     pub const PAUSED: &[u8] = b"paused";
     /// When the last delivery was accepted (Unix ms), so the metric survives a restart.
     pub const LAST_WEBHOOK: &[u8] = b"last_webhook";
-    /// The record format of the whole store ([`super::super::codec::VERSION`]).
+    /// The format of the whole store ([`super::super::migrate::FORMAT`]).
     pub const FORMAT: &[u8] = b"format";
 
     pub fn secret(name: &str) -> Vec<u8> {

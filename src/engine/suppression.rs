@@ -1,4 +1,5 @@
-//! The suppression list: addresses never mailed, why, and which of them a
+//! The suppression list: addresses not mailed, why ([`SuppressReason`]:
+//! which decides what still goes, `Suppression::stops`), and which of them a
 //! dead letter's retry may lift (only the "user unknown" it caused itself).
 //!
 //! A forgotten customer's suppression is kept only as a keyed hash of the
@@ -6,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::model::Suppression;
+use super::model::{SuppressReason, Suppression};
 use super::records::meta;
 use super::tx::Tx;
 use crate::customers::suppression_key;
@@ -46,16 +47,25 @@ pub fn active_suppression(tx: &mut Tx, email: &str) -> Result<Option<Suppression
     }
 }
 
-/// An operator's (or an unsubscribe's) suppression: never lifted by a retry.
-pub fn suppress(tx: &mut Tx, email: &str, reason: &str, now: DateTime<Utc>) {
+/// An operator's, an unsubscribe's or a complaint's suppression: never
+/// lifted by a retry. It replaces whatever suppression the address had, so
+/// the list says the latest reason and since when.
+pub fn suppress(
+    tx: &mut Tx,
+    email: &str,
+    reason: SuppressReason,
+    detail: Option<&str>,
+    now: DateTime<Utc>,
+) {
     let key = suppression_key(email);
     tx.put(
         Space::Suppress,
         key.as_bytes(),
         &Suppression {
             email: key.clone(),
-            reason: reason.to_string(),
-            at: now,
+            reason,
+            since: now,
+            detail: detail.map(str::to_string),
             auto_for: Vec::new(),
         },
     );
@@ -73,9 +83,10 @@ pub fn unsuppress(tx: &mut Tx, email: &str) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// The automatic suppression a refusal at RCPT ("user unknown") of notice
-/// `id` adds. Never turns a suppression an operator or the customer made
-/// into an automatic one a retry could lift.
+/// The automatic suppression (`bounced`, the mail server's words as its
+/// detail) a refusal at RCPT ("user unknown") of notice `id` adds. Never
+/// turns a suppression an operator or the customer made into an automatic
+/// one a retry could lift.
 pub fn suppress_for_dead_letter(
     tx: &mut Tx,
     email: &str,
@@ -94,8 +105,9 @@ pub fn suppress_for_dead_letter(
         }
         None => Some(Suppression {
             email: key.clone(),
-            reason: why.to_string(),
-            at: now,
+            reason: SuppressReason::Bounced,
+            since: now,
+            detail: Some(why.to_string()),
             auto_for: vec![id],
         }),
     };

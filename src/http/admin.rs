@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
-use crate::engine::DeadRetry;
+use crate::engine::{DeadRetry, SuppressReason};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::live::ReloadOutcome;
@@ -205,17 +205,18 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     )?;
     durable(&app).await?;
     app.metrics.decisions(&report.decisions);
+    let summary = BindSummary::of(&report);
     tracing::info!(
         recipient = %mask_email(&recipient.email),
         released = report.released.len(),
         superseded = report.superseded,
+        replaced = summary.replaced.len(),
+        moved = report.moved.len(),
         "customer bound"
     );
-    let summary = BindSummary {
-        status: "bound".into(),
-        released: report.released.len(),
-        superseded: report.superseded,
-    };
+    for line in summary.replaced_lines() {
+        tracing::warn!("{line}");
+    }
     app.dispatch.enqueue(report.released);
     Ok(HttpResponse::Ok().json(summary))
 }
@@ -309,11 +310,10 @@ async fn put_suppression(
         Ok(e) => e,
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    let reason = reason
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| "operator".into());
-    app.store.suppress(&email, &reason, Utc::now())?;
+    // One of the four reasons by name; other text is the operator's note.
+    let (reason, detail) = SuppressReason::classify(reason.as_deref().unwrap_or("operator"));
+    app.store
+        .suppress(&email, reason, detail.as_deref(), Utc::now())?;
     durable(&app).await?;
     tracing::info!(recipient = %mask_email(&email), %reason, "address suppressed");
     match app.store.suppression(&email)? {

@@ -9,6 +9,12 @@
 //! token (the email's locale), else the browser's `Accept-Language`, else
 //! `templates.default_locale`. A template folder without that partial (one
 //! from before it existed) gets the built-in English page.
+//!
+//! The pages say which emails stop and which still come: an unsubscribe
+//! stops the reminders, not the service emails of `email.essential` (SPEC
+//! §6), which the page lists as `page.essential`. They show the customer's
+//! full address, so no other site may frame them, no cache keeps them and
+//! no link leaks their URL (token included) as a Referer (`SECURITY_HEADERS`).
 
 use actix_web::http::header::{AcceptLanguage, Header, Preference};
 use actix_web::http::StatusCode;
@@ -16,6 +22,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 
 use crate::customers::mask_email;
+use crate::engine::SuppressReason;
 use crate::http::state::AppState;
 use crate::live::current;
 use crate::render::{page_vars, UNSUBSCRIBE_PAGE};
@@ -68,7 +75,8 @@ impl State {
             State::Confirm => ("Unsubscribe", ""),
             State::Done => (
                 "Unsubscribed",
-                "You will not receive these emails any more.",
+                "You will not receive reminders about your data and plan any more. \
+                 Service emails (a new eSIM's installation details, a cancellation) still come.",
             ),
             State::Invalid => ("Link not valid", "This unsubscribe link is not valid."),
             State::Incomplete => ("Link incomplete", "This unsubscribe link is incomplete."),
@@ -102,8 +110,14 @@ fn page(
     token: Option<&str>,
 ) -> HttpResponse {
     let live = current(&app.live);
-    let action = token.map(|t| format!("/unsubscribe?t={t}"));
-    let vars = page_vars(state.name(), email, action.as_deref(), &live.config.brand);
+    let action = token.map(|t| format!("{}/unsubscribe?t={t}", public_path(&app.config)));
+    let vars = page_vars(
+        state.name(),
+        email,
+        action.as_deref(),
+        &app.config.email.essential,
+        &live.config.brand,
+    );
     let html = match live
         .templates
         .render_page(UNSUBSCRIBE_PAGE, languages, &vars)
@@ -115,9 +129,33 @@ fn page(
         }
         None => builtin(app, state, email, action.as_deref()),
     };
-    HttpResponse::build(state.status())
-        .content_type("text/html; charset=utf-8")
-        .body(html)
+    let mut response = HttpResponse::build(state.status());
+    response.content_type("text/html; charset=utf-8");
+    for (name, value) in SECURITY_HEADERS {
+        response.insert_header((name, value));
+    }
+    response.body(html)
+}
+
+/// The pages need no script, image or frame: inline styles, and a form
+/// that posts back to this site.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("cache-control", "no-store"),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+];
+
+/// The path of `server.public_url` without its trailing slash (`""` at the
+/// root): behind a proxy that serves us under `/notify/`, the form must post
+/// to `/notify/unsubscribe`, where the proxy sends it back to us.
+fn public_path(config: &crate::config::Config) -> String {
+    reqwest::Url::parse(&config.public_url())
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default()
 }
 
 fn builtin(app: &AppState, state: State, email: Option<&str>, action: Option<&str>) -> String {
@@ -143,7 +181,8 @@ fn builtin(app: &AppState, state: State, email: Option<&str>, action: Option<&st
     let (title, text) = state.english();
     let body = match (state, email, action) {
         (State::Confirm, Some(email), Some(action)) => format!(
-            "<p>Stop emails about your eSIM to <b>{}</b>?</p>\
+            "<p>Stop reminders about your data and plan to <b>{}</b>? \
+             Service emails (a new eSIM's installation details, a cancellation) still come.</p>\
              <form method=\"post\" action=\"{}\"><button type=\"submit\">Unsubscribe</button></form>",
             escape(email),
             escape(action)
@@ -208,10 +247,12 @@ async fn unsubscribe(
         return page(&app, State::Invalid, &wanted(&req, None), None, None);
     };
     let languages = wanted(&req, locale);
-    if let Err(e) = app
-        .store
-        .suppress(&email, "unsubscribed (one-click)", Utc::now())
-    {
+    if let Err(e) = app.store.suppress(
+        &email,
+        SuppressReason::Unsubscribed,
+        Some("one-click"),
+        Utc::now(),
+    ) {
         tracing::error!(error = %e, "unsubscribe not recorded");
         return page(&app, State::Retry, &languages, None, None);
     }

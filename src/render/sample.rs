@@ -206,11 +206,12 @@ pub fn page_vars(
     state: &str,
     email: Option<&str>,
     action: Option<&str>,
+    essential: &[String],
     brand: &BTreeMap<String, String>,
 ) -> Value {
     json!({
         "brand": brand_vars(brand, false),
-        "page": {"state": state, "email": email, "action": action},
+        "page": {"state": state, "email": email, "action": action, "essential": essential},
     })
 }
 
@@ -221,6 +222,7 @@ pub fn sample_page_vars(state: &str, brand: &BTreeMap<String, String>) -> Value 
         state,
         confirm.then_some("jane.doe@example.com"),
         confirm.then_some("/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"),
+        &["esim_ready".to_string(), "esim_cancelled".to_string()],
         brand,
     )
 }

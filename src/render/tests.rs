@@ -446,6 +446,7 @@ fn the_unsubscribe_page_is_checked_in_every_locale_and_state() {
         "confirm",
         Some("ana@example.com"),
         Some("/unsubscribe?t=x"),
+        &[],
         &BTreeMap::new(),
     );
     let page = |wanted: &[&str]| {

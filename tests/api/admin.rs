@@ -134,7 +134,7 @@ async fn customers_are_bound_read_and_removed() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"status": "bound", "released": 0, "superseded": 0})
+        json!({"status": "bound", "released": 0, "superseded": 0, "replaced": []})
     );
 
     let (s, v) = call(&app, Method::GET, "/admin/customers?iccid=0089001", None).await;
@@ -225,7 +225,7 @@ async fn parked_notices_are_released_by_binding_the_customer() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(
         v,
-        json!({"status": "bound", "released": 1, "superseded": 2})
+        json!({"status": "bound", "released": 1, "superseded": 2, "replaced": []})
     );
 
     let (s, v) = call(&app, Method::GET, "/admin/esims/8910300000059824319", None).await;
@@ -678,8 +678,9 @@ async fn a_dead_letter_retry_lifts_the_suppression_its_own_user_unknown_added() 
     let (s, v) = call(&app, Method::POST, &format!("/admin/dead/{id}/retry"), None).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["id"], id);
+    assert_eq!(v["lifted_suppression"]["reason"], "bounced", "{v}");
     assert!(
-        v["lifted_suppression"]["reason"]
+        v["lifted_suppression"]["detail"]
             .as_str()
             .is_some_and(|r| r.contains("user unknown")),
         "{v}"

@@ -695,7 +695,7 @@ fn dead_retry_lifts_only_its_own_suppression_and_fails_naming_any_other() {
         .says(&format!("notice {bob}: dead letter {bob} stays"))
         .says("complaint")
         .says("`esim-notify suppress remove bob@example.com` lifts it")
-        .says("the suppression of ana@example.com its own failure added (user unknown")
+        .says("the suppression of ana@example.com its own failure added (bounced: user unknown")
         .says("Requeued 1 of 2");
     let deadline = Instant::now() + Duration::from_secs(20);
     while smtp.received().is_empty() {
@@ -946,4 +946,73 @@ fn the_shipped_webhook_samples_render() {
     env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
         .code(0)
         .says("Subject: 10% or less of your data left");
+}
+
+/// The README's advice for a bounced address (issue 18): fix the address
+/// with `customers add`, then `dead retry`. The retry goes to the address
+/// bound now; the old one stays suppressed as bounced; `customers add` says
+/// which identifier it took from which address.
+#[test]
+fn a_bounced_address_corrected_with_customers_add_is_where_dead_retry_sends() {
+    let env = Env::new();
+    let (port, smtp) = crate::smtp::mailin_server();
+    env.use_smtp(port);
+    env.add_customer("ana@typo.example", "T1");
+    let server = env.serve();
+    smtp.lock()
+        .unwrap()
+        .rcpt
+        .push_back((550, "5.1.1 <ana@typo.example>: user unknown"));
+    assert_eq!(
+        env.webhook(&crate::helpers::data_usage("n1", "T1", "8901", 10 * GB, GB)),
+        200
+    );
+    let id = env.wait_dead(1)[0];
+
+    env.run(&[
+        "customers",
+        "add",
+        "--email",
+        "ana@example.com",
+        "--esim-tran-no",
+        "T1",
+    ])
+    .code(0)
+    .says("esimTranNo T1 was bound to a***@typo.example");
+    env.run(&["dead", "retry", &id.to_string()]).code(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while smtp.received().is_empty() {
+        assert!(Instant::now() < deadline, "the retry was not delivered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = smtp.received().remove(0);
+    assert!(sent.contains("ana@example.com"), "{sent}");
+    assert!(!sent.contains("typo.example"), "{sent}");
+    let tried = smtp.lock().unwrap().rcpt_to.clone();
+    assert_eq!(
+        tried.last().map(|t| t.contains("ana@example.com")),
+        Some(true),
+        "{tried:?}"
+    );
+    // The mailbox that does not exist stays suppressed.
+    env.run(&["suppress", "list"])
+        .code(0)
+        .says("ana@typo.example")
+        .says("bounced");
+    // An import says it per row; the same address again is no replacement.
+    std::fs::write(
+        env.path("rebind.csv"),
+        "email,esimTranNo\nana@example.com,T1\nbea@example.com,T1\n",
+    )
+    .unwrap();
+    let import = env.run(&["customers", "import", "rebind.csv"]);
+    import
+        .code(0)
+        .says("line 3: replaced: esimTranNo T1 was bound to a***@example.com");
+    assert!(
+        !import.stdout.contains("line 2: replaced"),
+        "{}",
+        import.stdout
+    );
+    server.stop();
 }

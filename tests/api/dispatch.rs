@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use esim_notify::dispatch::DispatchHandle;
-use esim_notify::engine::{DeadRetry, Engine, LogKind, QueuedNotice, SendOutcome};
+use esim_notify::engine::{DeadRetry, Engine, LogKind, QueuedNotice, SendOutcome, SuppressReason};
 use serde_json::{json, Value};
 
 use crate::helpers::{open_engine, spawn_app_with_smtp, Binary, TestApp};
@@ -272,7 +272,9 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
         .suppression("ana@example.com")
         .unwrap()
         .expect("suppressed");
-    assert!(s.reason.contains("user unknown"), "{}", s.reason);
+    assert_eq!(s.reason, SuppressReason::Bounced);
+    let detail = s.detail.clone().unwrap_or_default();
+    assert!(detail.contains("user unknown"), "{detail}");
     assert!(s.added_by(queued[0].id), "{s:?}");
     assert!(h.outbox().is_empty());
     assert!(smtp.received().is_empty());
@@ -285,7 +287,7 @@ async fn user_unknown_is_a_dead_letter_and_a_suppression_its_retry_lifts() {
     let r = h.app.http.post(url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let row: Value = r.json().await.unwrap();
-    assert_eq!(row["lifted_suppression"]["reason"], json!(s.reason));
+    assert_eq!(row["lifted_suppression"]["reason"], json!("bounced"));
     assert_eq!(h.store.suppression("ana@example.com").unwrap(), None);
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
@@ -311,7 +313,12 @@ async fn a_retry_never_lifts_a_suppression_made_for_another_reason() {
     // The customer unsubscribed while the send was out, and the send then
     // came back "user unknown": the unsubscribe stays what it was.
     h.store
-        .suppress("ana@example.com", "unsubscribed (one-click)", Utc::now())
+        .suppress(
+            "ana@example.com",
+            SuppressReason::Unsubscribed,
+            Some("one-click"),
+            Utc::now(),
+        )
         .unwrap();
     h.store
         .record(
@@ -324,11 +331,11 @@ async fn a_retry_never_lifts_a_suppression_made_for_another_reason() {
         )
         .unwrap();
     let s = h.store.suppression("ana@example.com").unwrap().unwrap();
-    assert_eq!(s.reason, "unsubscribed (one-click)");
+    assert_eq!(s.reason, SuppressReason::Unsubscribed);
     assert!(s.auto_for.is_empty(), "{s:?}");
 
     match h.store.retry_dead(id, Utc::now()).unwrap() {
-        DeadRetry::Suppressed(s) => assert_eq!(s.reason, "unsubscribed (one-click)"),
+        DeadRetry::Suppressed(s) => assert_eq!(s.reason, SuppressReason::Unsubscribed),
         other => panic!("{other:?}"),
     }
     assert_eq!(h.store.dead().unwrap().len(), 1, "the dead letter stays");

@@ -259,8 +259,9 @@ async fn backup_under_load_holds_every_acknowledged_event() {
 }
 
 /// One-click unsubscribe (RFC 8058): the header's link, POSTed as a mail
-/// client would, suppresses the address; its next notice is recorded as
-/// suppressed, not sent.
+/// client would, suppresses the address (`unsubscribed`); its next
+/// reminder is recorded as suppressed, not sent (service emails still go:
+/// `suppression_reasons.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_click_unsubscribe_suppresses_the_next_notice() {
     let app = spawn_app("[email]\nlist_unsubscribe = \"one-click\"\n").await;
@@ -346,9 +347,15 @@ async fn one_click_unsubscribe_suppresses_the_next_notice() {
     assert_eq!(status, 200);
 
     assert_eq!(
-        app.post(&esim_status("u-2", "U1", "8900000000000000201", "CANCEL"))
-            .await
-            .0,
+        app.post(&data_usage(
+            "u-2",
+            "U1",
+            "8900000000000000201",
+            10 << 30,
+            1 << 30
+        ))
+        .await
+        .0,
         200
     );
     let suppressed = eventually(Duration::from_secs(10), || async {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use esim_notify::customers::{IdKind, Recipient};
-use esim_notify::engine::{Ages, Engine, IngestOutcome, LogKind};
+use esim_notify::engine::{Ages, Engine, IngestOutcome, LogKind, SuppressReason};
 use esim_notify::event::{Event, Identifiers};
 use esim_notify::policy::Rules;
 use serde_json::{json, Value};
@@ -373,7 +373,7 @@ fn parked_notices_expire_after_park_for() {
 fn a_suppressed_address_gets_nothing_and_the_decision_is_recorded() {
     let mut h = bound();
     h.store
-        .suppress("ANA@example.com", "operator", h.now)
+        .suppress("ANA@example.com", SuppressReason::Operator, None, h.now)
         .unwrap();
     h.post("T1", "DATA_USAGE", data(100, 10));
     assert!(h.queued("T1").is_empty());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use esim_notify::customers::{IdKind, Recipient};
-use esim_notify::engine::{DeadRetry, Engine, IngestOutcome, LogKind};
+use esim_notify::engine::{DeadRetry, Engine, IngestOutcome, LogKind, SuppressReason};
 use esim_notify::event::{Event, Identifiers};
 use esim_notify::policy::Rules;
 use serde_json::Value;
@@ -67,12 +67,17 @@ fn a_store_of_json_records_is_migrated_and_keeps_its_queue_and_lists() {
     assert!(dead[0].reason.contains("550"), "{}", dead[0].reason);
     let bob = engine.suppression("bob@example.com").unwrap().unwrap();
     assert!(bob.added_by(dead[0].notice.id), "{bob:?}");
+    assert_eq!(bob.reason, SuppressReason::Bounced);
     let carol = engine.suppression("carol@example.com").unwrap().unwrap();
-    assert_eq!(carol.reason, "unsubscribed");
+    assert_eq!(carol.reason, SuppressReason::Unsubscribed);
     assert!(carol.auto_for.is_empty());
     // dave was forgotten: only the keyed hash is left, and it still holds.
     let dave = engine.suppression("dave@example.com").unwrap().unwrap();
     assert!(dave.email.starts_with('#'), "{dave:?}");
+    assert_eq!(
+        (dave.reason, dave.detail.as_deref()),
+        (SuppressReason::Operator, Some("complaint"))
+    );
     assert!(engine
         .suppressions()
         .unwrap()
@@ -216,4 +221,56 @@ async fn the_built_binary_serves_an_upgraded_store_and_says_it_migrated() {
     let server = Binary::serve(dir.path(), "").await;
     let log = server.kill();
     assert!(!log.contains("store migrated"), "{log}");
+}
+
+const FIXTURE_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store-v1");
+
+/// A format-1 store (versioned records, free-text suppression reasons):
+/// each suppression gets one of the four reasons, since when it was added,
+/// and its text as detail, once; the rest of the store is untouched.
+#[test]
+fn a_format_1_store_gets_suppression_reasons_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    copy_dir(Path::new(FIXTURE_V1), &store);
+    let written = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let engine = open(&store);
+    let get = |e: &str| engine.suppression(e).unwrap().unwrap();
+    let ana = get("ana@example.com");
+    assert_eq!(
+        (ana.reason, ana.detail.as_deref(), ana.since),
+        (SuppressReason::Unsubscribed, Some("one-click"), written)
+    );
+    let bob = get("bob@example.com");
+    assert_eq!(bob.reason, SuppressReason::Bounced);
+    assert!(
+        bob.detail.as_deref().unwrap().contains("user unknown"),
+        "{bob:?}"
+    );
+    let dead = engine.dead().unwrap();
+    assert!(bob.added_by(dead[0].notice.id), "a retry still lifts it");
+    assert_eq!(get("carol@example.com").reason, SuppressReason::Operator);
+    let dave = get("dave@example.com");
+    assert_eq!(
+        (dave.reason, dave.detail.as_deref()),
+        (SuppressReason::Operator, Some("asked by phone"))
+    );
+    assert_eq!(get("erin@example.com").reason, SuppressReason::Complained);
+    drop(engine);
+    // Opened again: nothing to convert, the same list.
+    let first: Vec<_> = vec![ana, bob];
+    let engine = open(&store);
+    assert_eq!(
+        vec![
+            get2(&engine, "ana@example.com"),
+            get2(&engine, "bob@example.com")
+        ],
+        first
+    );
+}
+
+fn get2(engine: &Engine, email: &str) -> esim_notify::engine::Suppression {
+    engine.suppression(email).unwrap().unwrap()
 }

@@ -43,7 +43,7 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let (status, data) = super::page::read_blocking(move || search(&state, &query)).await;
     let mut data = data;
     data["q"] = json!(q);
-    for key in ["error", "esim", "choices", "bound_only"] {
+    for key in ["error", "esim", "choices", "bound_only", "moved"] {
         if data.get(key).is_none() {
             data[key] = Value::Null;
         }
@@ -72,18 +72,40 @@ fn search(app: &AppState, q: &str) -> Result<(StatusCode, Value), StoreError> {
             }
         }
         // Only eSIMs this address actually receives for (a recycled ICCID
-        // may name another eSIM now).
-        views.retain(|v| {
+        // may name another eSIM now, another binding may take precedence);
+        // the others are named, so a search never ends on a blank page.
+        let (mine, elsewhere): (Vec<EsimView>, Vec<EsimView>) = views.into_iter().partition(|v| {
             v.recipient
                 .as_ref()
                 .is_some_and(|r| r.email.eq_ignore_ascii_case(q))
         });
+        let mut views = mine;
+        let moved: Vec<Value> = elsewhere
+            .iter()
+            .map(|v| {
+                json!({
+                    "label": label_of(v),
+                    "href": esim_href(&label_of(v)),
+                    "email": v.recipient.as_ref().map(|r| mask_email(&r.email)),
+                })
+            })
+            .collect();
         return Ok(match views.len() {
             0 if bindings.is_empty() => (
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("no eSIM is bound to {q}")}),
             ),
-            0 => (StatusCode::OK, json!({"bound_only": bound_only})),
+            0 if bound_only.is_empty() => (
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": format!("no eSIM's emails go to {q} now: each eSIM it is bound to goes to another address"),
+                    "moved": moved,
+                }),
+            ),
+            0 => (
+                StatusCode::OK,
+                json!({"bound_only": bound_only, "moved": moved}),
+            ),
             1 => (
                 StatusCode::OK,
                 json!({"esim": esim_json(app, views.remove(0))?, "bound_only": bound_only}),
