@@ -916,7 +916,9 @@ fn env_secrets_stay_as_written_and_sighup_notices_a_changed_secret() {
 }
 
 /// The README's `render` example names a shipped file, and every shipped
-/// sample body (one per notifyType) renders.
+/// sample body (one per notifyType) prints the email it names, whatever
+/// today's date and without a provider access code: render counts from the
+/// body's `eventGenerateTime` and shows the install email with sample data.
 #[test]
 fn the_shipped_webhook_samples_render() {
     let env = Env::new();
@@ -924,26 +926,72 @@ fn the_shipped_webhook_samples_render() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(readme.contains("render examples/webhooks/data_usage.json"));
     let dir = root.join("examples/webhooks");
-    let mut types = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
+    // What each sample is there to show.
+    let expected = [
+        ("check_health.json", "CHECK_HEALTH", None),
+        ("data_usage.json", "DATA_USAGE", Some("data_usage")),
+        ("esim_status.json", "ESIM_STATUS", Some("esim_activated")),
+        ("order_status.json", "ORDER_STATUS", Some("esim_ready")),
+        (
+            "validity_usage.json",
+            "VALIDITY_USAGE",
+            Some("validity_usage"),
+        ),
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        expected.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "a new sample needs its expected email here"
+    );
+    for (file, notify_type, template) in expected {
+        let path = dir.join(file);
         let body: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        types.push(body["notifyType"].as_str().unwrap().to_string());
-        env.run(&["render", path.to_str().unwrap()]).code(0);
+        assert_eq!(body["notifyType"], notify_type, "{file}");
+        let run = env.run(&["render", path.to_str().unwrap()]);
+        run.code(0);
+        match template {
+            Some(t) => {
+                run.says(&format!("Template: {t}\n"))
+                    .says("Subject: ")
+                    .says("as of the body's eventGenerateTime");
+                assert!(
+                    !run.stdout.contains("sends no email"),
+                    "{file}: {}",
+                    run.stdout
+                );
+            }
+            None => {
+                run.says("This delivery sends no email");
+            }
+        }
     }
-    types.sort();
-    assert_eq!(
-        types,
-        [
-            "CHECK_HEALTH",
-            "DATA_USAGE",
-            "ESIM_STATUS",
-            "ORDER_STATUS",
-            "VALIDITY_USAGE"
-        ]
-    );
+    env.run(&["render", dir.join("order_status.json").to_str().unwrap()])
+        .says("provider.access_code is empty")
+        .says("SAMPLE data");
     env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
         .code(0)
         .says("Subject: 10% or less of your data left");
+}
+
+/// A validity warning is decided and worded as of its body's time: a body
+/// from ten years ahead, or one long past, still shows "1 day left".
+#[test]
+fn render_counts_from_the_bodys_event_time() {
+    let env = Env::new();
+    for year in [2016, 2036] {
+        let body = format!(
+            r#"{{"notifyType":"VALIDITY_USAGE","notifyId":"v{year}","eventGenerateTime":"{year}-04-22T17:13:54Z","content":{{"esimTranNo":"26032416140018","remain":1,"totalDuration":30,"durationUnit":"DAY","expiredTime":"{year}-04-23T17:13:19Z"}}}}"#
+        );
+        std::fs::write(env.path("v.json"), body).unwrap();
+        env.run(&["render", "v.json"])
+            .code(0)
+            .says("Template: validity_usage")
+            .says(&format!("eventGenerateTime {year}-04-22T17:13:54Z"));
+    }
 }

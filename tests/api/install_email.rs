@@ -355,11 +355,13 @@ fn render_shows_the_install_email_from_sample_data_with_its_qr_code() {
     // The code itself, drawn for the terminal.
     assert!(out.contains("████ ▄▄▄▄▄ █"), "{out}");
 
-    // Without the provider API no install email is decided at all.
+    // Without the provider API a server sends no install email; render still
+    // shows it, and says a server would not send it.
     let (code, out) = run(dir.path(), &templates, None, &["render", body]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("This delivery sends no email"), "{out}");
-    assert!(out.contains("provider API not configured"), "{out}");
+    assert!(out.contains("Template: esim_ready"), "{out}");
+    assert!(out.contains("provider.access_code is empty"), "{out}");
+    assert!(out.contains("SAMPLE data"), "{out}");
 }
 
 #[test]
