@@ -418,7 +418,8 @@ impl Config {
     /// where templates are loaded (`startup`, `check`).
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Problems::default();
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+        let public = listen_addrs(&self.server.listen);
+        if let Err(e) = &public {
             p.add("server.listen", format!("`{}`: {e}", self.server.listen))
         }
         if !self.server.webhook_path.starts_with('/') {
@@ -434,13 +435,29 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             p.add("server.max_body_bytes", "must be greater than 0");
         }
-        match self.admin.listen.parse::<SocketAddr>() {
+        let admin = listen_addrs(&self.admin.listen);
+        match &admin {
             Err(e) => p.add("admin.listen", format!("`{}`: {e}", self.admin.listen)),
-            Ok(a) if !a.ip().is_loopback() && self.admin.token.is_blank() => p.add(
-                "admin.token",
-                format!("required when admin.listen ({a}) is not a loopback address"),
-            ),
+            Ok(a) if a.iter().any(|a| !a.ip().is_loopback()) && self.admin.token.is_blank() => p
+                .add(
+                    "admin.token",
+                    format!(
+                        "required when admin.listen ({}) is not a loopback address",
+                        self.admin.listen
+                    ),
+                ),
             Ok(_) => {}
+        }
+        if let (Ok(public), Ok(admin)) = (&public, &admin) {
+            if let Some(port) = shared_port(public, admin) {
+                p.add(
+                    "admin.listen",
+                    format!(
+                        "server.listen ({}) and admin.listen ({}) are both on port {port}: the second could never bind; give each listener its own port",
+                        self.server.listen, self.admin.listen
+                    ),
+                );
+            }
         }
         for (i, s) in self.security.allowed_ips.iter().enumerate() {
             if let Err(e) = parse_net(s) {
@@ -789,6 +806,50 @@ impl Problems {
             self.add(key, "must be longer than zero");
         }
     }
+}
+
+/// The addresses a `listen` value names: `IP:PORT` (`[::1]:8081` for IPv6)
+/// or `HOST:PORT`, such as `localhost:8080`. A host name is resolved here and
+/// again when the listener binds (std's `TcpListener::bind`, which takes the
+/// first address that binds); the CLI reaches the admin listener the same way.
+pub fn listen_addrs(value: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("not HOST:PORT (for example \"127.0.0.1:8080\" or \"localhost:8080\")".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{port}` is not a port number (0–65535)"));
+    }
+    if host.is_empty() || host.contains(['[', ']', ':', '/', ' ']) {
+        return Err(format!(
+            "`{host}` is not a host name or IP address (write IPv6 as [::1]:PORT)"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("the host name `{host}` does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("the host name `{host}` resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// The port two listeners would both need, if they collide: the same fixed
+/// port on a common address, or on an address that covers every interface
+/// (`0.0.0.0`, `[::]`). Port 0 picks a free port per listener.
+fn shared_port(a: &[SocketAddr], b: &[SocketAddr]) -> Option<u16> {
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (x, y)))
+        .find(|(x, y)| {
+            x.port() != 0
+                && x.port() == y.port()
+                && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())
+        })
+        .map(|(x, _)| x.port())
 }
 
 /// Turns figment's errors into key + reason pairs (figment names the path).
@@ -1196,6 +1257,40 @@ mod tests {
             ConfigError::Invalid(p) => p.into_iter().map(|p| p.key).collect(),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn listeners_take_host_names_but_not_one_port_twice() {
+        let c = load(
+            "[server]\nlisten = \"localhost:18480\"\n[admin]\nlisten = \"localhost:18481\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "localhost:18480");
+        for bad in ["localhost", "localhost:http", ":80", "no such host:80"] {
+            let k = keys(load(&format!("[server]\nlisten = \"{bad}\"\n"), &[]).unwrap_err());
+            assert_eq!(k, ["server.listen"], "{bad}");
+        }
+        for (public, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("localhost:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+        ] {
+            let e = load(
+                &format!("[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\n"),
+                &[],
+            )
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("both on port 8080"), "{text}");
+            assert!(text.contains("server.listen") && text.contains("admin.listen"));
+        }
+        // Port 0 picks a free port for each.
+        load(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -995,3 +995,58 @@ fn render_counts_from_the_bodys_event_time() {
             .says(&format!("eventGenerateTime {year}-04-22T17:13:54Z"));
     }
 }
+
+/// Polls `http://{host}:{port}/healthz` until it answers 200.
+fn wait_for_healthz(host: &str, port: u16) {
+    let url = format!("http://{host}:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::blocking::get(&url)
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both listeners may be named by host (`localhost:PORT`, as the README's
+/// commands say), the CLI reaches the admin listener by that name, and two
+/// listeners on one port are refused by `check` and `serve` naming both keys
+/// (not left to fail at bind as if another program held the port).
+#[test]
+fn listeners_take_host_names_and_refuse_one_port_for_both() {
+    let env = Env::new();
+    let cfg = env.path("config.toml");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, original.replace("\"127.0.0.1:", "\"localhost:")).unwrap();
+    env.run(&["check"]).code(0);
+    let child = env
+        .command(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let server = Server { child };
+    wait_for_healthz("localhost", env.admin_port);
+    wait_for_healthz("localhost", env.public_port);
+    // Through the running server's admin listener, found by its host name.
+    env.run(&["pause"]).code(0);
+    env.run(&["resume"]).code(0);
+    server.stop();
+
+    let same = original.replace(
+        &format!("\"127.0.0.1:{}\"", env.admin_port),
+        &format!("\"localhost:{}\"", env.public_port),
+    );
+    std::fs::write(&cfg, same).unwrap();
+    let port = env.public_port.to_string();
+    env.run(&["check"])
+        .code(1)
+        .says("server.listen (127.0.0.1:")
+        .says("admin.listen (localhost:")
+        .says(&format!("both on port {port}"));
+    let serve = env.run(&["serve"]);
+    assert_ne!(serve.code, 0, "serve started on one port twice");
+    serve.says(&format!("both on port {port}"));
+}
