@@ -310,14 +310,17 @@ fn customers_work_on_the_store_and_through_a_running_server() {
         "--email",
         "b@example.com",
         "--iccid",
-        "77",
+        "890000000000000077",
     ])
     .code(0);
-    assert_eq!(env.admin_get("/admin/customers?iccid=77"), 200);
+    assert_eq!(
+        env.admin_get("/admin/customers?iccid=890000000000000077"),
+        200
+    );
     server.stop();
 
     // And it is on disk once the server has gone.
-    env.run(&["customers", "get", "--iccid", "77"])
+    env.run(&["customers", "get", "--iccid", "890000000000000077"])
         .code(0)
         .says("b@example.com");
 }
@@ -342,11 +345,11 @@ fn import_reports_each_rejected_row_by_line() {
     std::fs::write(
         env.path("customers.csv"),
         "email,name,iccid,esimTranNo,timezone\n\
-         ana@example.com,Ana,111,,Europe/Madrid\n\
-         not-an-address,Bob,222,,\n\
+         ana@example.com,Ana,890000000000000111,,Europe/Madrid\n\
+         not-an-address,Bob,890000000000000222,,\n\
          carla@example.com,Carla,,T333,\n\
          dan@example.com,Dan,,,\n\
-         eve@example.com,Eve,555,,Mars/Olympus\n",
+         eve@example.com,Eve,890000000000000555,,Mars/Olympus\n",
     )
     .unwrap();
     env.run(&["customers", "import", "customers.csv"])
@@ -357,11 +360,13 @@ fn import_reports_each_rejected_row_by_line() {
         .says("no identifier")
         .says("line 6")
         .says("imported 2, rejected 3");
-    env.run(&["customers", "get", "--iccid", "111"]).code(0);
+    env.run(&["customers", "get", "--iccid", "890000000000000111"])
+        .code(0);
     env.run(&["customers", "get", "--esim-tran-no", "T333"])
         .code(0)
         .says("carla@example.com");
-    env.run(&["customers", "get", "--iccid", "555"]).code(1);
+    env.run(&["customers", "get", "--iccid", "890000000000000555"])
+        .code(1);
 
     std::fs::write(env.path("clean.csv"), "email,orderNo\nf@example.com,B9\n").unwrap();
     env.run(&["customers", "import", "clean.csv"])
@@ -382,7 +387,7 @@ fn import_through_a_server_rejects_an_over_large_row_and_goes_on() {
     std::fs::write(
         env.path("big.csv"),
         format!(
-            "email,iccid\nana@example.com,{}\nbob@example.com,222\n",
+            "email,orderNo\nana@example.com,{}\nbob@example.com,B222\n",
             "8".repeat(300_000)
         ),
     )
@@ -392,7 +397,7 @@ fn import_through_a_server_rejects_an_over_large_row_and_goes_on() {
         .code(1)
         .says("line 2: rejected")
         .says("imported 1, rejected 1");
-    env.run(&["customers", "get", "--iccid", "222"])
+    env.run(&["customers", "get", "--order-no", "B222"])
         .code(0)
         .says("bob@example.com");
     server.stop();
@@ -1049,4 +1054,78 @@ fn listeners_take_host_names_and_refuse_one_port_for_both() {
     let serve = env.run(&["serve"]);
     assert_ne!(serve.code, 0, "serve started on one port twice");
     serve.says(&format!("both on port {port}"));
+}
+
+/// `customers add` and `customers import` refuse what `PUT /admin/customers`
+/// refuses, with the same reason (import: with the row's line), and split a
+/// `Name <address>` as shops export it.
+#[test]
+fn the_cli_and_import_refuse_what_the_admin_api_refuses() {
+    let env = Env::new();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["customers", "add"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    add(&["--email", "a@example.com", "--iccid", "abc"])
+        .code(2)
+        .says("iccid `abc`: an ICCID is 18 to 22 digits");
+    add(&[
+        "--email",
+        "a@example.com",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "english",
+    ])
+    .code(2)
+    .says("locale `english`: not a language tag");
+    add(&[
+        "--email",
+        "a@example.com",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "xx-YY",
+    ])
+    .code(2)
+    .says("not a language CLDR knows");
+    add(&["--email", "x@y", "--esim-tran-no", "T1"])
+        .code(2)
+        .says("has no dot");
+    add(&[
+        "--email",
+        "Ana López <ana@example.com>",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "es-419",
+    ])
+    .code(0);
+    env.run(&["customers", "get", "--esim-tran-no", "T1"])
+        .code(0)
+        .says("email:    ana@example.com")
+        .says("name:     Ana López")
+        .says("locale:   es-419");
+
+    std::fs::write(
+        env.path("shop.csv"),
+        "email,locale,iccid\n\
+         bad-iccid@example.com,en,abc\n\
+         bad-locale@example.com,english,890000000000000003\n\
+         x@y,en,890000000000000004\n\
+         \"Bob Pérez <bob@example.com>\",pt-BR,0089000000000000005\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "shop.csv"])
+        .code(1)
+        .says("line 2: rejected: iccid `abc`: an ICCID is 18 to 22 digits")
+        .says("line 3: rejected: locale `english`")
+        .says("line 4: rejected: `x@y` cannot be sent to: the domain `y` has no dot")
+        .says("imported 1, rejected 3");
+    env.run(&["customers", "get", "--iccid", "0089000000000000005"])
+        .code(0)
+        .says("email:    bob@example.com")
+        .says("name:     Bob Pérez")
+        .says("locale:   pt-BR");
 }
