@@ -964,7 +964,10 @@ fn merge_table(
             continue;
         }
         let Some(d) = default.get(&k) else {
-            p.add(key, format!("unknown key{}", from(source)));
+            let hint = closest(&k, default.keys().map(String::as_str))
+                .map(|m| format!("; did you mean {}?", join(path, m)))
+                .unwrap_or_default();
+            p.add(key, format!("unknown key{}{hint}", from(source)));
             continue;
         };
         match (d, v) {
@@ -1188,8 +1191,46 @@ fn env_array(raw: &str, default: &[toml::Value]) -> toml::Value {
     )
 }
 
+/// The known name closest to a misspelt one (`per_recipient_per_hr` ->
+/// `per_recipient_per_hour`), by Levenshtein distance, if it is close enough
+/// to be a typo: at most a third of the name's length, and at least one edit
+/// allowed. Ties go to the first in `known` (the defaults' order).
+fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    let limit = (given.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(&given, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The variable meant by one whose path has a misspelt part: the first part
+/// that names nothing in its section is replaced by the closest key there, if
+/// the path then names a key.
+fn closest_var(defaults: &toml::Table, path: &[String]) -> Option<String> {
+    let mut table = defaults;
+    for (i, part) in path.iter().enumerate() {
+        match table.get(part) {
+            Some(toml::Value::Table(t)) => table = t,
+            Some(_) => return None,
+            None => {
+                let meant = closest(part, table.keys().map(String::as_str))?;
+                let mut fixed = path.to_vec();
+                fixed[i] = meant.to_string();
+                declared(defaults, &fixed)?;
+                let upper: Vec<String> = fixed.iter().map(|p| p.to_ascii_uppercase()).collect();
+                return Some(format!("ESIM_NOTIFY_{}", upper.join("__")));
+            }
+        }
+    }
+    None
+}
+
 /// The warning for a variable with the prefix that names no key, with the
-/// spelling meant when only the double underscores are missing.
+/// spelling meant when only the double underscores are missing, else the
+/// closest key by edit distance.
 fn unknown_var(defaults: &toml::Table, var: &str) -> String {
     fn names(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
         for (k, v) in t {
@@ -1206,7 +1247,15 @@ fn unknown_var(defaults: &toml::Table, var: &str) -> String {
     let meant = all
         .iter()
         .map(|n| n.replacen("ESIM_NOTIFY__", "ESIM_NOTIFY_", 1))
-        .find(|n| flat(n) == flat(var));
+        .find(|n| flat(n) == flat(var))
+        .or_else(|| {
+            let rest = var.strip_prefix("ESIM_NOTIFY_")?;
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.len() < 2 || path.iter().any(String::is_empty) {
+                return None;
+            }
+            closest_var(defaults, &path)
+        });
     match meant {
         Some(m) => format!("environment variable {var} names no key and is ignored; did you mean {m}?"),
         None => format!("environment variable {var} names no key and is ignored (keys are ESIM_NOTIFY_<SECTION>__<KEY>, with double underscores)"),
@@ -1256,6 +1305,42 @@ mod tests {
         match e {
             ConfigError::Invalid(p) => p.into_iter().map(|p| p.key).collect(),
             other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_key_meant() {
+        let e = load("[rate_limit]\nper_recipient_per_hr = 6\n", &[]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "rate_limit.per_recipient_per_hr: unknown key; did you mean rate_limit.per_recipient_per_hour?"
+            ),
+            "{e}"
+        );
+        let e = load("[rate_limits]\nburst = 6\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("did you mean rate_limit?"), "{e}");
+        // Nothing close: no guess.
+        let e = load("[server]\ncolour = \"red\"\n", &[]).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+
+        let c = load(
+            "",
+            &[
+                ("ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR", "3"),
+                ("ESIM_NOTIFY_RATELIMIT__BURST", "3"),
+                ("ESIM_NOTIFY_EMAIL__SMTP__PASWORD", "x"),
+                ("ESIM_NOTIFY_EMAIL__NOTHING_LIKE_IT", "x"),
+            ],
+        )
+        .unwrap();
+        let w = c.warnings().join("\n");
+        for meant in [
+            "ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR names no key and is ignored; did you mean ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HOUR?",
+            "ESIM_NOTIFY_RATELIMIT__BURST names no key and is ignored; did you mean ESIM_NOTIFY_RATE_LIMIT__BURST?",
+            "did you mean ESIM_NOTIFY_EMAIL__SMTP__PASSWORD?",
+            "ESIM_NOTIFY_EMAIL__NOTHING_LIKE_IT names no key and is ignored (keys are",
+        ] {
+            assert!(w.contains(meant), "{meant}\n{w}");
         }
     }
 

@@ -1129,3 +1129,22 @@ fn the_cli_and_import_refuse_what_the_admin_api_refuses() {
         .says("name:     Bob Pérez")
         .says("locale:   pt-BR");
 }
+
+/// `check` names the key meant for a misspelt one, in the file and in the
+/// environment.
+#[test]
+fn check_suggests_the_key_meant() {
+    let env = Env::new();
+    env.run_with(
+        &["check"],
+        &[("ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR", "3")],
+    )
+    .code(0)
+    .says("did you mean ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HOUR?");
+    let cfg = env.path("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text + "[rate_limit]\nper_recipient_per_hr = 3\n").unwrap();
+    env.run(&["check"])
+        .code(1)
+        .says("rate_limit.per_recipient_per_hr: unknown key; did you mean rate_limit.per_recipient_per_hour?");
+}
