@@ -1148,3 +1148,43 @@ fn check_suggests_the_key_meant() {
         .code(1)
         .says("rate_limit.per_recipient_per_hr: unknown key; did you mean rate_limit.per_recipient_per_hour?");
 }
+
+/// A `;`-separated file, as spreadsheets in Europe export CSV, with a UTF-8
+/// BOM and Windows line ends, imports as a `,`-separated one; so does a
+/// tab-separated one.
+#[test]
+fn import_takes_semicolon_and_tab_separated_files_with_a_bom() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("excel.csv"),
+        "\u{feff}email;name;locale;esimTranNo\r\n\
+         ana@example.com;\"López; Ana\";es-ES;S1\r\n\
+         bob@example.com;Bob;pt-BR;S2\r\n\
+         nope;Carla;en;S3\r\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "excel.csv"])
+        .code(1)
+        .says("line 4: rejected: `nope` is not an email address")
+        .says("imported 2, rejected 1");
+    env.run(&["customers", "get", "--esim-tran-no", "S1"])
+        .code(0)
+        .says("email:    ana@example.com")
+        .says("name:     López; Ana")
+        .says("locale:   es-ES");
+    env.run(&["customers", "get", "--esim-tran-no", "S2"])
+        .code(0)
+        .says("bob@example.com");
+
+    std::fs::write(
+        env.path("tabs.tsv"),
+        "email\torderNo\nfay@example.com\tB7\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "tabs.tsv"])
+        .code(0)
+        .says("imported 1, rejected 0");
+    env.run(&["customers", "get", "--order-no", "B7"])
+        .code(0)
+        .says("fay@example.com");
+}
