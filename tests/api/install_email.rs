@@ -88,6 +88,7 @@ fn install_email(templates: &Templates, esim: &Esim) -> OutgoingEmail {
         text: r.text,
         html: r.html,
         message_id: message_id_for(&format!("{}/ready", esim.name()), "noreply@example.com"),
+        template: "esim_ready".into(),
         list_unsubscribe: None,
         inline_images,
     }
@@ -272,6 +273,7 @@ async fn an_email_without_images_keeps_its_two_part_shape() {
         text: "Hello\n".into(),
         html: "<p>Hello</p>".into(),
         message_id: message_id_for("x/data/0.1", "noreply@example.com"),
+        template: "data_usage".into(),
         list_unsubscribe: None,
         inline_images,
     };
