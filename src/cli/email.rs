@@ -166,25 +166,26 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
 }
 
 /// The made-up eSIM `render` shows an install email for, with the
-/// identifiers the webhook body gave.
+/// identifiers the webhook body gave and the sample data of the preview.
 fn sample_esim(ids: &Identifiers) -> Esim {
+    use crate::render::sample as s;
     Esim {
         esim_tran_no: ids.esim_tran_no.clone(),
         iccid: ids.iccid.clone(),
         order_no: ids.order_no.clone(),
         transaction_id: ids.transaction_id.clone(),
-        ac: Some("LPA:1$rsp.example.net$SAMPLE-0000-0000-0000".into()),
-        qr_code_url: Some("https://p.example.net/sample-qr.png".into()),
-        short_url: Some("https://p.example.net/sample".into()),
+        ac: Some(s::SAMPLE_AC.into()),
+        qr_code_url: Some(s::SAMPLE_QR_CODE_URL.into()),
+        short_url: Some(s::SAMPLE_SHORT_URL.into()),
         apn: Some("internet".into()),
         duration_unit: Some("DAY".into()),
         plan: Some(Plan {
-            name: Some("Sample 5GB 30Days".into()),
-            slug: Some("SAMPLE_5_30".into()),
-            volume: Some(5 * 1024 * 1024 * 1024),
-            duration: Some(30),
+            name: Some(s::SAMPLE_PLAN_NAME.into()),
+            slug: Some(s::SAMPLE_PLAN_SLUG.into()),
+            volume: Some(s::SAMPLE_PLAN_VOLUME),
+            duration: Some(s::SAMPLE_PLAN_DAYS),
             duration_unit: Some("DAY".into()),
-            location_code: Some("ES".into()),
+            location_code: Some(s::SAMPLE_PLAN_LOCATION.into()),
         }),
         ..Default::default()
     }
