@@ -298,8 +298,11 @@ struct Inner {
 }
 
 enum Transport {
-    File { dir: PathBuf },
-    Smtp(smtp::SmtpPool),
+    File {
+        dir: PathBuf,
+    },
+    /// Boxed: the pool is large and the file transport is a path.
+    Smtp(Box<smtp::SmtpPool>),
 }
 
 impl fmt::Debug for Mailer {
@@ -353,7 +356,7 @@ impl Mailer {
                 username,
                 password,
                 pool_size,
-            } => Transport::Smtp(smtp::SmtpPool::new(
+            } => Transport::Smtp(Box::new(smtp::SmtpPool::new(
                 smtp::SmtpParams {
                     host,
                     port,
@@ -363,7 +366,7 @@ impl Mailer {
                     pool_size,
                 },
                 settings.send_timeout,
-            )?),
+            )?)),
         };
         Ok(Mailer {
             inner: Arc::new(Inner {
