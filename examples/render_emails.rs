@@ -158,6 +158,7 @@ fn write_eml(
         text: rendered.text,
         html: rendered.html,
         message_id: message_id_for(stem, &config.email.from),
+        template: stem.to_string(),
         list_unsubscribe: None,
         inline_images,
     };

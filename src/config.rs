@@ -425,7 +425,8 @@ impl Config {
     /// where templates are loaded (`startup`, `check`).
     pub fn validate(&self) -> Vec<ConfigProblem> {
         let mut p = Problems::default();
-        if let Err(e) = self.server.listen.parse::<SocketAddr>() {
+        let public = listen_addrs(&self.server.listen);
+        if let Err(e) = &public {
             p.add("server.listen", format!("`{}`: {e}", self.server.listen))
         }
         if !self.server.webhook_path.starts_with('/') {
@@ -441,17 +442,33 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             p.add("server.max_body_bytes", "must be greater than 0");
         }
-        match self.admin.listen.parse::<SocketAddr>() {
+        let admin = listen_addrs(&self.admin.listen);
+        match &admin {
             Err(e) => p.add("admin.listen", format!("`{}`: {e}", self.admin.listen)),
-            Ok(a) if !a.ip().is_loopback() && self.admin.token.is_blank() => p.add(
-                "admin.token",
-                format!("required when admin.listen ({a}) is not a loopback address"),
-            ),
+            Ok(a) if a.iter().any(|a| !a.ip().is_loopback()) && self.admin.token.is_blank() => p
+                .add(
+                    "admin.token",
+                    format!(
+                        "required when admin.listen ({}) is not a loopback address",
+                        self.admin.listen
+                    ),
+                ),
             Ok(_) => {}
         }
         for (i, s) in self.admin.allowed_hosts.iter().enumerate() {
             if let Err(e) = parse_host(s) {
                 p.add(format!("admin.allowed_hosts[{i}]"), e);
+            }
+        }
+        if let (Ok(public), Ok(admin)) = (&public, &admin) {
+            if let Some(port) = shared_port(public, admin) {
+                p.add(
+                    "admin.listen",
+                    format!(
+                        "server.listen ({}) and admin.listen ({}) are both on port {port}: the second could never bind; give each listener its own port",
+                        self.server.listen, self.admin.listen
+                    ),
+                );
             }
         }
         for (i, s) in self.security.allowed_ips.iter().enumerate() {
@@ -860,6 +877,50 @@ impl Problems {
     }
 }
 
+/// The addresses a `listen` value names: `IP:PORT` (`[::1]:8081` for IPv6)
+/// or `HOST:PORT`, such as `localhost:8080`. A host name is resolved here and
+/// again when the listener binds (std's `TcpListener::bind`, which takes the
+/// first address that binds); the CLI reaches the admin listener the same way.
+pub fn listen_addrs(value: &str) -> Result<Vec<SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("not HOST:PORT (for example \"127.0.0.1:8080\" or \"localhost:8080\")".into());
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("`{port}` is not a port number (0–65535)"));
+    }
+    if host.is_empty() || host.contains(['[', ']', ':', '/', ' ']) {
+        return Err(format!(
+            "`{host}` is not a host name or IP address (write IPv6 as [::1]:PORT)"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = value
+        .to_socket_addrs()
+        .map_err(|e| format!("the host name `{host}` does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("the host name `{host}` resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+/// The port two listeners would both need, if they collide: the same fixed
+/// port on a common address, or on an address that covers every interface
+/// (`0.0.0.0`, `[::]`). Port 0 picks a free port per listener.
+fn shared_port(a: &[SocketAddr], b: &[SocketAddr]) -> Option<u16> {
+    a.iter()
+        .flat_map(|x| b.iter().map(move |y| (x, y)))
+        .find(|(x, y)| {
+            x.port() != 0
+                && x.port() == y.port()
+                && (x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified())
+        })
+        .map(|(x, _)| x.port())
+}
+
 /// Turns figment's errors into key + reason pairs (figment names the path).
 fn figment_problems(err: figment::Error) -> Vec<ConfigProblem> {
     err.into_iter()
@@ -972,7 +1033,10 @@ fn merge_table(
             continue;
         }
         let Some(d) = default.get(&k) else {
-            p.add(key, format!("unknown key{}", from(source)));
+            let hint = closest(&k, default.keys().map(String::as_str))
+                .map(|m| format!("; did you mean {}?", join(path, m)))
+                .unwrap_or_default();
+            p.add(key, format!("unknown key{}{hint}", from(source)));
             continue;
         };
         match (d, v) {
@@ -1196,8 +1260,46 @@ fn env_array(raw: &str, default: &[toml::Value]) -> toml::Value {
     )
 }
 
+/// The known name closest to a misspelt one (`per_recipient_per_hr` ->
+/// `per_recipient_per_hour`), by Levenshtein distance, if it is close enough
+/// to be a typo: at most a third of the name's length, and at least one edit
+/// allowed. Ties go to the first in `known` (the defaults' order).
+fn closest<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let given = given.to_ascii_lowercase();
+    let limit = (given.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(&given, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The variable meant by one whose path has a misspelt part: the first part
+/// that names nothing in its section is replaced by the closest key there, if
+/// the path then names a key.
+fn closest_var(defaults: &toml::Table, path: &[String]) -> Option<String> {
+    let mut table = defaults;
+    for (i, part) in path.iter().enumerate() {
+        match table.get(part) {
+            Some(toml::Value::Table(t)) => table = t,
+            Some(_) => return None,
+            None => {
+                let meant = closest(part, table.keys().map(String::as_str))?;
+                let mut fixed = path.to_vec();
+                fixed[i] = meant.to_string();
+                declared(defaults, &fixed)?;
+                let upper: Vec<String> = fixed.iter().map(|p| p.to_ascii_uppercase()).collect();
+                return Some(format!("ESIM_NOTIFY_{}", upper.join("__")));
+            }
+        }
+    }
+    None
+}
+
 /// The warning for a variable with the prefix that names no key, with the
-/// spelling meant when only the double underscores are missing.
+/// spelling meant when only the double underscores are missing, else the
+/// closest key by edit distance.
 fn unknown_var(defaults: &toml::Table, var: &str) -> String {
     fn names(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
         for (k, v) in t {
@@ -1214,7 +1316,15 @@ fn unknown_var(defaults: &toml::Table, var: &str) -> String {
     let meant = all
         .iter()
         .map(|n| n.replacen("ESIM_NOTIFY__", "ESIM_NOTIFY_", 1))
-        .find(|n| flat(n) == flat(var));
+        .find(|n| flat(n) == flat(var))
+        .or_else(|| {
+            let rest = var.strip_prefix("ESIM_NOTIFY_")?;
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            if path.len() < 2 || path.iter().any(String::is_empty) {
+                return None;
+            }
+            closest_var(defaults, &path)
+        });
     match meant {
         Some(m) => format!("environment variable {var} names no key and is ignored; did you mean {m}?"),
         None => format!("environment variable {var} names no key and is ignored (keys are ESIM_NOTIFY_<SECTION>__<KEY>, with double underscores)"),
@@ -1265,6 +1375,76 @@ mod tests {
             ConfigError::Invalid(p) => p.into_iter().map(|p| p.key).collect(),
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_key_meant() {
+        let e = load("[rate_limit]\nper_recipient_per_hr = 6\n", &[]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "rate_limit.per_recipient_per_hr: unknown key; did you mean rate_limit.per_recipient_per_hour?"
+            ),
+            "{e}"
+        );
+        let e = load("[rate_limits]\nburst = 6\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("did you mean rate_limit?"), "{e}");
+        // Nothing close: no guess.
+        let e = load("[server]\ncolour = \"red\"\n", &[]).unwrap_err();
+        assert!(!e.to_string().contains("did you mean"), "{e}");
+
+        let c = load(
+            "",
+            &[
+                ("ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR", "3"),
+                ("ESIM_NOTIFY_RATELIMIT__BURST", "3"),
+                ("ESIM_NOTIFY_EMAIL__SMTP__PASWORD", "x"),
+                ("ESIM_NOTIFY_EMAIL__NOTHING_LIKE_IT", "x"),
+            ],
+        )
+        .unwrap();
+        let w = c.warnings().join("\n");
+        for meant in [
+            "ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR names no key and is ignored; did you mean ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HOUR?",
+            "ESIM_NOTIFY_RATELIMIT__BURST names no key and is ignored; did you mean ESIM_NOTIFY_RATE_LIMIT__BURST?",
+            "did you mean ESIM_NOTIFY_EMAIL__SMTP__PASSWORD?",
+            "ESIM_NOTIFY_EMAIL__NOTHING_LIKE_IT names no key and is ignored (keys are",
+        ] {
+            assert!(w.contains(meant), "{meant}\n{w}");
+        }
+    }
+
+    #[test]
+    fn listeners_take_host_names_but_not_one_port_twice() {
+        let c = load(
+            "[server]\nlisten = \"localhost:18480\"\n[admin]\nlisten = \"localhost:18481\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "localhost:18480");
+        for bad in ["localhost", "localhost:http", ":80", "no such host:80"] {
+            let k = keys(load(&format!("[server]\nlisten = \"{bad}\"\n"), &[]).unwrap_err());
+            assert_eq!(k, ["server.listen"], "{bad}");
+        }
+        for (public, admin) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("localhost:8080", "127.0.0.1:8080"),
+            ("0.0.0.0:8080", "127.0.0.1:8080"),
+        ] {
+            let e = load(
+                &format!("[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\n"),
+                &[],
+            )
+            .unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains("both on port 8080"), "{text}");
+            assert!(text.contains("server.listen") && text.contains("admin.listen"));
+        }
+        // Port 0 picks a free port for each.
+        load(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            &[],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -107,8 +107,10 @@ pub enum BindingError {
     NoIdentifier,
     #[error("`{0}` is not an IANA timezone such as \"Europe/Madrid\"")]
     Timezone(String),
-    #[error("`{0}` is not a locale such as \"en\" or \"es-MX\"")]
-    Locale(String),
+    #[error("locale `{0}`: {1}")]
+    Locale(String, String),
+    #[error("iccid `{0}`: an ICCID is 18 to 22 digits (leading zeros kept)")]
+    Iccid(String),
     #[error("the name is {0} characters long; at most {MAX_NAME_CHARS} are allowed")]
     NameTooLong(usize),
     #[error("the name contains a control character (a line break, tab or similar)")]
@@ -126,7 +128,13 @@ impl Binding {
         fn clean(v: Option<String>) -> Option<String> {
             v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
         }
-        let email = normalize_email(&self.email)?;
+        // `Ana <ana@example.com>`, as shops export it: the address, and the
+        // display part as the name unless a name is given.
+        let (display_name, address) = split_mailbox(&self.email);
+        if clean(self.name.clone()).is_none() {
+            self.name = display_name;
+        }
+        let email = normalize_email(address)?;
         let ids = Identifiers {
             esim_tran_no: clean(self.esim_tran_no.take()),
             iccid: clean(self.iccid.take()),
@@ -136,21 +144,24 @@ impl Binding {
         if ids.is_empty() {
             return Err(BindingError::NoIdentifier);
         }
+        if let Some(iccid) = &ids.iccid {
+            if !is_iccid(iccid) {
+                return Err(BindingError::Iccid(iccid.clone()));
+            }
+        }
         let timezone = clean(self.timezone.take());
         if let Some(tz) = &timezone {
             if tz.parse::<chrono_tz::Tz>().is_err() {
                 return Err(BindingError::Timezone(tz.clone()));
             }
         }
-        let locale = clean(self.locale.take());
-        if let Some(l) = &locale {
-            let ok = l.len() <= 35
-                && l.split(['-', '_'])
-                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()));
-            if !ok {
-                return Err(BindingError::Locale(l.clone()));
-            }
-        }
+        let locale = match clean(self.locale.take()) {
+            Some(l) => Some(
+                crate::locale_tags::known_locale(&l)
+                    .map_err(|reason| BindingError::Locale(l.clone(), reason))?,
+            ),
+            None => None,
+        };
         let name = clean(self.name.take());
         if let Some(n) = &name {
             let chars = n.chars().count();
@@ -176,6 +187,35 @@ impl Binding {
     }
 }
 
+/// An ICCID (ITU-T E.118): 18 to 22 digits, the last a check digit. Kept as
+/// written, leading zeros included; the check digit is not verified, since
+/// providers issue test and legacy ICCIDs whose Luhn digit does not add up.
+pub fn is_iccid(s: &str) -> bool {
+    (18..=22).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Splits `Ana López <ana@example.com>` (and `"López, Ana" <ana@example.com>`)
+/// into the display name and the address; anything else is all address. Shops
+/// export recipients this way, and refusing them would only make an operator
+/// edit every row.
+fn split_mailbox(s: &str) -> (Option<String>, &str) {
+    let s = s.trim();
+    let Some(inner) = s.strip_suffix('>') else {
+        return (None, s);
+    };
+    let Some((display, address)) = inner.rsplit_once('<') else {
+        return (None, s);
+    };
+    let display = display.trim();
+    let display = display
+        .strip_prefix('"')
+        .and_then(|d| d.strip_suffix('"'))
+        .unwrap_or(display)
+        .trim();
+    let name = (!display.is_empty()).then(|| display.to_string());
+    (name, address.trim())
+}
+
 /// A deliverable address, with its domain lower-cased so that suppression and
 /// forgetting match however the address was typed.
 ///
@@ -190,6 +230,17 @@ pub fn normalize_email(s: &str) -> Result<String, BindingError> {
         return Err(refused());
     }
     let parsed: lettre::Address = s.parse().map_err(|_| refused())?;
+    // `x@y`: lettre takes a bare host name, but no public mailbox lives at a
+    // domain without a dot, and such an address is nearly always a typo.
+    if !parsed.domain().contains('.') {
+        return Err(BindingError::Unsendable(
+            s.to_string(),
+            format!(
+                "the domain `{}` has no dot; write the full domain, such as example.com",
+                parsed.domain()
+            ),
+        ));
+    }
     let email = format!("{}@{}", parsed.user(), parsed.domain().to_ascii_lowercase());
     if let Err(reason) = sendable(&email, None) {
         return Err(BindingError::Unsendable(s.to_string(), reason));
@@ -249,7 +300,7 @@ mod tests {
     fn binding(email: &str) -> Binding {
         Binding {
             email: email.into(),
-            iccid: Some(" 0089 ".into()),
+            iccid: Some(" 008944001234567890 ".into()),
             ..Default::default()
         }
     }
@@ -265,7 +316,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.email, "Ana@example.com");
         assert_eq!(r.name, None);
-        assert_eq!(ids.iccid.as_deref(), Some("0089"));
+        assert_eq!(ids.iccid.as_deref(), Some("008944001234567890"));
     }
 
     #[test]
@@ -275,7 +326,7 @@ mod tests {
             Err(BindingError::Email(_))
         ));
         assert!(matches!(
-            binding("Ana <a@b.co>").validate(),
+            binding("Ana <a@b.co").validate(),
             Err(BindingError::Email(_))
         ));
         let no_id = Binding {
@@ -328,6 +379,80 @@ mod tests {
             ..binding("a@b.co")
         };
         assert_eq!(ctl.validate(), Err(BindingError::NameControl));
+    }
+
+    #[test]
+    fn identifiers_locales_and_domains_that_cannot_be_right_are_refused() {
+        for bad in [
+            "abc",
+            "89440012345678901",
+            "89440012345678901234567",
+            "8944001234567890123a",
+            "8944 0012 3456 7890 12",
+        ] {
+            let b = Binding {
+                iccid: Some(bad.into()),
+                ..binding("a@b.co")
+            };
+            assert_eq!(b.validate(), Err(BindingError::Iccid(bad.into())), "{bad}");
+        }
+        for good in [
+            "008944001234567890",
+            "8944001234567890123",
+            "8944001234567890123456",
+        ] {
+            let b = Binding {
+                iccid: Some(good.into()),
+                ..binding("a@b.co")
+            };
+            assert_eq!(b.validate().unwrap().1.iccid.as_deref(), Some(good));
+        }
+        for bad in ["english", "xx-YY"] {
+            let b = Binding {
+                locale: Some(bad.into()),
+                ..binding("a@b.co")
+            };
+            assert!(
+                matches!(b.validate(), Err(BindingError::Locale(..))),
+                "{bad}"
+            );
+        }
+        for (good, canonical) in [
+            ("es-MX", "es-MX"),
+            ("pt-BR", "pt-BR"),
+            ("es-419", "es-419"),
+            ("en", "en"),
+            ("pt_br", "pt-BR"),
+        ] {
+            let b = Binding {
+                locale: Some(good.into()),
+                ..binding("a@b.co")
+            };
+            assert_eq!(b.validate().unwrap().0.locale.as_deref(), Some(canonical));
+        }
+        let err = binding("x@y").validate().unwrap_err();
+        assert!(err.to_string().contains("has no dot"), "{err}");
+    }
+
+    #[test]
+    fn a_mailbox_as_shops_export_it_is_split() {
+        let (r, _) = binding("Ana López <Ana@Example.com>").validate().unwrap();
+        assert_eq!(r.email, "Ana@example.com");
+        assert_eq!(r.name.as_deref(), Some("Ana López"));
+        let (r, _) = binding("\"López, Ana\" <ana@example.com>")
+            .validate()
+            .unwrap();
+        assert_eq!(r.name.as_deref(), Some("López, Ana"));
+        // A given name wins over the display part.
+        let (r, _) = Binding {
+            name: Some("Ana".into()),
+            ..binding("Ana Maria <ana@example.com>")
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(r.name.as_deref(), Some("Ana"));
+        let (r, _) = binding("<ana@example.com>").validate().unwrap();
+        assert_eq!((r.email.as_str(), r.name), ("ana@example.com", None));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod live;
+pub mod locale_tags;
 pub mod mailer;
 pub mod metrics;
 pub mod operator_views;

@@ -309,18 +309,46 @@ const COLUMNS: [&str; 8] = [
     "transactionId",
 ];
 
+/// The field separator, from the header line: `,` as SPEC writes it, `;` as
+/// spreadsheets in locales with a decimal comma (most of Europe) export "CSV",
+/// or a tab; whichever the header holds most of, `,` on a tie. The header names
+/// fixed columns, so it holds no quoted separators to miscount.
+fn delimiter(text: &[u8]) -> u8 {
+    let header = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    let count = |d: u8| header.iter().filter(|b| **b == d).count();
+    [b';', b'\t']
+        .into_iter()
+        .filter(|d| count(*d) > count(b','))
+        .max_by_key(|d| count(*d))
+        .unwrap_or(b',')
+}
+
+fn crlf_as_lf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, b) in bytes.iter().enumerate() {
+        if !(*b == b'\r' && bytes.get(i + 1) == Some(&b'\n')) {
+            out.push(*b);
+        }
+    }
+    out
+}
+
 /// Binds every row; a bad row is reported with its line number and the rest
 /// go on. A store or server failure stops the import: later rows would fail
 /// the same way, and the operator should see one clear error.
 async fn import(op: &Operator, file: &Path) -> Result<u8, OpError> {
-    let mut reader = match csv::ReaderBuilder::new()
+    let bytes =
+        std::fs::read(file).map_err(|e| OpError::Failed(format!("{}: {e}", file.display())))?;
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    // Windows line ends as LF: the csv crate numbers the lines of a CRLF file
+    // one short, and a rejected row must be found by the line it names.
+    let bytes = crlf_as_lf(bytes);
+    let bytes = bytes.as_slice();
+    let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(file)
-    {
-        Ok(r) => r,
-        Err(e) => return Err(OpError::Failed(format!("{}: {e}", file.display()))),
-    };
+        .delimiter(delimiter(bytes))
+        .from_reader(bytes);
     let headers = reader
         .headers()
         .map_err(|e| OpError::Failed(format!("{}: {e}", file.display())))?

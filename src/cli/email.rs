@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::customers::Binding;
-use crate::event::Event;
 use crate::event::Identifiers;
+use crate::event::{Event, NotifyType};
 use crate::mailer::test_send::{send_test_email, TestEmail, TestSendError};
 use crate::mailer::{message_id_for, InlineImage};
 use crate::policy::{self, EsimState, NoticeKind};
@@ -60,7 +60,7 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         name: args.name,
         locale: args.locale,
         timezone: args.timezone,
-        iccid: Some("render".into()),
+        esim_tran_no: Some("render".into()),
         ..Default::default()
     })
     .validate()
@@ -75,12 +75,30 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let rules = crate::live::rules_from(config);
+    let mut rules = crate::live::rules_from(config);
+    // A sample body must show the email it names whenever it is run: the
+    // policy and the time helpers count from the body's own
+    // `eventGenerateTime`, as a server receiving it then would, not from
+    // today (a validity warning for a plan that ended last year sends nothing).
+    let at = event.generated_at.unwrap_or_else(Utc::now);
+    if let Some(t) = event.generated_at {
+        eprintln!(
+            "Note: evaluated as of the body's eventGenerateTime {}, as a server receiving it then would.",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    // Without the provider API a server never sends the install email; render
+    // still shows it (with sample install and plan data below) so the
+    // template can be seen, and says that a server would not send it.
+    if !rules.provider_enabled && matches!(event.notify_type, NotifyType::OrderStatus) {
+        rules.provider_enabled = true;
+        eprintln!("Note: provider.access_code is empty, so a server sends no install email; shown here as it would be with the provider API on.");
+    }
     let mut state = EsimState {
         ids: event.ids.clone(),
         ..Default::default()
     };
-    let outcome = policy::apply(&mut state, &event, &rules, Utc::now());
+    let outcome = policy::apply(&mut state, &event, &rules, at);
     if outcome.notices.is_empty() {
         println!("This delivery sends no email.");
         for note in &outcome.notes {
@@ -115,17 +133,18 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
             all["plan"] = crate::provider::plan_vars(esim.plan.as_ref());
             let install = InstallVars::from(&esim);
             all["install"] = install.vars();
-            println!("Note: install.* and plan.* below are SAMPLE data: `render` does not query the provider API. A sent install email carries the eSIM's own activation code and plan.");
+            eprintln!("Note: install.* and plan.* below are SAMPLE data: `render` does not query the provider API. A sent install email carries the eSIM's own activation code and plan.");
             install
         });
-        let rendered = match templates.render(&notice.template, recipient.locale.as_deref(), &all) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("{}: {e}", notice.template);
-                code = FAILED;
-                continue;
-            }
-        };
+        let rendered =
+            match templates.render_at(&notice.template, recipient.locale.as_deref(), &all, at) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", notice.template);
+                    code = FAILED;
+                    continue;
+                }
+            };
         let images = match install.as_ref().map(|i| i.inline_images(&rendered.html)) {
             None => Vec::new(),
             Some(Ok(images)) => images,
@@ -152,25 +171,26 @@ pub fn render(config: &Config, args: RenderArgs<'_>) -> u8 {
 }
 
 /// The made-up eSIM `render` shows an install email for, with the
-/// identifiers the webhook body gave.
+/// identifiers the webhook body gave and the sample data of the preview.
 fn sample_esim(ids: &Identifiers) -> Esim {
+    use crate::render::sample as s;
     Esim {
         esim_tran_no: ids.esim_tran_no.clone(),
         iccid: ids.iccid.clone(),
         order_no: ids.order_no.clone(),
         transaction_id: ids.transaction_id.clone(),
-        ac: Some("LPA:1$rsp.example.net$SAMPLE-0000-0000-0000".into()),
-        qr_code_url: Some("https://p.example.net/sample-qr.png".into()),
-        short_url: Some("https://p.example.net/sample".into()),
+        ac: Some(s::SAMPLE_AC.into()),
+        qr_code_url: Some(s::SAMPLE_QR_CODE_URL.into()),
+        short_url: Some(s::SAMPLE_SHORT_URL.into()),
         apn: Some("internet".into()),
         duration_unit: Some("DAY".into()),
         plan: Some(Plan {
-            name: Some("Sample 5GB 30Days".into()),
-            slug: Some("SAMPLE_5_30".into()),
-            volume: Some(5 * 1024 * 1024 * 1024),
-            duration: Some(30),
+            name: Some(s::SAMPLE_PLAN_NAME.into()),
+            slug: Some(s::SAMPLE_PLAN_SLUG.into()),
+            volume: Some(s::SAMPLE_PLAN_VOLUME),
+            duration: Some(s::SAMPLE_PLAN_DAYS),
             duration_unit: Some("DAY".into()),
-            location_code: Some("ES".into()),
+            location_code: Some(s::SAMPLE_PLAN_LOCATION.into()),
         }),
         ..Default::default()
     }

@@ -327,12 +327,11 @@ impl Operator {
 
 impl Remote {
     fn new(config: &Config) -> Result<Remote, OpError> {
-        let addr: SocketAddr = config.admin.listen.parse().map_err(|e| {
-            OpError::Failed(format!(
-                "admin.listen `{}` is not an address: {e}",
-                config.admin.listen
-            ))
-        })?;
+        let addr: SocketAddr = crate::config::listen_addrs(&config.admin.listen)
+            .map_err(|e| OpError::Failed(format!("admin.listen `{}`: {e}", config.admin.listen)))?
+            .into_iter()
+            .next()
+            .expect("listen_addrs names at least one address");
         // A server listening on every interface is reached on loopback.
         let addr = match addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => {

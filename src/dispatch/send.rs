@@ -243,6 +243,7 @@ pub async fn turn(
         text: rendered.text,
         html: rendered.html,
         message_id: message_id.clone(),
+        template: template.clone(),
         list_unsubscribe: unsubscribe,
         inline_images,
     };

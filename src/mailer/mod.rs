@@ -5,6 +5,7 @@
 //! per send, and gets back a [`SendError`] whose variant tells it what to do
 //! with the notice (retry, dead-letter, suppress, pause sending).
 
+mod file;
 mod smtp;
 mod socket;
 pub mod test_send;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, Message};
 use sha2::{Digest, Sha256};
 
 /// How the SMTP connection is protected.
@@ -103,6 +104,8 @@ pub struct OutgoingEmail {
     pub html: String,
     /// Full header value "<...@domain>", from [`message_id_for`].
     pub message_id: String,
+    /// The template it was rendered from: the file transport names files by it.
+    pub template: String,
     pub list_unsubscribe: Option<ListUnsubscribe>,
     /// Images the HTML part shows by `cid:` (the install email's QR code);
     /// empty for every other email, which then keeps its plain two-part shape.
@@ -297,15 +300,15 @@ struct Inner {
 enum Transport {
     File {
         dir: PathBuf,
-        transport: AsyncFileTransport<Tokio1Executor>,
     },
-    Smtp(smtp::SmtpPool),
+    /// Boxed: the pool is large and the file transport is a path.
+    Smtp(Box<smtp::SmtpPool>),
 }
 
 impl fmt::Debug for Mailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let transport = match &self.inner.transport {
-            Transport::File { dir, .. } => format!("file:{}", dir.display()),
+            Transport::File { dir } => format!("file:{}", dir.display()),
             Transport::Smtp(pool) => format!("smtp:{}", pool.describe()),
         };
         f.debug_struct("Mailer")
@@ -344,10 +347,7 @@ impl Mailer {
                         format!("cannot create {}: {e}", dir.display()),
                     )
                 })?;
-                Transport::File {
-                    transport: AsyncFileTransport::<Tokio1Executor>::new(&dir),
-                    dir,
-                }
+                Transport::File { dir }
             }
             TransportSettings::Smtp {
                 host,
@@ -356,7 +356,7 @@ impl Mailer {
                 username,
                 password,
                 pool_size,
-            } => Transport::Smtp(smtp::SmtpPool::new(
+            } => Transport::Smtp(Box::new(smtp::SmtpPool::new(
                 smtp::SmtpParams {
                     host,
                     port,
@@ -366,7 +366,7 @@ impl Mailer {
                     pool_size,
                 },
                 settings.send_timeout,
-            )?),
+            )?)),
         };
         Ok(Mailer {
             inner: Arc::new(Inner {
@@ -422,7 +422,7 @@ impl Mailer {
     pub async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
         let message = self.build(email)?;
         let limit = self.inner.send_timeout;
-        let result = match tokio::time::timeout(limit, self.deliver(&message)).await {
+        let result = match tokio::time::timeout(limit, self.deliver(&message, email)).await {
             Ok(result) => result,
             // Dropping the future drops the connection it held, so a hung one never returns to the pool.
             Err(_) => Err(SendError::Transient {
@@ -447,19 +447,24 @@ impl Mailer {
         }
     }
 
-    async fn deliver(&self, message: &Message) -> Result<(), SendError> {
+    async fn deliver(&self, message: &Message, email: &OutgoingEmail) -> Result<(), SendError> {
         match &self.inner.transport {
-            Transport::File { dir, transport } => {
+            Transport::File { dir } => {
                 // The directory may have been removed since start (cleanup scripts).
                 tokio::fs::create_dir_all(dir)
                     .await
                     .map_err(|e| SendError::Transient {
                         reason: format!("cannot create {}: {e}", dir.display()),
                     })?;
-                transport
-                    .send(message.clone())
+                let stem = file::eml_stem(
+                    chrono::Utc::now(),
+                    &email.template,
+                    &email.to_email,
+                    &email.message_id,
+                );
+                file::write_eml(dir, &stem, &message.formatted())
                     .await
-                    .map(|_id| ())
+                    .map(|_path| ())
                     .map_err(|e| SendError::Transient {
                         reason: format!("cannot write .eml into {}: {e}", dir.display()),
                     })

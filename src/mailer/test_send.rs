@@ -69,6 +69,7 @@ pub async fn send_test_email(
             ),
             &config.email.from,
         ),
+        template: "send-test".to_string(),
         list_unsubscribe: None,
         inline_images: email.inline_images,
     };
@@ -89,7 +90,7 @@ impl Mailer {
             "yes".to_string(),
         ));
         let limit = self.inner.send_timeout;
-        match tokio::time::timeout(limit, self.deliver(&message)).await {
+        match tokio::time::timeout(limit, self.deliver(&message, email)).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Transient {
                 reason: format!("no answer within send_timeout ({limit:?})"),

@@ -25,6 +25,7 @@ fn email() -> OutgoingEmail {
         text: "Hello Ana,\nonly 10% left.\n".into(),
         html: "<p>Hello Ana, only <b>10%</b> left.</p>".into(),
         message_id: message_id_for("esim:1/data/0.1/cycle:5368709120", "noreply@example.com"),
+        template: "data_usage".into(),
         list_unsubscribe: Some(ListUnsubscribe {
             target: "https://example.com/unsubscribe?t=abc.def".into(),
             one_click: true,

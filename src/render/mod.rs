@@ -13,7 +13,7 @@ mod check;
 pub mod format;
 mod helpers;
 mod load;
-mod sample;
+pub mod sample;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -69,6 +69,18 @@ pub fn sample_now() -> DateTime<Utc> {
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
+/// The sample eSIM's activation code, install links and plan: what `check`,
+/// the preview and `render` (which does not ask the provider) all show, so an
+/// install email looks the same wherever it is previewed.
+pub const SAMPLE_AC: &str = "LPA:1$rsp.example.net$A1B2-C3D4-E5F6";
+pub const SAMPLE_QR_CODE_URL: &str = "https://p.qrsim.net/a1b2c3d4e5f6.png";
+pub const SAMPLE_SHORT_URL: &str = "https://p.qrsim.net/a1b2c3d4e5f6";
+pub const SAMPLE_PLAN_NAME: &str = "Europe 5GB 30 Days";
+pub const SAMPLE_PLAN_SLUG: &str = "EU-5_30";
+pub const SAMPLE_PLAN_LOCATION: &str = "EU";
+pub const SAMPLE_PLAN_VOLUME: u64 = 5 * GIB;
+pub const SAMPLE_PLAN_DAYS: u64 = 30;
+
 /// `full = false` sets every value a real notice may lack to null. The few values kept
 /// are the ones that define the notice, so a real one always has them: the recipient's
 /// address, the event type, the data level crossed, the eSIM status, and the
@@ -119,12 +131,12 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
     root.insert(
         "plan".into(),
         json!({
-            "name": opt(json!("Europe 5GB 30 Days")),
-            "slug": opt(json!("EU-5_30")),
-            "volume": opt(json!(5 * GIB)),
-            "duration": opt(json!(30)),
+            "name": opt(json!(SAMPLE_PLAN_NAME)),
+            "slug": opt(json!(SAMPLE_PLAN_SLUG)),
+            "volume": opt(json!(SAMPLE_PLAN_VOLUME)),
+            "duration": opt(json!(SAMPLE_PLAN_DAYS)),
             "durationUnit": opt(json!("DAY")),
-            "locationCode": opt(json!("EU")),
+            "locationCode": opt(json!(SAMPLE_PLAN_LOCATION)),
         }),
     );
 
@@ -174,9 +186,9 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
             root.insert(
                 "install".into(),
                 json!({
-                    "qrCodeUrl": opt(json!("https://p.qrsim.net/a1b2c3d4e5f6.png")),
-                    "shortUrl": opt(json!("https://p.qrsim.net/a1b2c3d4e5f6")),
-                    "ac": "LPA:1$rsp.example.net$A1B2-C3D4-E5F6",
+                    "qrCodeUrl": opt(json!(SAMPLE_QR_CODE_URL)),
+                    "shortUrl": opt(json!(SAMPLE_SHORT_URL)),
+                    "ac": SAMPLE_AC,
                     "smdpAddress": opt(json!("rsp.example.net")),
                     "matchingId": opt(json!("A1B2-C3D4-E5F6")),
                     "apn": opt(json!("internet")),

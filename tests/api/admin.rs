@@ -128,7 +128,7 @@ async fn customers_are_bound_read_and_removed() {
     let (s, v) = app
         .bind(
             json!({"email": "Ana@Example.COM", "name": "Ana", "locale": "es",
-                     "timezone": "Europe/Madrid", "iccid": "0089001", "orderNo": "B1"}),
+                     "timezone": "Europe/Madrid", "iccid": "008900000000000001", "orderNo": "B1"}),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -137,7 +137,13 @@ async fn customers_are_bound_read_and_removed() {
         json!({"status": "bound", "released": 0, "superseded": 0, "replaced": []})
     );
 
-    let (s, v) = call(&app, Method::GET, "/admin/customers?iccid=0089001", None).await;
+    let (s, v) = call(
+        &app,
+        Method::GET,
+        "/admin/customers?iccid=008900000000000001",
+        None,
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(
         v,
@@ -159,11 +165,29 @@ async fn customers_are_bound_read_and_removed() {
         assert!(error_of(&v).contains(why), "{query}: {v}");
     }
 
-    let (s, v) = call(&app, Method::DELETE, "/admin/customers?iccid=0089001", None).await;
+    let (s, v) = call(
+        &app,
+        Method::DELETE,
+        "/admin/customers?iccid=008900000000000001",
+        None,
+    )
+    .await;
     assert_eq!((s, v), (204, Value::Null));
-    let (s, _) = call(&app, Method::DELETE, "/admin/customers?iccid=0089001", None).await;
+    let (s, _) = call(
+        &app,
+        Method::DELETE,
+        "/admin/customers?iccid=008900000000000001",
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
-    let (s, _) = call(&app, Method::GET, "/admin/customers?iccid=0089001", None).await;
+    let (s, _) = call(
+        &app,
+        Method::GET,
+        "/admin/customers?iccid=008900000000000001",
+        None,
+    )
+    .await;
     assert_eq!(s, 404);
     // The other identifier of the same customer is still bound.
     let (s, _) = call(&app, Method::GET, "/admin/customers?orderNo=B1", None).await;
@@ -182,9 +206,30 @@ async fn bad_customer_bindings_are_400_with_a_reason() {
         (json!({"email": "a@b.co"}), "no identifier"),
         (json!({"email": "a@b.co", "iccid": "  "}), "no identifier"),
         (
-            json!({"email": "a@b.co", "iccid": "1", "timezone": "Mars/Olympus"}),
+            json!({"email": "a@b.co", "iccid": "890100000000000001", "timezone": "Mars/Olympus"}),
             "timezone",
         ),
+        (
+            json!({"email": "a@b.co", "iccid": "abc"}),
+            "an ICCID is 18 to 22 digits",
+        ),
+        (
+            json!({"email": "a@b.co", "iccid": "89010000000000001"}),
+            "an ICCID is 18 to 22 digits",
+        ),
+        (
+            json!({"email": "a@b.co", "esimTranNo": "T1", "locale": "english"}),
+            "locale `english`: not a language tag",
+        ),
+        (
+            json!({"email": "a@b.co", "esimTranNo": "T1", "locale": "xx-YY"}),
+            "not a language CLDR knows",
+        ),
+        (
+            json!({"email": "a@b.co", "esimTranNo": "T1", "locale": "en-YY"}),
+            "not a region CLDR knows",
+        ),
+        (json!({"email": "x@y", "esimTranNo": "T1"}), "has no dot"),
         (json!({"iccid": "1"}), "email"),
         (json!({"email": 7, "iccid": "1"}), "JSON"),
     ] {
@@ -297,9 +342,11 @@ async fn queued_notices_can_be_cancelled() {
 async fn forgetting_a_customer_removes_bindings_and_queued_notices() {
     let app = spawn_app("").await;
     pause(&app).await;
-    park_three(&app, "T200", "8900200").await;
-    app.bind(json!({"email": "gone@example.com", "iccid": "8900200", "orderNo": "BT200"}))
-        .await;
+    park_three(&app, "T200", "890000000000000200").await;
+    app.bind(
+        json!({"email": "gone@example.com", "iccid": "890000000000000200", "orderNo": "BT200"}),
+    )
+    .await;
     let (s, v) = call(
         &app,
         Method::POST,
@@ -754,28 +801,88 @@ async fn a_dead_letter_retry_is_409_while_an_operator_suppression_holds_it() {
     app.stop().await;
 }
 
+/// CLDR tags are taken in their canonical form, ICCIDs keep their leading
+/// zeros, and `Name <address>` (as shops export customers) is split.
+#[tokio::test]
+async fn known_locales_iccids_and_shop_mailboxes_are_bound() {
+    let app = spawn_app("").await;
+    for (i, (locale, canonical)) in [
+        ("es-MX", "es-MX"),
+        ("pt-BR", "pt-BR"),
+        ("es-419", "es-419"),
+        ("en", "en"),
+        ("pt_br", "pt-BR"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tran = format!("L{i}");
+        let (s, v) = app
+            .bind(json!({"email": "ana@example.com", "locale": locale, "esimTranNo": tran}))
+            .await;
+        assert_eq!(s, 200, "{locale}: {v}");
+        let (_, v) = call(
+            &app,
+            Method::GET,
+            &format!("/admin/customers?esimTranNo={tran}"),
+            None,
+        )
+        .await;
+        assert_eq!(v["locale"], canonical, "{locale}: {v}");
+    }
+    let (s, v) = app
+        .bind(json!({"email": "Ana López <Ana@Example.com>", "iccid": "0089440012345678901"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = call(
+        &app,
+        Method::GET,
+        "/admin/customers?iccid=0089440012345678901",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["email"].as_str(), v["name"].as_str()),
+        (Some("Ana@example.com"), Some("Ana López"))
+    );
+    // A name given wins over the display part.
+    app.bind(json!({"email": "Shop Export <bob@example.com>", "name": "Bob", "esimTranNo": "B1"}))
+        .await;
+    let (_, v) = call(&app, Method::GET, "/admin/customers?esimTranNo=B1", None).await;
+    assert_eq!(
+        (v["email"].as_str(), v["name"].as_str()),
+        (Some("bob@example.com"), Some("Bob"))
+    );
+    app.stop().await;
+}
+
 /// What lettre cannot send to is never bound: these used to be bound and
 /// then dead-lettered as an invalid envelope at every notice.
 #[tokio::test]
 async fn only_sendable_addresses_and_sane_names_are_bound() {
     let app = spawn_app("").await;
     for email in ["\"a,b\"@example.com", "ana@[127.0.0.1]"] {
-        let (s, v) = app.bind(json!({"email": email, "iccid": "8901"})).await;
+        let (s, v) = app
+            .bind(json!({"email": email, "iccid": "890100000000000001"}))
+            .await;
         assert_eq!(s, 400, "{email}: {v}");
         assert!(error_of(&v).contains(email), "{v}");
     }
     let (s, v) = app
-        .bind(json!({"email": "ana@example.com", "name": "x".repeat(200_000), "iccid": "8901"}))
+        .bind(json!({"email": "ana@example.com", "name": "x".repeat(200_000), "iccid": "890100000000000001"}))
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(error_of(&v).contains("at most 200"), "{v}");
     let (s, v) = app
-        .bind(json!({"email": "ana@example.com", "name": "Ana\r\nBcc: x@example.net", "iccid": "8901"}))
+        .bind(json!({"email": "ana@example.com", "name": "Ana\r\nBcc: x@example.net", "iccid": "890100000000000001"}))
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(error_of(&v).contains("control character"), "{v}");
     let (s, v) = app
-        .bind(json!({"email": "ana@example.com", "name": "Ana López", "iccid": "8901"}))
+        .bind(
+            json!({"email": "ana@example.com", "name": "Ana López", "iccid": "890100000000000001"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
 }

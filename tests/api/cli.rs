@@ -310,14 +310,17 @@ fn customers_work_on_the_store_and_through_a_running_server() {
         "--email",
         "b@example.com",
         "--iccid",
-        "77",
+        "890000000000000077",
     ])
     .code(0);
-    assert_eq!(env.admin_get("/admin/customers?iccid=77"), 200);
+    assert_eq!(
+        env.admin_get("/admin/customers?iccid=890000000000000077"),
+        200
+    );
     server.stop();
 
     // And it is on disk once the server has gone.
-    env.run(&["customers", "get", "--iccid", "77"])
+    env.run(&["customers", "get", "--iccid", "890000000000000077"])
         .code(0)
         .says("b@example.com");
 }
@@ -342,11 +345,11 @@ fn import_reports_each_rejected_row_by_line() {
     std::fs::write(
         env.path("customers.csv"),
         "email,name,iccid,esimTranNo,timezone\n\
-         ana@example.com,Ana,111,,Europe/Madrid\n\
-         not-an-address,Bob,222,,\n\
+         ana@example.com,Ana,890000000000000111,,Europe/Madrid\n\
+         not-an-address,Bob,890000000000000222,,\n\
          carla@example.com,Carla,,T333,\n\
          dan@example.com,Dan,,,\n\
-         eve@example.com,Eve,555,,Mars/Olympus\n",
+         eve@example.com,Eve,890000000000000555,,Mars/Olympus\n",
     )
     .unwrap();
     env.run(&["customers", "import", "customers.csv"])
@@ -357,11 +360,13 @@ fn import_reports_each_rejected_row_by_line() {
         .says("no identifier")
         .says("line 6")
         .says("imported 2, rejected 3");
-    env.run(&["customers", "get", "--iccid", "111"]).code(0);
+    env.run(&["customers", "get", "--iccid", "890000000000000111"])
+        .code(0);
     env.run(&["customers", "get", "--esim-tran-no", "T333"])
         .code(0)
         .says("carla@example.com");
-    env.run(&["customers", "get", "--iccid", "555"]).code(1);
+    env.run(&["customers", "get", "--iccid", "890000000000000555"])
+        .code(1);
 
     std::fs::write(env.path("clean.csv"), "email,orderNo\nf@example.com,B9\n").unwrap();
     env.run(&["customers", "import", "clean.csv"])
@@ -382,7 +387,7 @@ fn import_through_a_server_rejects_an_over_large_row_and_goes_on() {
     std::fs::write(
         env.path("big.csv"),
         format!(
-            "email,iccid\nana@example.com,{}\nbob@example.com,222\n",
+            "email,orderNo\nana@example.com,{}\nbob@example.com,B222\n",
             "8".repeat(300_000)
         ),
     )
@@ -392,7 +397,7 @@ fn import_through_a_server_rejects_an_over_large_row_and_goes_on() {
         .code(1)
         .says("line 2: rejected")
         .says("imported 1, rejected 1");
-    env.run(&["customers", "get", "--iccid", "222"])
+    env.run(&["customers", "get", "--order-no", "B222"])
         .code(0)
         .says("bob@example.com");
     server.stop();
@@ -916,7 +921,9 @@ fn env_secrets_stay_as_written_and_sighup_notices_a_changed_secret() {
 }
 
 /// The README's `render` example names a shipped file, and every shipped
-/// sample body (one per notifyType) renders.
+/// sample body (one per notifyType) prints the email it names, whatever
+/// today's date and without a provider access code: render counts from the
+/// body's `eventGenerateTime` and shows the install email with sample data.
 #[test]
 fn the_shipped_webhook_samples_render() {
     let env = Env::new();
@@ -924,25 +931,54 @@ fn the_shipped_webhook_samples_render() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(readme.contains("render examples/webhooks/data_usage.json"));
     let dir = root.join("examples/webhooks");
-    let mut types = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        let path = e.unwrap().path();
+    // What each sample is there to show.
+    let expected = [
+        ("check_health.json", "CHECK_HEALTH", None),
+        ("data_usage.json", "DATA_USAGE", Some("data_usage")),
+        ("esim_status.json", "ESIM_STATUS", Some("esim_activated")),
+        ("order_status.json", "ORDER_STATUS", Some("esim_ready")),
+        (
+            "validity_usage.json",
+            "VALIDITY_USAGE",
+            Some("validity_usage"),
+        ),
+    ];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        expected.iter().map(|e| e.0).collect::<Vec<_>>(),
+        "a new sample needs its expected email here"
+    );
+    for (file, notify_type, template) in expected {
+        let path = dir.join(file);
         let body: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        types.push(body["notifyType"].as_str().unwrap().to_string());
-        env.run(&["render", path.to_str().unwrap()]).code(0);
+        assert_eq!(body["notifyType"], notify_type, "{file}");
+        let run = env.run(&["render", path.to_str().unwrap()]);
+        run.code(0);
+        match template {
+            Some(t) => {
+                run.says(&format!("Template: {t}\n"))
+                    .says("Subject: ")
+                    .says("as of the body's eventGenerateTime");
+                assert!(
+                    !run.stdout.contains("sends no email"),
+                    "{file}: {}",
+                    run.stdout
+                );
+            }
+            None => {
+                run.says("This delivery sends no email");
+            }
+        }
     }
-    types.sort();
-    assert_eq!(
-        types,
-        [
-            "CHECK_HEALTH",
-            "DATA_USAGE",
-            "ESIM_STATUS",
-            "ORDER_STATUS",
-            "VALIDITY_USAGE"
-        ]
-    );
+    env.run(&["render", dir.join("order_status.json").to_str().unwrap()])
+        .says("provider.access_code is empty")
+        .says("SAMPLE data");
     env.run(&["render", dir.join("data_usage.json").to_str().unwrap()])
         .code(0)
         .says("Subject: 10% or less of your data left");
@@ -1015,4 +1051,209 @@ fn a_bounced_address_corrected_with_customers_add_is_where_dead_retry_sends() {
         import.stdout
     );
     server.stop();
+}
+
+/// A validity warning is decided and worded as of its body's time: a body
+/// from ten years ahead, or one long past, still shows "1 day left".
+#[test]
+fn render_counts_from_the_bodys_event_time() {
+    let env = Env::new();
+    for year in [2016, 2036] {
+        let body = format!(
+            r#"{{"notifyType":"VALIDITY_USAGE","notifyId":"v{year}","eventGenerateTime":"{year}-04-22T17:13:54Z","content":{{"esimTranNo":"26032416140018","remain":1,"totalDuration":30,"durationUnit":"DAY","expiredTime":"{year}-04-23T17:13:19Z"}}}}"#
+        );
+        std::fs::write(env.path("v.json"), body).unwrap();
+        env.run(&["render", "v.json"])
+            .code(0)
+            .says("Template: validity_usage")
+            .says(&format!("eventGenerateTime {year}-04-22T17:13:54Z"));
+    }
+}
+
+/// Polls `http://{host}:{port}/healthz` until it answers 200.
+fn wait_for_healthz(host: &str, port: u16) {
+    let url = format!("http://{host}:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::blocking::get(&url)
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "{url} did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Both listeners may be named by host (`localhost:PORT`, as the README's
+/// commands say), the CLI reaches the admin listener by that name, and two
+/// listeners on one port are refused by `check` and `serve` naming both keys
+/// (not left to fail at bind as if another program held the port).
+#[test]
+fn listeners_take_host_names_and_refuse_one_port_for_both() {
+    let env = Env::new();
+    let cfg = env.path("config.toml");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, original.replace("\"127.0.0.1:", "\"localhost:")).unwrap();
+    env.run(&["check"]).code(0);
+    let child = env
+        .command(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let server = Server { child };
+    wait_for_healthz("localhost", env.admin_port);
+    wait_for_healthz("localhost", env.public_port);
+    // Through the running server's admin listener, found by its host name.
+    env.run(&["pause"]).code(0);
+    env.run(&["resume"]).code(0);
+    server.stop();
+
+    let same = original.replace(
+        &format!("\"127.0.0.1:{}\"", env.admin_port),
+        &format!("\"localhost:{}\"", env.public_port),
+    );
+    std::fs::write(&cfg, same).unwrap();
+    let port = env.public_port.to_string();
+    env.run(&["check"])
+        .code(1)
+        .says("server.listen (127.0.0.1:")
+        .says("admin.listen (localhost:")
+        .says(&format!("both on port {port}"));
+    let serve = env.run(&["serve"]);
+    assert_ne!(serve.code, 0, "serve started on one port twice");
+    serve.says(&format!("both on port {port}"));
+}
+
+/// `customers add` and `customers import` refuse what `PUT /admin/customers`
+/// refuses, with the same reason (import: with the row's line), and split a
+/// `Name <address>` as shops export it.
+#[test]
+fn the_cli_and_import_refuse_what_the_admin_api_refuses() {
+    let env = Env::new();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["customers", "add"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    add(&["--email", "a@example.com", "--iccid", "abc"])
+        .code(2)
+        .says("iccid `abc`: an ICCID is 18 to 22 digits");
+    add(&[
+        "--email",
+        "a@example.com",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "english",
+    ])
+    .code(2)
+    .says("locale `english`: not a language tag");
+    add(&[
+        "--email",
+        "a@example.com",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "xx-YY",
+    ])
+    .code(2)
+    .says("not a language CLDR knows");
+    add(&["--email", "x@y", "--esim-tran-no", "T1"])
+        .code(2)
+        .says("has no dot");
+    add(&[
+        "--email",
+        "Ana López <ana@example.com>",
+        "--esim-tran-no",
+        "T1",
+        "--locale",
+        "es-419",
+    ])
+    .code(0);
+    env.run(&["customers", "get", "--esim-tran-no", "T1"])
+        .code(0)
+        .says("email:    ana@example.com")
+        .says("name:     Ana López")
+        .says("locale:   es-419");
+
+    std::fs::write(
+        env.path("shop.csv"),
+        "email,locale,iccid\n\
+         bad-iccid@example.com,en,abc\n\
+         bad-locale@example.com,english,890000000000000003\n\
+         x@y,en,890000000000000004\n\
+         \"Bob Pérez <bob@example.com>\",pt-BR,0089000000000000005\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "shop.csv"])
+        .code(1)
+        .says("line 2: rejected: iccid `abc`: an ICCID is 18 to 22 digits")
+        .says("line 3: rejected: locale `english`")
+        .says("line 4: rejected: `x@y` cannot be sent to: the domain `y` has no dot")
+        .says("imported 1, rejected 3");
+    env.run(&["customers", "get", "--iccid", "0089000000000000005"])
+        .code(0)
+        .says("email:    bob@example.com")
+        .says("name:     Bob Pérez")
+        .says("locale:   pt-BR");
+}
+
+/// `check` names the key meant for a misspelt one, in the file and in the
+/// environment.
+#[test]
+fn check_suggests_the_key_meant() {
+    let env = Env::new();
+    env.run_with(
+        &["check"],
+        &[("ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HR", "3")],
+    )
+    .code(0)
+    .says("did you mean ESIM_NOTIFY_RATE_LIMIT__PER_RECIPIENT_PER_HOUR?");
+    let cfg = env.path("config.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text + "[rate_limit]\nper_recipient_per_hr = 3\n").unwrap();
+    env.run(&["check"])
+        .code(1)
+        .says("rate_limit.per_recipient_per_hr: unknown key; did you mean rate_limit.per_recipient_per_hour?");
+}
+
+/// A `;`-separated file, as spreadsheets in Europe export CSV, with a UTF-8
+/// BOM and Windows line ends, imports as a `,`-separated one; so does a
+/// tab-separated one.
+#[test]
+fn import_takes_semicolon_and_tab_separated_files_with_a_bom() {
+    let env = Env::new();
+    std::fs::write(
+        env.path("excel.csv"),
+        "\u{feff}email;name;locale;esimTranNo\r\n\
+         ana@example.com;\"López; Ana\";es-ES;S1\r\n\
+         bob@example.com;Bob;pt-BR;S2\r\n\
+         nope;Carla;en;S3\r\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "excel.csv"])
+        .code(1)
+        .says("line 4: rejected: `nope` is not an email address")
+        .says("imported 2, rejected 1");
+    env.run(&["customers", "get", "--esim-tran-no", "S1"])
+        .code(0)
+        .says("email:    ana@example.com")
+        .says("name:     López; Ana")
+        .says("locale:   es-ES");
+    env.run(&["customers", "get", "--esim-tran-no", "S2"])
+        .code(0)
+        .says("bob@example.com");
+
+    std::fs::write(
+        env.path("tabs.tsv"),
+        "email\torderNo\nfay@example.com\tB7\n",
+    )
+    .unwrap();
+    env.run(&["customers", "import", "tabs.tsv"])
+        .code(0)
+        .says("imported 1, rejected 0");
+    env.run(&["customers", "get", "--order-no", "B7"])
+        .code(0)
+        .says("fay@example.com");
 }

@@ -88,6 +88,7 @@ fn install_email(templates: &Templates, esim: &Esim) -> OutgoingEmail {
         text: r.text,
         html: r.html,
         message_id: message_id_for(&format!("{}/ready", esim.name()), "noreply@example.com"),
+        template: "esim_ready".into(),
         list_unsubscribe: None,
         inline_images,
     }
@@ -272,6 +273,7 @@ async fn an_email_without_images_keeps_its_two_part_shape() {
         text: "Hello\n".into(),
         html: "<p>Hello</p>".into(),
         message_id: message_id_for("x/data/0.1", "noreply@example.com"),
+        template: "data_usage".into(),
         list_unsubscribe: None,
         inline_images,
     };
@@ -355,11 +357,13 @@ fn render_shows_the_install_email_from_sample_data_with_its_qr_code() {
     // The code itself, drawn for the terminal.
     assert!(out.contains("████ ▄▄▄▄▄ █"), "{out}");
 
-    // Without the provider API no install email is decided at all.
+    // Without the provider API a server sends no install email; render still
+    // shows it, and says a server would not send it.
     let (code, out) = run(dir.path(), &templates, None, &["render", body]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("This delivery sends no email"), "{out}");
-    assert!(out.contains("provider API not configured"), "{out}");
+    assert!(out.contains("Template: esim_ready"), "{out}");
+    assert!(out.contains("provider.access_code is empty"), "{out}");
+    assert!(out.contains("SAMPLE data"), "{out}");
 }
 
 #[test]

@@ -43,6 +43,7 @@ fn email(to: &str) -> OutgoingEmail {
         text: "Hello Ana, only 10% of your data is left.\n".into(),
         html: "<p>Hello Ana, only <b>10%</b> of your data is left.</p>\n".into(),
         message_id: message_id_for("esim:T1/data/0.1/cycle:5368709120", "noreply@example.com"),
+        template: "data_usage".into(),
         list_unsubscribe: Some(ListUnsubscribe {
             target: "https://example.com/unsubscribe?t=tok".into(),
             one_click: true,
@@ -464,4 +465,61 @@ async fn bad_recipient_is_invalid_before_any_connection() {
         .unwrap_err();
     assert!(matches!(err, SendError::Invalid { .. }), "{err:?}");
     assert_eq!(shared.lock().unwrap().ehlos, 0);
+}
+
+/// The file transport names each `.eml` for when, which template and to whom
+/// (masked as in the logs), so `ls mail-out/` lists them in the order sent:
+/// `esim_activated` first though `data_usage` sorts first by name.
+#[tokio::test]
+async fn file_transport_names_say_when_what_and_whom_and_sort_by_time() {
+    use crate::helpers::{data_usage, esim_status, eventually, spawn_app};
+    let app = spawn_app("[email]\ntransport = \"file\"\n").await;
+    let (s, v) = app
+        .bind(serde_json::json!({"email": "ana.lopez@example.com", "esimTranNo": "F1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let dir = app.dir.path().join("mail-out");
+    let names = || -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        n.sort();
+        n
+    };
+    let iccid = "890000000000000001";
+    let (s, _) = app.post(&esim_status("f-1", "F1", iccid, "IN_USE")).await;
+    assert_eq!(s, 200);
+    assert!(eventually(Duration::from_secs(20), || async { names().len() == 1 }).await);
+    let gb = 1024 * 1024 * 1024;
+    let (s, _) = app.post(&data_usage("f-2", "F1", iccid, 10 * gb, gb)).await;
+    assert_eq!(s, 200);
+    assert!(
+        eventually(Duration::from_secs(20), || async { names().len() == 2 }).await,
+        "{:?}",
+        names()
+    );
+    let names = names();
+    for (name, template) in names.iter().zip(["esim_activated", "data_usage"]) {
+        // 20261204T161502.123Z_<template>_a***@example.com_<id>.eml
+        let (when, rest) = name.split_once('_').unwrap();
+        assert_eq!(when.len(), "20261204T161502.123Z".len(), "{name}");
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(when, "%Y%m%dT%H%M%S%.3fZ").is_ok(),
+            "{name}"
+        );
+        assert!(
+            rest.starts_with(&format!("{template}_a***@example.com_")),
+            "{name}"
+        );
+        assert!(
+            name.ends_with(".eml") && !name.contains([':', '/']),
+            "{name}"
+        );
+        assert!(!name.contains("ana.lopez"), "{name}");
+    }
+    app.stop().await;
 }
