@@ -203,7 +203,13 @@ impl Application {
         });
         let retention = tokio::spawn(retention_loop(self.state.clone()));
         tracing::info!(public = %self.public_addr, admin = %self.admin_addr, "esim-notify serving");
-        shutdown.await;
+        let mut sync_failed = self.state.store.sync_failed();
+        let failed = tokio::select! {
+            _ = shutdown => None,
+            why = sync_failed.wait_for(Option::is_some) => {
+                why.ok().and_then(|w| w.clone()).or_else(|| Some("unknown".into()))
+            }
+        };
         tracing::info!("shutting down: no new requests");
         public_handle.stop(true).await;
         admin_handle.stop(true).await;
@@ -212,6 +218,18 @@ impl Application {
         reloader.abort();
         retention.abort();
         self.state.dispatch.shutdown();
+        if let Some(why) = failed {
+            // As PostgreSQL does after a failed fsync: no flush (it could
+            // "succeed" over writes the kernel dropped), and the store is
+            // leaked so that sled's own flush-on-drop never runs either. The
+            // requests that waited were answered 503; the next start
+            // recovers from the log what really is on disk.
+            std::mem::forget(self.state.store.clone());
+            anyhow::bail!(
+                "a sync of the store failed ({why}): stopped without writing anything more; \
+                 the next start recovers from the store's log"
+            );
+        }
         if tokio::time::timeout(
             self.state.config.email.send_timeout.0 + Duration::from_secs(5),
             self.dispatcher,

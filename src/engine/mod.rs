@@ -147,6 +147,11 @@ impl Engine {
         self.storage.flush()
     }
 
+    /// `Some(why)` once a sync failed: the server stops (see `store::flusher`).
+    pub fn sync_failed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.storage.failed()
+    }
+
     // ------------------------------------------------------------- customers
 
     /// Binds a recipient to identifiers and releases what was parked for them.

@@ -19,7 +19,7 @@ mod sled_backend;
 
 use std::path::Path;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub use sled_backend::SledStorage;
 
@@ -113,6 +113,10 @@ pub trait Storage: Send + Sync {
     fn durable(&self) -> oneshot::Receiver<Result<(), String>>;
     /// Makes everything committed durable before returning (shutdown, CLI).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Becomes `Some(why)` when the store can no longer promise durability
+    /// (a failed sync): the process must stop without writing anything more
+    /// and recover from what is on disk at its next start.
+    fn failed(&self) -> watch::Receiver<Option<String>>;
     /// Writes a consistent copy into `dir` (new or empty), while units go on.
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::flusher::{Flusher, SledFiles};
 use super::{Entry, Space, Storage, StoreError, Unit, Work};
@@ -133,7 +133,12 @@ impl SledStorage {
             .cache_capacity(cache_bytes)
             .use_compression(compressed(path, compression))
             .compression_factor(1)
-            .flush_every_ms(Some(500))
+            // With a sync failure injected (tests), nothing reaches the file
+            // but through our syncs, as on a disk that refused the writes.
+            .flush_every_ms(match super::flusher::injected_sync_failure() {
+                Some(_) => None,
+                None => Some(500),
+            })
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref ioe)
@@ -294,7 +299,14 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.flusher.failure() {
+            return Err(io(format!("not synced: an earlier sync failed ({why})")));
+        }
         sync(&self.db, &self.files)
+    }
+
+    fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.flusher.failed()
     }
 
     fn backup(&self, dir: &Path) -> Result<(), StoreError> {

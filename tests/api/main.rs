@@ -13,6 +13,7 @@ mod console;
 mod console_browser;
 mod dispatch;
 mod durability;
+mod failed_sync;
 mod install_email;
 mod intake_props;
 mod lifecycle;
