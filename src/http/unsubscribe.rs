@@ -208,10 +208,11 @@ async fn unsubscribe(
         return page(&app, State::Invalid, &wanted(&req, None), None, None);
     };
     let languages = wanted(&req, locale);
-    if let Err(e) = app
-        .store
-        .suppress(&email, "unsubscribed (one-click)", Utc::now())
-    {
+    let (address, now) = (email.clone(), Utc::now());
+    let suppressed = app
+        .on_store(move |s| s.suppress(&address, "unsubscribed (one-click)", now))
+        .await;
+    if let Err(e) = suppressed {
         tracing::error!(error = %e, "unsubscribe not recorded");
         return page(&app, State::Retry, &languages, None, None);
     }

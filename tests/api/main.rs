@@ -8,6 +8,7 @@ pub mod helpers;
 pub mod smtp;
 
 mod admin;
+mod bad_day;
 mod cli;
 mod console;
 mod console_browser;
