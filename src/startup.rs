@@ -61,6 +61,7 @@ impl Application {
         metrics.reload(true);
         metrics.zero(&template_names(&config));
         metrics.last_webhook_at(store.last_webhook().context("reading the store")?);
+        metrics.records_set_aside(store.set_aside_count());
         let public_listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
         let admin_listener = TcpListener::bind(&config.admin.listen)

@@ -21,6 +21,7 @@ mod ready;
 mod records;
 mod resolve;
 mod retention;
+pub mod set_aside;
 mod suppression;
 mod tx;
 mod views;
@@ -60,6 +61,7 @@ impl Engine {
             dedup_window,
         };
         migrate::migrate(&engine)?;
+        set_aside::sweep(&engine, Utc::now())?;
         let counts = engine
             .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
             .unwrap_or_default();
@@ -145,6 +147,16 @@ impl Engine {
     /// Makes everything committed durable now (shutdown, CLI).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.storage.flush()
+    }
+
+    /// Records set aside because they did not decode (see [`set_aside`]).
+    pub fn set_aside(&self) -> Result<Vec<set_aside::SetAside>, StoreError> {
+        set_aside::list(self)
+    }
+
+    /// How many records are set aside (the `records_set_aside` gauge).
+    pub fn set_aside_count(&self) -> usize {
+        set_aside::count(self)
     }
 
     /// `Some(why)` once a sync failed: the server stops (see `store::flusher`).

@@ -57,6 +57,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/pause", web::post().to(pause))
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
+            .route("/set-aside", web::get().to(list_set_aside))
             .route("/esims/{id}", web::get().to(esim))
             .route("/reload", web::post().to(reload))
             .default_service(web::to(|| async {
@@ -435,6 +436,27 @@ async fn backup(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     app.on_store(move |s| s.backup(&target)).await?;
     tracing::info!(dir = %dir.display(), "backup written");
     Ok(HttpResponse::Ok().json(json!({"status": "ok", "dir": dir})))
+}
+
+/// Records set aside at start because they did not decode (engine::set_aside):
+/// where each was, its key and size, why, and its bytes in hex for a post-mortem.
+async fn list_set_aside(app: web::Data<AppState>) -> Answer {
+    use crate::engine::set_aside::hex;
+    let rows = app.on_store(|s| s.set_aside()).await?;
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "space": r.space,
+                "key": hex(&r.key),
+                "size": r.bytes.len(),
+                "reason": r.reason,
+                "at": r.at.to_rfc3339(),
+                "bytes": hex(&r.bytes),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
 }
 
 async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> Answer {

@@ -58,10 +58,12 @@ pub enum Space {
     Suppress,
     /// Small records of the whole store (counts, flags, secrets, format).
     Meta,
+    /// Records taken out of another keyspace because they could not be read.
+    SetAside,
 }
 
 impl Space {
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Dedup,
         Space::Events,
         Space::Esims,
@@ -72,6 +74,7 @@ impl Space {
         Space::Log,
         Space::Suppress,
         Space::Meta,
+        Space::SetAside,
     ];
 }
 

@@ -33,6 +33,7 @@ fn prefix(space: Space) -> u8 {
         Space::Log => b'l',
         Space::Suppress => b'u',
         Space::Meta => b'm',
+        Space::SetAside => b'z',
     }
 }
 

@@ -1,9 +1,11 @@
 //! Keeps working on a bad day (issue 18): a backup of a large store does not
-//! stop intake nor the public listener.
+//! stop intake nor the public listener; a record that does not decode does
+//! not stop the server from starting.
 
 use std::time::{Duration, Instant};
 
 use esim_notify::event::Event;
+use esim_notify::store::{SledStorage, Space, Storage};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -122,5 +124,99 @@ async fn during_a_backup_healthz_and_webhooks_answer() {
     let (status, text, took) = backup.await.unwrap();
     assert_eq!(status, 200, "{text}");
     eprintln!("backup took {took:?}");
+    app.stop().await;
+}
+
+/// Issue 18: one queue record that does not decode stopped the server at
+/// start (and systemd restarted it into the same failure). Now it is set
+/// aside (metric, `GET /admin/set-aside`) and everything else starts: the
+/// other queued notice is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_record_that_does_not_decode_is_set_aside_and_the_rest_starts() {
+    let app = spawn_app("").await;
+    // Two notices queued while sending is paused.
+    let paused = app
+        .http
+        .post(app.admin_url("/admin/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), 200);
+    for (email, tran, iccid) in [
+        ("ana@example.com", "Q1", "8944000000000000101"),
+        ("bob@example.com", "Q2", "8944000000000000102"),
+    ] {
+        let (status, body) = app
+            .bind(json!({"email": email, "name": "Customer", "esimTranNo": tran}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = app
+            .post(&data_usage(&format!("n-{tran}"), tran, iccid, 1000, 50))
+            .await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    }
+    assert_eq!(app.engine.outbox().unwrap().len(), 2);
+    let (port, smtp, store) = (app.smtp_port, app.smtp.clone(), app.store_path());
+    let dir = app.stop().await;
+
+    // The first queue record's bytes damaged (its version byte kept, so it
+    // reaches the decoder).
+    let damaged_key = {
+        let storage: std::sync::Arc<dyn Storage> =
+            std::sync::Arc::new(SledStorage::open(&store, 8 << 20).unwrap());
+        let (key, mut bytes) = storage.scan(Space::Queue, &[]).next().unwrap().unwrap();
+        bytes.truncate(3);
+        bytes.extend_from_slice(&[0xff; 5]);
+        storage
+            .run(|u| {
+                u.put(Space::Queue, &key, bytes.clone());
+                Ok(())
+            })
+            .unwrap();
+        storage.flush().unwrap();
+        key
+    };
+
+    let app = spawn_app_in(dir, "", port, smtp).await;
+    assert_eq!(
+        metric(&app, "esim_notify_records_set_aside").await,
+        Some(1.0)
+    );
+    let (status, rows) = app.get_json(&app.admin_url("/admin/set-aside")).await;
+    assert_eq!(status, 200);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["space"], "queue");
+    let hex: String = damaged_key.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(rows[0]["key"], hex.as_str());
+    assert!(
+        rows[0]["reason"].as_str().unwrap().contains("corrupt"),
+        "{rows:?}"
+    );
+    // The rest of the queue is intact and goes out once sending resumes.
+    assert_eq!(metric(&app, "esim_notify_outbox_depth").await, Some(1.0));
+    let resumed = app
+        .http
+        .post(app.admin_url("/admin/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            app.received().len() == 1
+        })
+        .await,
+        "the intact notice is sent"
+    );
+    // The damaged one was Ana's (queued first); Bob's is the one sent.
+    assert!(app.received()[0].contains("bob@example.com"));
+    assert!(!app.received()[0].contains("ana@example.com"));
+    // Set aside once: a restart does not count it again.
+    let app = app.restart().await;
+    assert_eq!(
+        metric(&app, "esim_notify_records_set_aside").await,
+        Some(1.0)
+    );
     app.stop().await;
 }
