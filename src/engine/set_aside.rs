@@ -34,8 +34,11 @@ pub struct SetAside {
     pub at: DateTime<Utc>,
 }
 
+/// Why some bytes are not a record of the keyspace's type, if they are not.
+type Check = fn(&[u8]) -> Option<String>;
+
 /// The keyspaces checked at open, each with the record type it holds.
-fn checked() -> [(Space, &'static str, fn(&[u8]) -> Option<String>); 3] {
+fn checked() -> [(Space, &'static str, Check); 3] {
     fn check<R: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
         decode::<R>(bytes).err().map(|e| e.to_string())
     }

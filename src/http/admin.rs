@@ -368,7 +368,7 @@ async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> Answe
 }
 
 async fn list_dead(app: web::Data<AppState>) -> Answer {
-    Ok(HttpResponse::Ok().json(app.on_store(|s| dead_rows(s)).await?))
+    Ok(HttpResponse::Ok().json(app.on_store(dead_rows).await?))
 }
 
 async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
