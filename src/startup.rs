@@ -205,11 +205,20 @@ impl Application {
         let retention = tokio::spawn(retention_loop(self.state.clone()));
         tracing::info!(public = %self.public_addr, admin = %self.admin_addr, "esim-notify serving");
         let mut sync_failed = self.state.store.sync_failed();
+        let sync_failed = async move {
+            let seen = sync_failed
+                .wait_for(Option::is_some)
+                .await
+                .map(|why| why.clone());
+            match seen {
+                Ok(why) => why,
+                // The store is gone only once the application is: nothing to watch.
+                Err(_) => std::future::pending().await,
+            }
+        };
         let failed = tokio::select! {
             _ = shutdown => None,
-            why = sync_failed.wait_for(Option::is_some) => {
-                why.ok().and_then(|w| w.clone()).or_else(|| Some("unknown".into()))
-            }
+            why = sync_failed => why,
         };
         tracing::info!("shutting down: no new requests");
         public_handle.stop(true).await;
