@@ -96,6 +96,10 @@ impl Metrics {
                 "esim_notify_config_last_reload_successful",
                 "0 after a failed reload, 1 otherwise",
             ),
+            (
+                "esim_notify_records_set_aside",
+                "Store records set aside because they did not decode (GET /admin/set-aside)",
+            ),
         ];
         for (name, help) in gauges {
             self.recorder.describe_gauge(name.into(), None, help.into());
@@ -267,6 +271,12 @@ impl Metrics {
     }
 
     /// Sets the gauges from the store's counts; called before each scrape.
+    /// How many store records are set aside (they did not decode); set at
+    /// start-up, 0 included, so an alert on it works from the first scrape.
+    pub fn records_set_aside(&self, n: usize) {
+        self.gauge("esim_notify_records_set_aside").set(n as f64);
+    }
+
     pub fn set_gauges(&self, counts: Counts, oldest_age_seconds: f64, paused: bool) {
         self.gauge("esim_notify_outbox_depth")
             .set(counts.outbox as f64);

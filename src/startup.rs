@@ -61,6 +61,7 @@ impl Application {
         metrics.reload(true);
         metrics.zero(&template_names(&config));
         metrics.last_webhook_at(store.last_webhook().context("reading the store")?);
+        metrics.records_set_aside(store.set_aside_count());
         let public_listener = TcpListener::bind(&config.server.listen)
             .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
         let admin_listener = TcpListener::bind(&config.admin.listen)
@@ -209,7 +210,22 @@ impl Application {
         });
         let retention = tokio::spawn(retention_loop(self.state.clone()));
         tracing::info!(public = %self.public_addr, admin = %self.admin_addr, "esim-notify serving");
-        shutdown.await;
+        let mut sync_failed = self.state.store.sync_failed();
+        let sync_failed = async move {
+            let seen = sync_failed
+                .wait_for(Option::is_some)
+                .await
+                .map(|why| why.clone());
+            match seen {
+                Ok(why) => why,
+                // The store is gone only once the application is: nothing to watch.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let failed = tokio::select! {
+            _ = shutdown => None,
+            why = sync_failed => why,
+        };
         tracing::info!("shutting down: no new requests");
         public_handle.stop(true).await;
         admin_handle.stop(true).await;
@@ -218,6 +234,18 @@ impl Application {
         reloader.abort();
         retention.abort();
         self.state.dispatch.shutdown();
+        if let Some(why) = failed {
+            // As PostgreSQL does after a failed fsync: no flush (it could
+            // "succeed" over writes the kernel dropped), and the store is
+            // leaked so that sled's own flush-on-drop never runs either. The
+            // requests that waited were answered 503; the next start
+            // recovers from the log what really is on disk.
+            std::mem::forget(self.state.store.clone());
+            anyhow::bail!(
+                "a sync of the store failed ({why}): stopped without writing anything more; \
+                 the next start recovers from the store's log"
+            );
+        }
         if tokio::time::timeout(
             self.state.config.email.send_timeout.0 + Duration::from_secs(5),
             self.dispatcher,

@@ -149,23 +149,26 @@ pub fn backoff_cap(failed: u32, initial: Duration, max: Duration) -> Duration {
         .min(max)
 }
 
-/// "Full jitter": anywhere between zero and the cap, so that many notices
-/// refused together (a greylisting burst) do not all come back together.
-pub fn jittered(cap: Duration) -> Duration {
-    let ms = cap.as_millis().min(u64::MAX as u128) as u64;
-    if ms == 0 {
-        return cap;
+/// Jitter on top of the doubling step: up to a quarter of it, so that many
+/// notices refused together (a greylisting burst) do not all come back at
+/// once. It only ever adds: "full jitter" (anywhere from zero) let a notice
+/// spend all its attempts within a second of a short outage.
+pub fn jittered(step: Duration) -> Duration {
+    let spread = (step / 4).as_millis().min(u64::MAX as u128) as u64;
+    if spread == 0 {
+        return step;
     }
-    Duration::from_millis(rand::thread_rng().gen_range(0..=ms))
+    step + Duration::from_millis(rand::thread_rng().gen_range(0..=spread))
 }
 
-/// The retry delay after `failed` failed attempts.
+/// The retry delay after `failed` failed attempts (SPEC §8): exponential from
+/// `initial_backoff`, jitter added, never more than `max_backoff` and never
+/// less than `initial_backoff`.
 pub fn retry_delay(failed: u32, retry: &Retry) -> Duration {
-    jittered(backoff_cap(
-        failed,
-        retry.initial_backoff.0,
-        retry.max_backoff.0,
-    ))
+    let (initial, max) = (retry.initial_backoff.0, retry.max_backoff.0);
+    jittered(backoff_cap(failed, initial, max))
+        .min(max)
+        .max(initial)
 }
 
 #[cfg(test)]
@@ -195,11 +198,36 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_within_the_cap() {
+    fn jitter_only_adds_up_to_a_quarter() {
         for _ in 0..200 {
-            assert!(jittered(Duration::from_millis(200)) <= Duration::from_millis(200));
+            let j = jittered(Duration::from_millis(200));
+            assert!(j >= Duration::from_millis(200) && j <= Duration::from_millis(250));
         }
         assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_delay_never_waits_less_than_initial_backoff_nor_more_than_max() {
+        let s = Duration::from_secs;
+        for (initial, max) in [(s(1), s(2)), (s(30), s(3600)), (s(5), s(5))] {
+            let retry = Retry {
+                max_attempts: 10,
+                initial_backoff: crate::config::Dur(initial),
+                max_backoff: crate::config::Dur(max),
+                max_age: crate::config::Dur(s(48 * 3600)),
+            };
+            for failed in 0..=40 {
+                for _ in 0..50 {
+                    let d = retry_delay(failed, &retry);
+                    assert!(d >= initial, "attempt {failed}: {d:?} < {initial:?}");
+                    assert!(
+                        d >= backoff_cap(failed, initial, max),
+                        "attempt {failed}: {d:?}"
+                    );
+                    assert!(d <= max, "attempt {failed}: {d:?} > {max:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -10,10 +10,13 @@
 //! shutdown interrupts is sent after the restart (at least once, with the
 //! same Message-ID).
 //!
-//! A broken transport (authentication refused, TLS failure, refusal at
-//! greeting) is not the notices' fault: sending pauses, with a backoff of
-//! its own, and then a single probe send decides whether everything drains
-//! or the pause goes on. Notices are never dead-lettered for it. This pause
+//! A broken transport (connection refused, reset or timing out before the
+//! greeting, authentication refused, TLS failure, refusal at greeting) is
+//! not the notices' fault: sending pauses, with a backoff of its own
+//! (`initial_backoff` doubling up to `max_backoff`), and then a single probe
+//! send decides whether everything drains or the pause goes on. No notice
+//! spends an attempt on it and none is dead-lettered for it, so a relay
+//! that is down for hours only delays the queue. This pause
 //! is separate from the operator's (`set_paused`), which the store persists.
 
 mod enrich;

@@ -22,6 +22,7 @@ mod ready;
 mod records;
 mod resolve;
 mod retention;
+pub mod set_aside;
 mod suppression;
 mod tx;
 mod views;
@@ -75,6 +76,7 @@ impl Engine {
             },
         };
         migrate::migrate(&engine)?;
+        set_aside::sweep(&engine, Utc::now())?;
         let counts = engine
             .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
             .unwrap_or_default();
@@ -169,6 +171,21 @@ impl Engine {
     /// Makes everything committed durable now (shutdown, CLI).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.storage.flush()
+    }
+
+    /// Records set aside because they did not decode (see [`set_aside`]).
+    pub fn set_aside(&self) -> Result<Vec<set_aside::SetAside>, StoreError> {
+        set_aside::list(self)
+    }
+
+    /// How many records are set aside (the `records_set_aside` gauge).
+    pub fn set_aside_count(&self) -> usize {
+        set_aside::count(self)
+    }
+
+    /// `Some(why)` once a sync failed: the server stops (see `store::flusher`).
+    pub fn sync_failed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.storage.failed()
     }
 
     // ------------------------------------------------------------- customers

@@ -57,6 +57,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/pause", web::post().to(pause))
             .route("/resume", web::post().to(resume))
             .route("/backup", web::post().to(backup))
+            .route("/set-aside", web::get().to(list_set_aside))
             .route("/esims/{id}", web::get().to(esim))
             .route("/reload", web::post().to(reload))
             .default_service(web::to(|| async {
@@ -197,12 +198,14 @@ async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         Ok(v) => v,
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    let report = app.store.bind(
-        &recipient,
-        &ids,
+    let (who, park_for, now) = (
+        recipient.clone(),
         app.config.customers.park_for.0,
         Utc::now(),
-    )?;
+    );
+    let report = app
+        .on_store(move |s| s.bind(&who, &ids, park_for, now))
+        .await?;
     durable(&app).await?;
     app.metrics.decisions(&report.decisions);
     let summary = BindSummary::of(&report);
@@ -230,7 +233,8 @@ async fn get_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
         Ok(v) => v,
         Err(e) => return Err(ApiError::bad_request(e)),
     };
-    match app.store.recipient_by(kind, &value)? {
+    let v = value.clone();
+    match app.on_store(move |s| s.recipient_by(kind, &v)).await? {
         Some(r) => Ok(HttpResponse::Ok().json(recipient_json(&r))),
         None => Err(ApiError::not_found(format!(
             "no customer bound to {} {value}",
@@ -244,7 +248,8 @@ async fn delete_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
         Ok(v) => v,
         Err(e) => return Err(ApiError::bad_request(e)),
     };
-    if !app.store.unbind(kind, &value)? {
+    let v = value.clone();
+    if !app.on_store(move |s| s.unbind(kind, &v)).await? {
         return Err(ApiError::not_found(format!(
             "no customer bound to {} {value}",
             kind.wire_name()
@@ -264,7 +269,8 @@ async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
     if email.trim().is_empty() {
         return Err(ApiError::bad_request("`email` is empty"));
     }
-    let report = app.store.forget(&email, Utc::now())?;
+    let (address, now) = (email.clone(), Utc::now());
+    let report = app.on_store(move |s| s.forget(&address, now)).await?;
     durable(&app).await?;
     for id in &report.cancelled_ids {
         app.dispatch.cancel(*id);
@@ -280,7 +286,7 @@ async fn forget_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
 }
 
 async fn list_suppressions(app: web::Data<AppState>) -> Answer {
-    Ok(HttpResponse::Ok().json(app.store.suppressions()?))
+    Ok(HttpResponse::Ok().json(app.on_store(|s| s.suppressions()).await?))
 }
 
 async fn get_suppression(app: web::Data<AppState>, email: web::Path<String>) -> Answer {
@@ -312,11 +318,16 @@ async fn put_suppression(
     };
     // One of the four reasons by name; other text is the operator's note.
     let (reason, detail) = SuppressReason::classify(reason.as_deref().unwrap_or("operator"));
-    app.store
-        .suppress(&email, reason, detail.as_deref(), Utc::now())?;
+    let (address, now) = (email.clone(), Utc::now());
+    let suppression = app
+        .on_store(move |s| {
+            s.suppress(&address, reason, detail.as_deref(), now)?;
+            s.suppression(&address)
+        })
+        .await?;
     durable(&app).await?;
     tracing::info!(recipient = %mask_email(&email), %reason, "address suppressed");
-    match app.store.suppression(&email)? {
+    match suppression {
         Some(s) => Ok(HttpResponse::Ok().json(s)),
         None => Err(ApiError::unavailable(
             "the suppression just written cannot be read back",
@@ -325,7 +336,8 @@ async fn put_suppression(
 }
 
 async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) -> Answer {
-    if !app.store.unsuppress(&email)? {
+    let address = email.to_string();
+    if !app.on_store(move |s| s.unsuppress(&address)).await? {
         return Err(ApiError::not_found(format!("{email} is not suppressed")));
     }
     durable(&app).await?;
@@ -335,17 +347,18 @@ async fn delete_suppression(app: web::Data<AppState>, email: web::Path<String>) 
 
 async fn list_outbox(app: web::Data<AppState>) -> Answer {
     let paused = app.dispatch.is_operator_paused();
-    Ok(HttpResponse::Ok().json(outbox_rows(app.store.as_ref(), paused)?))
+    Ok(HttpResponse::Ok().json(app.on_store(move |s| outbox_rows(s, paused)).await?))
 }
 
 async fn list_parked(app: web::Data<AppState>) -> Answer {
     let park_for = app.config.customers.park_for.0;
-    Ok(HttpResponse::Ok().json(parked_rows(app.store.as_ref(), park_for)?))
+    Ok(HttpResponse::Ok().json(app.on_store(move |s| parked_rows(s, park_for)).await?))
 }
 
 async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
     let id = parse_id(&id)?;
-    if !app.store.cancel(id, Utc::now())? {
+    let now = Utc::now();
+    if !app.on_store(move |s| s.cancel(id, now)).await? {
         return Err(ApiError::not_found(format!("no queued notice {id}")));
     }
     durable(&app).await?;
@@ -354,12 +367,13 @@ async fn cancel_outbox(app: web::Data<AppState>, id: web::Path<String>) -> Answe
 }
 
 async fn list_dead(app: web::Data<AppState>) -> Answer {
-    Ok(HttpResponse::Ok().json(dead_rows(app.store.as_ref())?))
+    Ok(HttpResponse::Ok().json(app.on_store(dead_rows).await?))
 }
 
 async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
     let id = parse_id(&id)?;
-    let (q, lifted) = match app.store.retry_dead(id, Utc::now())? {
+    let now = Utc::now();
+    let (q, lifted) = match app.on_store(move |s| s.retry_dead(id, now)).await? {
         DeadRetry::Requeued { notice, lifted } => (*notice, lifted),
         DeadRetry::NotFound => {
             return Err(ApiError::not_found(format!(
@@ -384,7 +398,7 @@ async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
 }
 
 async fn set_paused(app: &AppState, paused: bool) -> Answer {
-    app.store.set_paused(paused)?;
+    app.on_store(move |s| s.set_paused(paused)).await?;
     durable(app).await?;
     app.dispatch.set_paused(paused);
     tracing::info!(
@@ -415,22 +429,38 @@ async fn backup(app: web::Data<AppState>, body: web::Bytes) -> Answer {
         Ok(d) => d,
         Err(e) => return Err(ApiError::bad_request(e)),
     };
-    // The copy holds the store's write lock for as long as it takes; keep it
-    // off the async workers so the listeners stay responsive meanwhile.
-    let store = app.store.clone();
+    // A long copy: off the async workers, and (store::SledStorage::backup)
+    // without holding the store's lock, so intake goes on meanwhile.
     let target = dir.clone();
-    match web::block(move || store.backup(&target)).await {
-        Ok(Ok(())) => {
-            tracing::info!(dir = %dir.display(), "backup written");
-            Ok(HttpResponse::Ok().json(json!({"status": "ok", "dir": dir})))
-        }
-        Ok(Err(e)) => Err(ApiError::unavailable(e)),
-        Err(e) => Err(ApiError::unavailable(e)),
-    }
+    app.on_store(move |s| s.backup(&target)).await?;
+    tracing::info!(dir = %dir.display(), "backup written");
+    Ok(HttpResponse::Ok().json(json!({"status": "ok", "dir": dir})))
+}
+
+/// Records set aside at start because they did not decode (engine::set_aside):
+/// where each was, its key and size, why, and its bytes in hex for a post-mortem.
+async fn list_set_aside(app: web::Data<AppState>) -> Answer {
+    use crate::engine::set_aside::hex;
+    let rows = app.on_store(|s| s.set_aside()).await?;
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "space": r.space,
+                "key": hex(&r.key),
+                "size": r.bytes.len(),
+                "reason": r.reason,
+                "at": r.at.to_rfc3339(),
+                "bytes": hex(&r.bytes),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(rows))
 }
 
 async fn esim(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
-    let Some(v) = app.store.esim_view(None, id.trim())? else {
+    let wanted = id.trim().to_string();
+    let Some(v) = app.on_store(move |s| s.esim_view(None, &wanted)).await? else {
         return Err(ApiError::not_found(format!("no eSIM known as {id}")));
     };
     Ok(HttpResponse::Ok().json(json!({

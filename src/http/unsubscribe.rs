@@ -247,12 +247,13 @@ async fn unsubscribe(
         return page(&app, State::Invalid, &wanted(&req, None), None, None);
     };
     let languages = wanted(&req, locale);
-    if let Err(e) = app.store.suppress(
-        &email,
-        SuppressReason::Unsubscribed,
-        Some("one-click"),
-        Utc::now(),
-    ) {
+    let (address, now) = (email.clone(), Utc::now());
+    let suppressed = app
+        .on_store(move |s| {
+            s.suppress(&address, SuppressReason::Unsubscribed, Some("one-click"), now)
+        })
+        .await;
+    if let Err(e) = suppressed {
         tracing::error!(error = %e, "unsubscribe not recorded");
         return page(&app, State::Retry, &languages, None, None);
     }

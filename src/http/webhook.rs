@@ -304,7 +304,11 @@ pub async fn receive(
 
     let rules = app.rules();
     let store = app.store.clone();
-    let outcome = match store.ingest(&event, &value, &rules, Utc::now()) {
+    let (e, now) = (event.clone(), Utc::now());
+    let ingested = app
+        .on_store(move |s| s.ingest(&e, &value, &rules, now))
+        .await;
+    let outcome = match ingested {
         Ok(o) => o,
         Err(e) => {
             tracing::error!(error = %e, "webhook not recorded: store cannot write");

@@ -250,10 +250,11 @@ pub enum SendError {
     /// 552/554 (or any other 5xx) at MAIL, at DATA or after the message: dead letter.
     #[error("message rejected ({code}): {message}")]
     MessageRejected { code: u16, message: String },
-    /// 421, 4xx, connection refused/lost, timeout: retry with backoff.
+    /// 421, 4xx, connection lost or timing out after the greeting: retry with backoff.
     #[error("temporary failure: {reason}")]
     Transient { reason: String },
-    /// Authentication refused, TLS failure, 5xx at greeting/EHLO: pause sending, never dead-letter.
+    /// Connection refused, reset or timing out before the greeting, TLS failure, authentication
+    /// refused, 5xx at greeting/EHLO: pause sending, never spend an attempt nor dead-letter.
     #[error("transport broken: {reason}")]
     TransportBroken { reason: String },
     /// The email itself cannot be built (bad address...): dead letter.
@@ -421,14 +422,7 @@ impl Mailer {
     /// timeout only covers connect, so a server that stops answering would hang forever.
     pub async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
         let message = self.build(email)?;
-        let limit = self.inner.send_timeout;
-        let result = match tokio::time::timeout(limit, self.deliver(&message, email)).await {
-            Ok(result) => result,
-            // Dropping the future drops the connection it held, so a hung one never returns to the pool.
-            Err(_) => Err(SendError::Transient {
-                reason: format!("no answer within send_timeout ({limit:?})"),
-            }),
-        };
+        let result = self.deliver_within_timeout(&message, email).await;
         match &result {
             Ok(()) => {
                 tracing::debug!(to = %mask_email(&email.to_email), message_id = %email.message_id, "email handed over")
@@ -440,6 +434,25 @@ impl Mailer {
         result
     }
 
+    /// Hands `message` to the transport within `send_timeout`. Opening a connection is
+    /// bounded by the same deadline inside the SMTP pool, so a timeout before the greeting
+    /// is reported as a broken transport and one later in the dialogue as passing trouble.
+    pub(super) async fn deliver_within_timeout(
+        &self,
+        message: &Message,
+        email: &OutgoingEmail,
+    ) -> Result<(), SendError> {
+        let limit = self.inner.send_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        match tokio::time::timeout_at(deadline, self.deliver(message, email, deadline)).await {
+            Ok(result) => result,
+            // Dropping the future drops the connection it held, so a hung one never returns to the pool.
+            Err(_) => Err(SendError::Transient {
+                reason: format!("no answer within send_timeout ({limit:?})"),
+            }),
+        }
+    }
+
     /// Says goodbye (QUIT) to the idle SMTP connections, for a clean shutdown.
     pub async fn close(&self) {
         if let Transport::Smtp(pool) = &self.inner.transport {
@@ -447,7 +460,12 @@ impl Mailer {
         }
     }
 
-    async fn deliver(&self, message: &Message, email: &OutgoingEmail) -> Result<(), SendError> {
+    async fn deliver(
+        &self,
+        message: &Message,
+        email: &OutgoingEmail,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SendError> {
         match &self.inner.transport {
             Transport::File { dir } => {
                 // The directory may have been removed since start (cleanup scripts).
@@ -469,7 +487,7 @@ impl Mailer {
                         reason: format!("cannot write .eml into {}: {e}", dir.display()),
                     })
             }
-            Transport::Smtp(pool) => pool.send(message).await,
+            Transport::Smtp(pool) => pool.send(message, deadline).await,
         }
     }
 }

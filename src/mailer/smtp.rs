@@ -144,7 +144,14 @@ impl SmtpPool {
         format!("{}:{} ({:?})", self.host, self.port, self.tls)
     }
 
-    pub(super) async fn send(&self, message: &Message) -> Result<(), SendError> {
+    /// Sends one message. `deadline` is the end of the caller's `send_timeout`: opening
+    /// a connection (TCP, greeting, EHLO, TLS, AUTH) is bounded by the same instant so that a
+    /// server that never greets is reported as the transport's trouble, not the message's.
+    pub(super) async fn send(
+        &self,
+        message: &Message,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SendError> {
         let _slot = self
             .slots
             .acquire()
@@ -155,7 +162,7 @@ impl SmtpPool {
         let body = message.formatted();
         let (mut conn, reused) = match self.take_idle() {
             Some(conn) => (conn, true),
-            None => (self.connect().await?, false),
+            None => (self.connect(deadline).await?, false),
         };
         let mut result = transact(&mut conn, message.envelope(), &body).await;
         if let Err(Failed {
@@ -166,7 +173,7 @@ impl SmtpPool {
             if reused {
                 // The server closed it while it sat idle; nothing was sent.
                 discard(conn);
-                conn = self.connect().await?;
+                conn = self.connect(deadline).await?;
                 result = transact(&mut conn, message.envelope(), &body).await;
             }
         }
@@ -219,7 +226,25 @@ impl SmtpPool {
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// A new connection, ready for MAIL, opened before `deadline`. Every failure here
+    /// comes before a mail transaction, so none is a single message's fault.
+    async fn connect(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<AsyncSmtpConnection, SendError> {
+        tokio::time::timeout_at(deadline, self.open())
+            .await
+            .unwrap_or_else(|_| {
+                Err(SendError::TransportBroken {
+                    reason: format!(
+                        "{}: no greeting or no answer while opening the connection within send_timeout",
+                        self.describe()
+                    ),
+                })
+            })
+    }
+
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
         let tcp = socket::tcp(&self.host, self.port, self.connect_timeout).await?;
         let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
             Some(connector) => Box::new(
@@ -359,6 +384,12 @@ pub(super) fn classify(stage: Stage, err: &SmtpError) -> SendError {
         };
     }
     let reason = format!("{stage}: {}", mask_addresses(&err.to_string()));
+    // Refused, reset or timing out before the greeting: the relay is down or
+    // unreachable, which says nothing about this message (SPEC §8), so the
+    // dispatcher pauses and probes instead of spending the notice's attempts.
+    if stage == Stage::Connect {
+        return SendError::TransportBroken { reason };
+    }
     if is_connection_trouble(err) {
         return SendError::Transient { reason };
     }

@@ -23,20 +23,23 @@ use tokio_rustls::TlsConnector;
 
 use super::SendError;
 
-/// Connects with Nagle off; the error says whether to retry (refused,
-/// timed out) — a transient trouble either way.
+/// Connects with Nagle off. Refused, unreachable or timing out before any
+/// greeting is the transport's trouble, not the message's (SPEC §8): no
+/// notice spends an attempt on a relay that is down, sending pauses instead.
 pub(super) async fn tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect((host, port)))
         .await
-        .map_err(|_| SendError::Transient {
+        .map_err(|_| SendError::TransportBroken {
             reason: format!("connecting to {host}:{port}: timed out after {timeout:?}"),
         })?
-        .map_err(|e| SendError::Transient {
+        .map_err(|e| SendError::TransportBroken {
             reason: format!("connecting to {host}:{port}: {e}"),
         })?;
-    stream.set_nodelay(true).map_err(|e| SendError::Transient {
-        reason: format!("setting TCP_NODELAY: {e}"),
-    })?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| SendError::TransportBroken {
+            reason: format!("setting TCP_NODELAY: {e}"),
+        })?;
     Ok(stream)
 }
 
@@ -71,7 +74,7 @@ pub(super) async fn implicit_tls(
     })?;
     let tls = tokio::time::timeout(timeout, connector.connect(name, stream))
         .await
-        .map_err(|_| SendError::Transient {
+        .map_err(|_| SendError::TransportBroken {
             reason: format!("TLS handshake with {host}: timed out after {timeout:?}"),
         })?
         .map_err(|e| SendError::TransportBroken {

@@ -89,13 +89,7 @@ impl Mailer {
             HeaderName::new_from_ascii_str(TEST_HEADER),
             "yes".to_string(),
         ));
-        let limit = self.inner.send_timeout;
-        match tokio::time::timeout(limit, self.deliver(&message, email)).await {
-            Ok(result) => result,
-            Err(_) => Err(SendError::Transient {
-                reason: format!("no answer within send_timeout ({limit:?})"),
-            }),
-        }
+        self.deliver_within_timeout(&message, email).await
     }
 }
 

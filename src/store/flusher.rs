@@ -12,6 +12,16 @@
 //! the device but flushes neither the device's write cache nor the file's
 //! metadata (its size, when the log grew). [`SledFiles::sync`] therefore
 //! finishes every flush with `fdatasync` of the store's files.
+//!
+//! A failed sync is fatal, as PostgreSQL treats a failed `fsync`: Linux
+//! reports a writeback error once and may then drop the dirty pages, so a
+//! later sync "succeeds" although the earlier writes never reached the disk,
+//! and the commits still in sled's memory (a notifyId's dedup key among
+//! them) would answer the provider's retry with `duplicate`. So after the
+//! first failure the flusher syncs nothing more: every waiting request and
+//! every later one is refused (503), the failure is published once through
+//! [`Flusher::failed`], and `serve` stops without another write and exits
+//! non-zero; the next start recovers from sled's log what really is on disk.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -19,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
@@ -30,6 +40,27 @@ const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_micros(1000)
 /// measures what they cost with it): a store run with it set can lose
 /// acknowledged webhooks on a power cut, so the server warns when it is set.
 pub const UNSAFE_NO_FDATASYNC: &str = "ESIM_NOTIFY_UNSAFE_NO_FDATASYNC";
+
+/// The env var that makes a group commit fail, for tests only: set to `N`,
+/// the `N`th sync of the flusher (counted from 1, after the start) fails as
+/// a disk that refused the write would, without writing anything, and
+/// sled's background flush is turned off so that nothing else reaches the
+/// file before the process stops. The server warns loudly when it is set.
+pub const UNSAFE_FAIL_SYNC: &str = "ESIM_NOTIFY_UNSAFE_FAIL_SYNC";
+
+/// Which sync [`UNSAFE_FAIL_SYNC`] makes fail, if it is set to a number.
+pub fn injected_sync_failure() -> Option<u64> {
+    let n = std::env::var(UNSAFE_FAIL_SYNC)
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    (n > 0).then_some(n)
+}
+
+/// What a request waiting on durability is told once a sync has failed:
+/// short, since the reason itself is logged once, by the flusher.
+pub const STOPPED_AFTER_FAILED_SYNC: &str = "the store stopped syncing after a failed sync";
 
 /// What must reach the disk after sled's `flush()` for a commit to survive
 /// a power cut, given how sled 0.34.7 lays out its directory:
@@ -67,6 +98,12 @@ impl SledFiles {
             synced_blobs: HashSet::new(),
             enabled,
         };
+        if let Some(n) = injected_sync_failure() {
+            tracing::warn!(
+                "{UNSAFE_FAIL_SYNC}={n} is set: sync {n} of this store WILL FAIL ON PURPOSE and the \
+                 server will stop (a test of the failed-sync path; never set it in production)"
+            );
+        }
         if !enabled {
             tracing::warn!(
                 "{UNSAFE_NO_FDATASYNC} is set: webhooks are acknowledged before they are on disk (bench only)"
@@ -126,6 +163,8 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 pub struct Flusher {
     tx: Option<mpsc::Sender<Waiter>>,
     thread: Option<thread::JoinHandle<()>>,
+    /// `Some(why)` once a sync has failed; never cleared (see the module doc).
+    failed: watch::Sender<Option<String>>,
 }
 
 impl Flusher {
@@ -134,22 +173,59 @@ impl Flusher {
     where
         F: Fn() -> Result<(), String> + Send + 'static,
     {
+        Flusher::spawn_failing_at(flush, injected_sync_failure())
+    }
+
+    /// [`Flusher::spawn`], where the `fail_at`th sync (from 1) fails without
+    /// running `flush` (see [`UNSAFE_FAIL_SYNC`]).
+    fn spawn_failing_at<F>(flush: F, fail_at: Option<u64>) -> Flusher
+    where
+        F: Fn() -> Result<(), String> + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel::<Waiter>();
+        let (failed, _) = watch::channel(None);
+        let failed_tx = failed.clone();
         let thread = thread::Builder::new()
             .name("store-flusher".into())
             .spawn(move || {
                 let mut last_batch = 1;
+                let mut syncs = 0u64;
                 while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    if failed_tx.borrow().is_some() {
+                        // No sync after a failed one: it could only lie.
+                        batch.extend(rx.try_iter());
+                        for waiter in batch {
+                            let _ = waiter.send(Err(STOPPED_AFTER_FAILED_SYNC.into()));
+                        }
+                        continue;
+                    }
                     // Under load (the last flush served several requests) wait a
                     // moment for more to join: fewer, fuller flushes cost less
                     // CPU per request. A lone request is flushed at once.
                     if last_batch > 1 {
                         thread::sleep(GROUP_WINDOW);
                     }
-                    let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     last_batch = batch.len();
-                    let result = flush();
+                    syncs += 1;
+                    let result = if fail_at == Some(syncs) {
+                        Err(format!(
+                            "fdatasync: injected failure of sync {syncs} ({UNSAFE_FAIL_SYNC})"
+                        ))
+                    } else {
+                        flush()
+                    };
+                    if let Err(why) = &result {
+                        tracing::error!(
+                            error = %why,
+                            waiting = batch.len(),
+                            "STORE SYNC FAILED: what was committed since the last sync may not be on disk; \
+                             refusing every request that waits for the disk and stopping, \
+                             the next start recovers from the store's log"
+                        );
+                        failed_tx.send_replace(Some(why.clone()));
+                    }
                     for waiter in batch {
                         let _ = waiter.send(result.clone());
                     }
@@ -159,7 +235,19 @@ impl Flusher {
         Flusher {
             tx: Some(tx),
             thread: Some(thread),
+            failed,
         }
+    }
+
+    /// Changes to `Some(why)` when a sync fails; the process must then stop
+    /// without writing anything more.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
+    }
+
+    /// Why syncing stopped, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
     }
 
     /// Resolves once everything committed before this call is on disk.
@@ -235,6 +323,38 @@ mod tests {
         assert_eq!(
             flusher.durable().await.unwrap(),
             Err("disk full".to_string())
+        );
+    }
+
+    /// After one failed sync no later sync runs (it could report success for
+    /// writes the kernel already dropped): every later waiter is refused.
+    #[tokio::test]
+    async fn a_failed_sync_is_final() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let f = flushes.clone();
+        let flusher = Flusher::spawn_failing_at(
+            move || {
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+            Some(2),
+        );
+        let mut failed = flusher.failed();
+        assert_eq!(flusher.durable().await.unwrap(), Ok(()));
+        assert!(flusher.failure().is_none());
+        let err = flusher.durable().await.unwrap().unwrap_err();
+        assert!(err.contains("injected"), "{err}");
+        failed.wait_for(Option::is_some).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                flusher.durable().await.unwrap(),
+                Err(STOPPED_AFTER_FAILED_SYNC.to_string())
+            );
+        }
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            1,
+            "no sync after the failure"
         );
     }
 }

@@ -19,7 +19,7 @@ mod sled_backend;
 
 use std::path::Path;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub use sled_backend::SledStorage;
 
@@ -58,10 +58,12 @@ pub enum Space {
     Suppress,
     /// Small records of the whole store (counts, flags, secrets, format).
     Meta,
+    /// Records taken out of another keyspace because they could not be read.
+    SetAside,
 }
 
 impl Space {
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Dedup,
         Space::Events,
         Space::Esims,
@@ -72,6 +74,7 @@ impl Space {
         Space::Log,
         Space::Suppress,
         Space::Meta,
+        Space::SetAside,
     ];
 }
 
@@ -113,6 +116,10 @@ pub trait Storage: Send + Sync {
     fn durable(&self) -> oneshot::Receiver<Result<(), String>>;
     /// Makes everything committed durable before returning (shutdown, CLI).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Becomes `Some(why)` when the store can no longer promise durability
+    /// (a failed sync): the process must stop without writing anything more
+    /// and recover from what is on disk at its next start.
+    fn failed(&self) -> watch::Receiver<Option<String>>;
     /// Writes a consistent copy into `dir` (new or empty), while units go on.
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::flusher::{Flusher, SledFiles};
 use super::{Entry, Space, Storage, StoreError, Unit, Work};
@@ -33,6 +33,7 @@ fn prefix(space: Space) -> u8 {
         Space::Log => b'l',
         Space::Suppress => b'u',
         Space::Meta => b'm',
+        Space::SetAside => b'z',
     }
 }
 
@@ -56,6 +57,9 @@ struct Ids {
     next: u64,
     /// Ids below this are reserved on disk; after a crash ids resume past it.
     reserved: u64,
+    /// While a backup runs: each key a unit changed since the backup began,
+    /// with its value at that instant (None: absent then). See [`SledStorage::backup`].
+    before_backup: Option<BTreeMap<Vec<u8>, Option<sled::IVec>>>,
 }
 
 pub struct SledStorage {
@@ -68,6 +72,8 @@ pub struct SledStorage {
     /// `store.compression`: the layout of backups (and so of a store
     /// restored from one); this store's own is fixed since its creation.
     compression: bool,
+    /// One backup at a time (they share [`Ids::before_backup`]).
+    backups: Mutex<()>,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -133,7 +139,12 @@ impl SledStorage {
             .cache_capacity(cache_bytes)
             .use_compression(compressed(path, compression))
             .compression_factor(1)
-            .flush_every_ms(Some(500))
+            // With a sync failure injected (tests), nothing reaches the file
+            // but through our syncs, as on a disk that refused the writes.
+            .flush_every_ms(match super::flusher::injected_sync_failure() {
+                Some(_) => None,
+                None => Some(500),
+            })
             .open()
             .map_err(|e| match e {
                 sled::Error::Io(ref ioe)
@@ -168,10 +179,12 @@ impl SledStorage {
             lock: Mutex::new(Ids {
                 next,
                 reserved: next,
+                before_backup: None,
             }),
             flusher,
             files,
             compression,
+            backups: Mutex::new(()),
         })
     }
 
@@ -250,6 +263,20 @@ impl Storage for SledStorage {
         if writes.is_empty() && ids.next == before {
             return Ok(());
         }
+        let reserve = ids.next >= ids.reserved;
+        if let Some(before) = ids.before_backup.as_mut() {
+            // A backup is copying: keep what it must see of each key this
+            // unit changes (read before the batch lands, under the lock).
+            for k in writes.keys() {
+                if !before.contains_key(k) {
+                    before.insert(k.clone(), self.tree.get(k).map_err(io)?);
+                }
+            }
+            let counter = full_key(Space::Meta, NEXT_ID);
+            if reserve && !before.contains_key(&counter) {
+                before.insert(counter.clone(), self.tree.get(&counter).map_err(io)?);
+            }
+        }
         let mut batch = sled::Batch::default();
         for (k, w) in writes {
             match w {
@@ -257,7 +284,6 @@ impl Storage for SledStorage {
                 None => batch.remove(k),
             }
         }
-        let reserve = ids.next >= ids.reserved;
         if reserve {
             let upto = ids.next + ID_BLOCK;
             batch.insert(full_key(Space::Meta, NEXT_ID), upto.to_be_bytes().to_vec());
@@ -294,7 +320,14 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.flusher.failure() {
+            return Err(io(format!("not synced: an earlier sync failed ({why})")));
+        }
         sync(&self.db, &self.files)
+    }
+
+    fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.flusher.failed()
     }
 
     fn backup(&self, dir: &Path) -> Result<(), StoreError> {
@@ -304,8 +337,7 @@ impl Storage for SledStorage {
                 dir.display()
             )));
         }
-        // Holding the unit lock makes the copy one consistent point in time.
-        let _ids = self.lock();
+        let _one_backup = self.backups.lock().unwrap_or_else(|p| p.into_inner());
         // The copy takes the configured layout: restoring a backup is how a
         // store changes it.
         let copy = sled::Config::new()
@@ -315,9 +347,27 @@ impl Storage for SledStorage {
             .open()
             .map_err(io)?;
         let target = copy.open_tree(TREE).map_err(io)?;
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(io)?;
-            target.insert(k, v).map_err(io)?;
+        // The copy is the store as it was at this instant, without holding
+        // the unit lock while it runs (intake and unsubscribes go on): from
+        // here, every unit records the earlier value of each key it changes,
+        // the copy takes the tree as it iterates it, and at the end the
+        // recorded earlier values replace whatever the iteration saw of
+        // those keys (added keys are removed, removed keys come back).
+        self.lock().before_backup = Some(BTreeMap::new());
+        let copied = (|| {
+            for kv in self.tree.iter() {
+                let (k, v) = kv.map_err(io)?;
+                target.insert(k, v).map_err(io)?;
+            }
+            Ok::<(), StoreError>(())
+        })();
+        let before = self.lock().before_backup.take().unwrap_or_default();
+        copied?;
+        for (k, v) in before {
+            match v {
+                Some(v) => target.insert(k, v).map_err(io)?,
+                None => target.remove(k).map_err(io)?,
+            };
         }
         copy.flush().map_err(io)?;
         Ok(())

@@ -18,7 +18,9 @@ use esim_notify::engine::{DeadRetry, Engine, LogKind, QueuedNotice, SendOutcome,
 use serde_json::{json, Value};
 
 use crate::helpers::{open_engine, spawn_app_with_smtp, Binary, TestApp};
-use crate::smtp::{free_port, mailin_on, mailin_server, switchable_server, Mailin, Mode};
+use crate::smtp::{
+    free_port, mailin_on, mailin_server, switchable_server, Mailin, Mode, Stoppable,
+};
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1024 * 1024 * 1024;
@@ -432,22 +434,24 @@ async fn refused_attempts_do_not_spend_the_recipient_quota() {
 // 5 ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_server_that_never_answers_is_cut_off_and_retried() {
+async fn a_server_that_never_greets_pauses_sending_and_spends_no_attempt() {
     let (port, smtp) = switchable_server(Mode::Silent).await;
     let h = start(port, "[email]\nsend_timeout = \"1s\"\n").await;
     h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
+    // SPEC §8: timing out before the greeting is the transport's trouble.
     assert!(
-        eventually(|| h.outbox().first().is_some_and(|q| q.attempts >= 1
-            && q.last_error
-                .as_deref()
-                .is_some_and(|e| e.contains("send_timeout"))))
+        eventually(|| h.outbox().first().is_some_and(|q| q
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| w.starts_with("transport broken") && w.contains("greeting"))))
         .await,
         "{:?}",
         h.outbox()
     );
-    assert!(!h.dispatch.is_paused(), "a timeout is the notice's trouble");
+    assert!(h.dispatch.is_transport_broken());
+    assert_eq!(h.outbox()[0].attempts, 0, "{:?}", h.outbox());
     smtp.set(Mode::Behaves);
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
@@ -458,23 +462,103 @@ async fn a_server_that_never_answers_is_cut_off_and_retried() {
 // 6 ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn connection_refused_is_retried_until_a_server_appears() {
+async fn connection_refused_pauses_sending_until_a_server_appears() {
     let port = free_port();
     let h = start(port, "").await;
     h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
 
     assert!(
-        eventually(|| h.outbox().first().is_some_and(|q| q.attempts >= 2
-            && q.last_error.is_some()
-            && q.waiting_for.as_deref() == Some("backoff")))
+        eventually(|| h.outbox().first().is_some_and(|q| q
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| w.starts_with("transport broken"))))
         .await,
         "{:?}",
         h.outbox()
     );
+    assert!(h.dispatch.is_transport_broken());
+    assert_eq!(h.outbox()[0].attempts, 0, "{:?}", h.outbox());
     let smtp = mailin_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
     assert!(eventually(|| smtp.received().len() == 1).await, "delivered");
     assert!(eventually(|| h.outbox().is_empty()).await);
+    assert!(eventually(|| !h.dispatch.is_transport_broken()).await);
+    h.stop().await;
+}
+
+/// Issue 18's scenario: 6 attempts, 1-2 s backoff, the relay stopped for
+/// about two seconds (its open connections cut) and started again on the
+/// same port. Full jitter spent all six attempts in about a second and
+/// dead-lettered the notice; now the outage pauses sending and costs no
+/// notice an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_down_for_two_seconds_delays_notices_and_loses_none() {
+    let relay = Stoppable::new().await;
+    let h = start(
+        relay.port,
+        "[retry]\nmax_attempts = 6\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\n",
+    )
+    .await;
+    let customers = [
+        ("ana@example.com", "T1"),
+        ("bob@example.com", "T2"),
+        ("eve@example.com", "T3"),
+    ];
+    for (email, tran) in customers {
+        h.bind(email, "Customer", tran).await;
+    }
+    // A first email leaves an open connection in the pool, which the outage cuts.
+    h.post(&data_usage("n0", "T1", 10 * GIB, 4 * GIB)).await;
+    assert!(eventually(|| relay.mailin.received().len() == 1).await);
+    assert!(eventually(|| h.outbox().is_empty()).await);
+
+    relay.stop();
+    let down = tokio::time::Instant::now();
+    for (i, (_, tran)) in customers.iter().enumerate() {
+        h.post(&data_usage(&format!("n{}", i + 1), tran, 10 * GIB, GIB))
+            .await;
+    }
+    assert!(
+        eventually(|| h.dispatch.is_transport_broken()).await,
+        "{:?}",
+        h.outbox()
+    );
+    // Until the relay is back: paused, nothing dead, no attempt spent.
+    while down.elapsed() < Duration::from_secs(2) {
+        let rows = h.outbox();
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert!(rows.iter().all(|q| q.attempts == 0), "{rows:?}");
+        assert!(h.store.dead().unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.outbox().iter().any(|q| q
+        .waiting_for
+        .as_deref()
+        .is_some_and(|w| w.starts_with("transport broken"))));
+    relay.start().await;
+
+    assert!(
+        eventually(|| relay.mailin.received().len() == 4).await,
+        "{:?}",
+        h.outbox()
+    );
+    assert!(eventually(|| h.outbox().is_empty()).await);
+    assert!(h.store.dead().unwrap().is_empty(), "no dead letter");
+    assert!(eventually(|| !h.dispatch.is_paused()).await);
+    for (_, tran) in customers {
+        let log = h.decisions(tran);
+        assert!(
+            !log.iter().any(|(k, _, _)| *k == LogKind::Failed),
+            "no attempt spent on the outage: {log:?}"
+        );
+        let sent: Vec<_> = log.iter().filter(|(k, _, _)| *k == LogKind::Sent).collect();
+        assert!(
+            sent.last()
+                .is_some_and(|(_, _, d)| d.contains("(attempt 1)")),
+            "{log:?}"
+        );
+    }
+    relay.stop();
     h.stop().await;
 }
 
@@ -631,7 +715,14 @@ async fn shutdown_leaves_unsent_notices_queued() {
     let h = start(port, "").await;
     h.bind("ana@example.com", "Ana", "T1").await;
     h.post(&data_usage("n1", "T1", 10 * GIB, GIB)).await;
-    assert!(eventually(|| h.outbox().first().is_some_and(|q| q.attempts >= 1)).await);
+    // The relay is down: the notice was tried and is held for the transport.
+    assert!(
+        eventually(|| h.outbox().first().is_some_and(|q| q
+            .waiting_for
+            .as_deref()
+            .is_some_and(|w| w.starts_with("transport broken"))))
+        .await
+    );
     let store = h.store.clone();
     h.stop().await;
     assert_eq!(

@@ -325,15 +325,43 @@ impl Binary {
     /// `esim-notify serve` on `dir` (an existing store is reused), file
     /// transport, `extra` TOML merged over the test config; waits for /readyz.
     pub async fn serve(dir: &Path, extra: &str) -> Binary {
-        Binary::start(dir, None, extra).await
+        Binary::start(dir, None, extra, &[]).await
     }
 
     /// The same, sending over SMTP to `smtp_port` on 127.0.0.1.
     pub async fn serve_smtp(dir: &Path, smtp_port: u16, extra: &str) -> Binary {
-        Binary::start(dir, Some(smtp_port), extra).await
+        Binary::start(dir, Some(smtp_port), extra, &[]).await
     }
 
-    async fn start(dir: &Path, smtp_port: Option<u16>, extra: &str) -> Binary {
+    /// [`Binary::serve_smtp`] with environment variables set for the process
+    /// (e.g. a test-only fault injection).
+    pub async fn serve_smtp_env(
+        dir: &Path,
+        smtp_port: u16,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Binary {
+        Binary::start(dir, Some(smtp_port), extra, env).await
+    }
+
+    /// Waits a bounded time for the process to exit on its own.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    async fn start(
+        dir: &Path,
+        smtp_port: Option<u16>,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> Binary {
         let (public, admin) = (free_port(), free_port());
         let transport = if smtp_port.is_some() { "smtp" } else { "file" };
         let ours = format!(
@@ -357,6 +385,7 @@ impl Binary {
             .arg(&config)
             .arg("serve")
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();

@@ -287,12 +287,12 @@ async fn implicit_tls_against_a_plain_server_is_transport_broken() {
 // 4 ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn silent_server_times_out_as_transient() {
+async fn silent_server_before_the_greeting_is_transport_broken() {
     let port = scripted_server(None, |_| None).await;
     let mailer = Mailer::new(settings(port, Tls::None, "", Duration::from_millis(500))).unwrap();
     let started = Instant::now();
     let err = mailer.send(&email("ana@example.com")).await.unwrap_err();
-    assert!(matches!(err, SendError::Transient { .. }), "{err:?}");
+    assert!(matches!(err, SendError::TransportBroken { .. }), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -317,7 +317,7 @@ async fn server_that_stops_answering_after_rcpt_times_out_as_transient() {
 // 5 ------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn connection_refused_is_transient() {
+async fn connection_refused_is_transport_broken() {
     // Bind then drop: nothing listens on that port any more.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -327,7 +327,8 @@ async fn connection_refused_is_transient() {
         .send(&email("ana@example.com"))
         .await
         .unwrap_err();
-    assert!(matches!(err, SendError::Transient { .. }), "{err:?}");
+    // SPEC §8: a relay that is down is the transport's trouble, not the notice's.
+    assert!(matches!(err, SendError::TransportBroken { .. }), "{err:?}");
 }
 
 #[test]

@@ -9,11 +9,13 @@ pub mod smtp;
 
 mod admin;
 mod admin_hosts;
+mod bad_day;
 mod cli;
 mod console;
 mod console_browser;
 mod dispatch;
 mod durability;
+mod failed_sync;
 mod install_email;
 mod intake_props;
 mod lifecycle;

@@ -287,3 +287,75 @@ pub async fn switchable_server(mode: Mode) -> (u16, Switchable) {
     });
     (port, s)
 }
+
+/// A relay that can go down and come back on the same port: a TCP proxy on
+/// its own port in front of a mailin server. `stop` closes the listener and
+/// cuts every open connection (a relay restart, a crash), so connecting is
+/// refused until `start` listens again.
+pub struct Stoppable {
+    pub port: u16,
+    pub mailin: Mailin,
+    upstream: u16,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Stoppable {
+    pub async fn new() -> Stoppable {
+        let (upstream, mailin) = mailin_server();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relay = Stoppable {
+            port,
+            mailin,
+            upstream,
+            tasks: Mutex::default(),
+            conns: Arc::default(),
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (upstream, conns) = (self.upstream, self.conns.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        self.tasks.lock().unwrap().push(task);
+    }
+
+    /// Down: nothing listens on `port` and every connection is cut.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Up again on the same port.
+    pub async fn start(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.port),
+            }
+        };
+        self.serve(listener);
+    }
+}

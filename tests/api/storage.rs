@@ -173,6 +173,96 @@ fn a_backup_is_a_consistent_copy_that_opens() {
     assert_eq!(value(&*c, Space::Meta, b"secret/x"), Some(b"k".to_vec()));
 }
 
+/// A backup does not stop units (intake, unsubscribes) while it copies,
+/// and is still one point in time: a writer that keeps moving a token (one
+/// queue key, its number in meta and in a customer record, changed together
+/// by each unit) commits throughout, and the copy holds exactly one
+/// consistent state of it.
+#[test]
+fn a_backup_is_one_point_in_time_while_units_go_on() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let s = backend(&dir.path().join("store"));
+    // Enough data that the copy takes a while.
+    for chunk in 0..40u32 {
+        s.run(|u| {
+            for i in 0..1000u32 {
+                let key = (chunk * 1000 + i).to_be_bytes();
+                u.put(Space::Events, &key, vec![7u8; 1024]);
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let step = |u: &mut dyn esim_notify::store::Unit, n: u64| {
+        u.delete(Space::Queue, &(n - 1).to_be_bytes());
+        u.put(Space::Queue, &n.to_be_bytes(), b"token".to_vec());
+        u.put(Space::Meta, b"token", n.to_be_bytes().to_vec());
+        u.put(Space::Customers, b"token", n.to_be_bytes().to_vec());
+        // Something added and something removed on every step, too.
+        u.put(Space::Dedup, &n.to_be_bytes(), vec![1]);
+        u.delete(Space::Events, &((n % 40_000) as u32).to_be_bytes());
+    };
+    s.run(|u| {
+        step(u, 1);
+        Ok(())
+    })
+    .unwrap();
+    let backing_up = AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    let during = AtomicU64::new(0);
+    let copy = dir.path().join("copy");
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut n = 1u64;
+            while !done.load(Ordering::SeqCst) {
+                n += 1;
+                s.run(|u| {
+                    step(u, n);
+                    Ok(())
+                })
+                .unwrap();
+                if backing_up.load(Ordering::SeqCst) {
+                    during.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        // Let the writer get going first.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        backing_up.store(true, Ordering::SeqCst);
+        s.backup(&copy).unwrap();
+        backing_up.store(false, Ordering::SeqCst);
+        done.store(true, Ordering::SeqCst);
+    });
+    assert!(
+        during.load(Ordering::SeqCst) > 5,
+        "units went on during the copy: {}",
+        during.load(Ordering::SeqCst)
+    );
+    drop(s);
+    let c = backend(&copy);
+    let token = u64::from_be_bytes(
+        value(&*c, Space::Meta, b"token")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    );
+    let queue: Vec<_> = c.scan(Space::Queue, &[]).map(|kv| kv.unwrap().0).collect();
+    assert_eq!(queue, vec![token.to_be_bytes().to_vec()], "token {token}");
+    assert_eq!(
+        value(&*c, Space::Customers, b"token"),
+        Some(token.to_be_bytes().to_vec())
+    );
+    let dedup = c.scan(Space::Dedup, &[]).count() as u64;
+    assert_eq!(dedup, token, "every step up to the token's, none after");
+    let events = c.scan(Space::Events, &[]).count() as u64;
+    assert_eq!(
+        events,
+        40_000 - token,
+        "the removals up to the token's, none after"
+    );
+}
+
 /// sled only (not part of the conformance suite): `store.compression`
 /// decides the layout of a new store and of backups; an existing store keeps
 /// its own whatever the setting, and a backup restored in its place is how
