@@ -25,7 +25,7 @@ use handlebars::template::Template;
 use handlebars::Handlebars;
 use serde_json::Value;
 
-pub use sample::{brand_vars, page_vars, sample_now, sample_vars, PAGE_STATES};
+pub use sample::{page_vars, sample_now, sample_vars, PAGE_STATES};
 
 /// The three files that make up one template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
