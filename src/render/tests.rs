@@ -268,7 +268,7 @@ fn the_email_locale_is_the_customers_when_it_is_the_emails_language() {
     let mut vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
     vars["usage"]["remain"] = serde_json::json!(5351505742u64);
     let subj = |l: Option<&str>| t.render("t", l, &vars).unwrap().subject;
-    assert_eq!(subj(Some("fr-CA")), "fr-CA 4,98 GB");
+    assert_eq!(subj(Some("fr-CA")), "fr-CA 4,98 Go");
     assert_eq!(subj(Some("it")), "en 4.98 GB");
     assert_eq!(subj(Some("de")), "en 4.98 GB");
 }
