@@ -383,7 +383,9 @@ fn orphan_locale_file_and_stray_hbs_are_load_problems() {
 #[test]
 fn every_shipped_template_renders_in_every_shipped_language() {
     let t = shipped();
-    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
+    for l in ["de", "es", "fr", "pt"] {
+        assert!(t.locales().contains(&l.to_owned()), "{l}");
+    }
     for (name, class) in [
         ("data_usage", NoticeClass::Data),
         ("validity_usage", NoticeClass::Validity),
@@ -413,6 +415,57 @@ fn every_shipped_template_renders_in_every_shipped_language() {
                     !r.subject.is_empty() && !r.text.trim().is_empty(),
                     "{name} {locale}"
                 );
+            }
+        }
+    }
+}
+
+/// SPEC §7: subjects do not repeat the brand (it is in From:), and the validity
+/// subject stays short in every language (it used to reach 60 characters in
+/// French and German with a 12-letter brand).
+#[test]
+fn subjects_leave_the_brand_to_the_from_header_and_stay_short() {
+    let t = shipped();
+    let brand: BTreeMap<String, String> = [("name", "Globetrotter")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (name, class) in [
+        ("data_usage", NoticeClass::Data),
+        ("validity_usage", NoticeClass::Validity),
+        ("esim_activated", NoticeClass::Status),
+        ("esim_used_up", NoticeClass::Status),
+        ("esim_expired", NoticeClass::Status),
+        ("esim_expired_unused", NoticeClass::Status),
+        ("esim_cancelled", NoticeClass::Status),
+        ("esim_revoked", NoticeClass::Status),
+        ("esim_ready", NoticeClass::Ready),
+    ] {
+        for locale in ["en", "es", "es-MX", "fr", "de", "pt"] {
+            for full in [true, false] {
+                let r = t
+                    .render_at(
+                        name,
+                        Some(locale),
+                        &sample_vars(class, full, &brand),
+                        sample_now(),
+                    )
+                    .unwrap();
+                assert!(
+                    !r.subject.contains("Globetrotter"),
+                    "{name} {locale}: {}",
+                    r.subject
+                );
+                assert!(
+                    !r.subject.contains("Example eSIM"),
+                    "{name} {locale}: {}",
+                    r.subject
+                );
+                let n = r.subject.chars().count();
+                assert!(n <= 55, "{name} {locale}: {n} chars: {}", r.subject);
+                if name == "validity_usage" {
+                    assert!(n <= 50, "{name} {locale}: {n} chars: {}", r.subject);
+                }
             }
         }
     }

@@ -8,9 +8,11 @@ pub mod helpers;
 pub mod smtp;
 
 mod admin;
+mod brand;
 mod cli;
 mod console;
 mod console_browser;
+mod data_words;
 mod dispatch;
 mod durability;
 mod install_email;

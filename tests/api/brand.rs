@@ -1,0 +1,141 @@
+//! Issue 22, the reseller's brand from config (SPEC §3 `[brand]`), over SMTP:
+//! the top-up link names the customer's eSIM, the logo replaces the name,
+//! the accent colours buttons and links, and a bad accent is refused.
+
+use serde_json::json;
+
+use crate::helpers::{load_config, spawn_app, test_config_toml};
+use crate::locales::{bind, nth_mail, post, visible};
+use esim_notify::config::Config;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// A DATA_USAGE body whose identifiers need URL-encoding in a link.
+fn data_usage_with(notify_id: &str, tran: &str, iccid: &str, transaction_id: &str) -> String {
+    json!({
+        "notifyType": "DATA_USAGE", "notifyId": notify_id,
+        "eventGenerateTime": "2026-04-22T17:21:59Z",
+        "content": {
+            "iccid": iccid, "orderNo": format!("B{tran}"), "esimTranNo": tran,
+            "transactionId": transaction_id,
+            "totalVolume": 5 * GIB, "orderUsage": 4 * GIB, "remain": GIB / 2,
+            "lastUpdateTime": "2026-04-22T15:53:03Z"
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_topup_link_of_a_data_email_names_that_esim_url_encoded() {
+    let app = spawn_app(
+        "[brand]\ntopup_url = \"https://shop.example/topup?iccid={iccid}&order={orderNo}&ref={transactionId}\"\n",
+    )
+    .await;
+    let tran = "26060100000001";
+    bind(&app, tran, None, "UTC").await;
+    post(
+        &app,
+        data_usage_with("t-1", tran, "8943108170001029631", "order 42/ä&x"),
+    )
+    .await;
+    let mail = nth_mail(&app, 1).await;
+    let link = "https://shop.example/topup?iccid=8943108170001029631&order=B26060100000001&ref=order%2042%2F%C3%A4%26x";
+    assert!(mail.text.contains(link), "{}", mail.text);
+    // In the HTML the link is attribute-escaped (`&amp;`, `&#x3D;`): read as a browser does.
+    let html = mail.html.replace("&#x3D;", "=").replace("&amp;", "&");
+    assert!(html.contains(&format!("href=\"{link}\"")), "{}", mail.html);
+    assert!(!mail.raw.contains("{iccid}"));
+}
+
+#[tokio::test]
+async fn the_logo_replaces_the_name_with_it_as_alt_text_and_the_accent_colours_the_button() {
+    let app = spawn_app(
+        "[brand]\nname = \"Acme & Co\"\nlogo_url = \"https://cdn.example/logo.png\"\naccent_color = \"#FFD400\"\n",
+    )
+    .await;
+    let tran = "26060100000002";
+    bind(&app, tran, None, "UTC").await;
+    post(
+        &app,
+        data_usage_with("t-2", tran, "8943108170001029632", "tx"),
+    )
+    .await;
+    let mail = nth_mail(&app, 1).await;
+    let h = &mail.html;
+    assert!(
+        h.contains("<img src=\"https://cdn.example/logo.png\" alt=\"Acme &amp; Co\" height=\"40\""),
+        "{h}"
+    );
+    // A yellow accent: the button is yellow with dark text, in light mode.
+    assert!(h.contains("bgcolor=\"#ffd400\""), "{h}");
+    assert!(
+        h.contains("color:#111827;text-decoration:none;border-radius:6px;\">Top up now"),
+        "{h}"
+    );
+    assert!(h.contains("a { color: #ffd400; }"), "{h}");
+    assert!(
+        !h.contains("#0b57d0"),
+        "no default accent left in the data email"
+    );
+    // Dark mode: the yellow reads on the dark card as is, with dark text on the button.
+    assert!(
+        h.contains(".btn { background-color: #ffd400 !important; }"),
+        "{h}"
+    );
+    assert!(h.contains(".btn a { color: #111827 !important; }"), "{h}");
+    // Without a logo, the name.
+    let plain = spawn_app("").await;
+    bind(&plain, tran, None, "UTC").await;
+    post(
+        &plain,
+        data_usage_with("t-3", tran, "8943108170001029632", "tx"),
+    )
+    .await;
+    let mail = nth_mail(&plain, 1).await;
+    assert!(!mail.html.contains("<img src=\"https"), "{}", mail.html);
+    assert!(visible(&mail.html).contains("Example eSIM"));
+    assert!(mail.html.contains("bgcolor=\"#0b57d0\""));
+}
+
+#[test]
+fn a_bad_accent_colour_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["blue", "#0b57d", "0b57d0", ""] {
+        let text = test_config_toml(
+            dir.path(),
+            2525,
+            &format!("[brand]\naccent_color = \"{bad}\"\n"),
+        );
+        let err = Config::from_sources(&text, std::iter::empty())
+            .err()
+            .unwrap_or_else(|| panic!("`{bad}` accepted"))
+            .to_string();
+        assert!(err.contains("brand.accent_color"), "{bad}: {err}");
+    }
+    let ok = test_config_toml(dir.path(), 2525, "[brand]\naccent_color = \"#7A0019\"\n");
+    assert!(load_config(&ok)
+        .warnings()
+        .iter()
+        .all(|w| !w.contains("brand.")));
+}
+
+#[test]
+fn check_warns_of_an_http_logo_and_an_accent_too_pale_on_white() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = test_config_toml(
+        dir.path(),
+        2525,
+        "[brand]\nlogo_url = \"http://cdn.example/logo.png\"\naccent_color = \"#ffd400\"\n",
+    );
+    let w = load_config(&text).warnings();
+    assert!(
+        w.iter()
+            .any(|w| w.contains("brand.logo_url") && w.contains("https")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("brand.accent_color") && w.contains(":1 on white")),
+        "{w:?}"
+    );
+}
