@@ -1,4 +1,4 @@
-//! Issue 22, the reseller's brand from config (SPEC §3 `[brand]`), over SMTP:
+//! Issue 22, the reseller's brand from config (SPEC §3 `[brand]`) and the shared layout, over SMTP:
 //! the top-up link names the customer's eSIM, the logo replaces the name,
 //! the accent colours buttons and links, and a bad accent is refused.
 
@@ -137,5 +137,32 @@ fn check_warns_of_an_http_logo_and_an_accent_too_pale_on_white() {
         w.iter()
             .any(|w| w.contains("brand.accent_color") && w.contains(":1 on white")),
         "{w:?}"
+    );
+}
+
+/// Mail apps fill the inbox preview with the body's first 100-odd characters:
+/// after the preheader comes invisible padding, so the preview is not followed
+/// by "Example eSIM … Hi Jane Doe,".
+#[tokio::test]
+async fn the_preheader_is_padded_so_the_preview_stops_there() {
+    let app = spawn_app("").await;
+    let tran = "26060100000004";
+    bind(&app, tran, None, "UTC").await;
+    post(
+        &app,
+        data_usage_with("t-4", tran, "8943108170001029634", "tx"),
+    )
+    .await;
+    let mail = nth_mail(&app, 1).await;
+    let body = mail.html.split("<body").nth(1).expect("a body");
+    let before_header = body.split("<table").next().unwrap();
+    assert!(
+        before_header.contains("512 MB of 5 GB left."),
+        "the preheader first: {before_header}"
+    );
+    let pad = "&#847;&zwnj;&nbsp;";
+    assert!(
+        before_header.matches(pad).count() >= 80,
+        "padding after the preheader: {before_header}"
     );
 }
