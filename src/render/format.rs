@@ -32,6 +32,40 @@ pub fn parse_locale(tag: &str) -> Option<Locale> {
     t.parse::<Locale>().ok()
 }
 
+/// A locale and its CLDR parent locales within its language, most specific
+/// first: "es-MX" -> ["es-MX", "es-419", "es"] (Latin-American Spanish shares
+/// es-419), "pt-AO" -> ["pt-AO", "pt-PT", "pt"], "de-AT" -> ["de-AT", "de"].
+/// From CLDR's parentLocales (ICU4X's fallback data), not a table of ours, so
+/// a folder `es-419` or `en-001` serves every region CLDR says it should.
+/// Parents in another language (CLDR sends some scripts elsewhere) are left
+/// out: one email is in one language. Empty for a tag that does not parse.
+pub fn parent_chain(tag: &str) -> Vec<String> {
+    use icu_locale::fallback::LocaleFallbacker;
+    let Some(locale) = parse_locale(tag) else {
+        return Vec::new();
+    };
+    let language = locale.id.language;
+    let mut out: Vec<String> = vec![locale.id.to_string()];
+    let mut it = LocaleFallbacker::new()
+        .for_config(Default::default())
+        .fallback_for((&locale).into());
+    while !it.get().is_unknown() {
+        let l = it.get();
+        if l.language == language {
+            let s = l.to_string();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        it.step();
+    }
+    let lang = language.to_string();
+    if !out.contains(&lang) {
+        out.push(lang);
+    }
+    out
+}
+
 /// The language of a locale tag, lower-cased ("es" for "es-MX").
 pub fn language_of(tag: &str) -> String {
     let t = tag.trim().replace('_', "-").to_ascii_lowercase();
@@ -276,6 +310,19 @@ mod tests {
 
     fn l(tag: &str) -> Locale {
         parse_locale(tag).unwrap()
+    }
+
+    #[test]
+    fn parent_locales_are_cldrs() {
+        assert_eq!(parent_chain("es-MX"), ["es-MX", "es-419", "es"]);
+        assert_eq!(parent_chain("es_ar"), ["es-AR", "es-419", "es"]);
+        assert_eq!(parent_chain("es-CO"), ["es-CO", "es-419", "es"]);
+        assert_eq!(parent_chain("es-419"), ["es-419", "es"]);
+        assert_eq!(parent_chain("es-ES"), ["es-ES", "es"]);
+        assert_eq!(parent_chain("es"), ["es"]);
+        assert_eq!(parent_chain("pt-AO"), ["pt-AO", "pt-PT", "pt"]);
+        assert_eq!(parent_chain("de-AT"), ["de-AT", "de"]);
+        assert!(parent_chain("not a locale!").is_empty());
     }
 
     #[test]

@@ -518,3 +518,38 @@ fn the_unsubscribe_page_is_checked_in_every_locale_and_state() {
         "the es page, which says nothing on confirm"
     );
 }
+
+/// SPEC §7 with CLDR's parent locales: a Latin-American customer reads the `es-419`
+/// files where they exist, else the `es` ones; a Spanish one never reads `es-419`;
+/// the partials follow the same chain; numbers stay the customer's own.
+#[test]
+fn latin_american_spanish_goes_through_es_419_to_es() {
+    let d = tiny();
+    write(d.path(), "u.subject.hbs", "U {{lang}}");
+    write(d.path(), "u.txt.hbs", "u");
+    write(d.path(), "u.html.hbs", "{{#> layout}}u{{/layout}}");
+    translate(d.path(), "es", "Ajustes {{lang}} {{bytes usage.remain}}");
+    write(d.path(), "es/u.subject.hbs", "U es {{lang}} {{> sig}}");
+    write(d.path(), "es/u.txt.hbs", "u");
+    write(d.path(), "es/u.html.hbs", "{{#> layout}}u{{/layout}}");
+    write(d.path(), "es/partials/sig.hbs", "firma");
+    translate(
+        d.path(),
+        "es-419",
+        "Configuración {{lang}} {{bytes usage.remain}}",
+    );
+    write(d.path(), "es-419/partials/sig.hbs", "firma-419");
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
+    let mut vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
+    vars["usage"]["remain"] = serde_json::json!(5351505742u64);
+    let subj = |name: &str, l: &str| t.render(name, Some(l), &vars).unwrap().subject;
+    assert_eq!(subj("t", "es-MX"), "Configuración es-MX 4.98 GB");
+    assert_eq!(subj("t", "es_ar"), "Configuración es-AR 4,98 GB");
+    assert_eq!(subj("t", "es-CO"), "Configuración es-CO 4,98 GB");
+    assert_eq!(subj("t", "es-419"), "Configuración es-419 4.98 GB");
+    assert_eq!(subj("t", "es-ES"), "Ajustes es-ES 4,98 GB");
+    assert_eq!(subj("t", "es"), "Ajustes es 4,98 GB");
+    // Not in es-419: the es files, with es-419's partials and the customer's numbers.
+    assert_eq!(subj("u", "es-MX"), "U es es-MX firma-419");
+    assert_eq!(subj("u", "es-ES"), "U es es-ES firma");
+}

@@ -166,3 +166,68 @@ async fn the_preheader_is_padded_so_the_preview_stops_there() {
         "padding after the preheader: {before_header}"
     );
 }
+
+/// SPEC §7 with CLDR's parent locales: an `es-MX` customer gets the `es-419`
+/// version of an email when the folder has it, the `es` one otherwise; a customer
+/// from Spain never gets `es-419`.
+#[tokio::test]
+async fn an_es_mx_customer_gets_the_es_419_email_when_it_exists_and_es_otherwise() {
+    let tpl = tempfile::tempdir().unwrap();
+    crate::helpers::copy_dir(std::path::Path::new(crate::helpers::TEMPLATES), tpl.path());
+    let lat = tpl.path().join("es-419");
+    let _ = std::fs::remove_dir_all(&lat);
+    std::fs::create_dir_all(&lat).unwrap();
+    let es = tpl.path().join("es");
+    for part in ["subject", "txt", "html"] {
+        let body = std::fs::read_to_string(es.join(format!("esim_activated.{part}.hbs"))).unwrap();
+        let body = match part {
+            "subject" => "Tu eSIM ya está activa (Latinoamérica)\n".to_owned(),
+            "txt" => format!("Configuración > Celular\n{body}"),
+            _ => body.replace(
+                "{{#> layout}}",
+                "{{#> layout}}<p>Configuración &gt; Celular</p>",
+            ),
+        };
+        std::fs::write(lat.join(format!("esim_activated.{part}.hbs")), body).unwrap();
+    }
+    let app = spawn_app(&format!(
+        "[templates]\ndir = \"{}\"\n",
+        tpl.path().display()
+    ))
+    .await;
+    let (mx, spain) = ("26060300000001", "26060300000002");
+    bind(&app, mx, Some("es-MX"), "America/Mexico_City").await;
+    bind(&app, spain, Some("es-ES"), "Europe/Madrid").await;
+    post(
+        &app,
+        crate::helpers::esim_status("l-1", mx, "89l1", "IN_USE"),
+    )
+    .await;
+    let activated = nth_mail(&app, 1).await;
+    assert_eq!(activated.subject, "Tu eSIM ya está activa (Latinoamérica)");
+    assert!(
+        activated.text.starts_with("Configuración > Celular"),
+        "{}",
+        activated.text
+    );
+    assert!(activated.html.contains("<html lang=\"es-MX\">"));
+    // Not in es-419: the es email, in Spanish, with Mexican numbers.
+    post(
+        &app,
+        crate::helpers::esim_status("l-2", mx, "89l1", "USED_EXPIRED"),
+    )
+    .await;
+    let expired = nth_mail(&app, 2).await;
+    let es_subject = std::fs::read_to_string(es.join("esim_expired.subject.hbs")).unwrap();
+    assert_eq!(expired.subject, es_subject.trim());
+    assert!(expired.html.contains("<html lang=\"es-MX\">"));
+    // Spain: the es files.
+    post(
+        &app,
+        crate::helpers::esim_status("l-3", spain, "89l2", "IN_USE"),
+    )
+    .await;
+    let spain_mail = nth_mail(&app, 3).await;
+    assert_eq!(spain_mail.subject, "Tu eSIM ya está activa");
+    assert!(!spain_mail.text.contains("Celular"));
+}
