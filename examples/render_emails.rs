@@ -3,7 +3,10 @@
 //! (`.ci/email-gate`), which checks them with SpamAssassin, tidy and a strict
 //! MIME parser, and screenshots them.
 //!
-//! `cargo run --example render_emails -- [--config config.toml] [--out DIR]`
+//! `cargo run --example render_emails -- [--config config.toml] [--out DIR] [--brand KEY=VALUE]...`
+//!
+//! `--brand` overrides one `[brand]` key (checked as the config checks it), so the
+//! gate can render a set as a reseller would brand it: a logo and another accent.
 //!
 //! Each email is rendered from the sample data `check` uses (every field
 //! filled, the brand's support page, postal address and an unsubscribe link
@@ -66,23 +69,37 @@ fn set_usage(v: &mut Value, total: u64, remain: u64, threshold: f64) {
 fn main() {
     let mut config_path = PathBuf::from("config.toml");
     let mut out = PathBuf::from("target/ci-artefacts/emails");
+    let mut overrides: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" => config_path = args.next().expect("--config PATH").into(),
             "--out" => out = args.next().expect("--out DIR").into(),
+            "--brand" => {
+                let kv = args.next().expect("--brand KEY=VALUE");
+                let (k, v) = kv.split_once('=').expect("--brand KEY=VALUE");
+                overrides.push((k.to_owned(), v.to_owned()));
+            }
             other => {
                 eprintln!(
-                    "unknown argument {other}; usage: render_emails [--config PATH] [--out DIR]"
+                    "unknown argument {other}; usage: render_emails [--config PATH] [--out DIR] [--brand KEY=VALUE]..."
                 );
                 std::process::exit(2);
             }
         }
     }
-    let config = Config::load(&config_path).unwrap_or_else(|e| {
+    let mut config = Config::load(&config_path).unwrap_or_else(|e| {
         eprintln!("{}: {e}", config_path.display());
         std::process::exit(1);
     });
+    config.brand.extend(overrides);
+    let bad = esim_notify::brand::problems(&config.brand);
+    if !bad.is_empty() {
+        for (key, reason) in bad {
+            eprintln!("{key}: {reason}");
+        }
+        std::process::exit(1);
+    }
     let templates = load_templates(&config).unwrap_or_else(|problems| {
         eprintln!("{}", problems.join("\n"));
         std::process::exit(1);

@@ -494,6 +494,9 @@ impl Config {
                 p.add(format!("brand.{key}"), "must be set");
             }
         }
+        for (key, reason) in crate::brand::problems(&self.brand) {
+            p.add(key, reason);
+        }
         if let Err(e) = self.email.from.parse::<lettre::message::Mailbox>() {
             p.add(
                 "email.from",
@@ -763,6 +766,7 @@ impl Config {
                 w.push(format!("provider.base_url = {base} is plain http to a host that is not loopback: the access code travels unencrypted"));
             }
         }
+        w.extend(crate::brand::warnings(&self.brand));
         w.extend(self.env_warnings.iter().cloned());
         w
     }

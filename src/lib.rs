@@ -7,6 +7,7 @@
 //! (SMTP or files). `live` holds what SIGHUP swaps; `startup` wires
 //! everything; `cli` and `http::admin` operate it.
 
+pub mod brand;
 pub mod cli;
 pub mod config;
 pub mod customers;
@@ -27,4 +28,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod unsubscribe;
+pub mod uri;
 pub mod vars;

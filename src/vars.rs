@@ -203,17 +203,19 @@ pub fn email_vars(
             "timezone": recipient.timezone,
         }),
     );
-    // The standard brand keys are always present (null when unset), as `check` assumes.
-    m.insert("brand".into(), crate::render::brand_vars(brand, false));
+    let esim = json!({
+        "iccid": ids.iccid,
+        "esimTranNo": ids.esim_tran_no,
+        "orderNo": ids.order_no,
+        "transactionId": ids.transaction_id,
+    });
+    // The standard brand keys are always present (null when unset), as `check`
+    // assumes; `topup_url` names this eSIM.
     m.insert(
-        "esim".into(),
-        json!({
-            "iccid": ids.iccid,
-            "esimTranNo": ids.esim_tran_no,
-            "orderNo": ids.order_no,
-            "transactionId": ids.transaction_id,
-        }),
+        "brand".into(),
+        crate::brand::brand_vars(brand, false, &esim),
     );
+    m.insert("esim".into(), esim);
     m.insert(
         "plan".into(),
         plan.cloned().unwrap_or_else(|| {

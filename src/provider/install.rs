@@ -6,7 +6,6 @@
 //! one-tap links of Apple (iOS 17.4+) and Android, and the two fields for
 //! entering it by hand.
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,14 +16,6 @@ use crate::mailer::InlineImage;
 
 pub const APPLE_SETUP: &str = "https://esimsetup.apple.com/esim_qrcode_provisioning?carddata=";
 pub const ANDROID_SETUP: &str = "https://esimsetup.android.com/esim_qrcode_provisioning?carddata=";
-
-/// Everything but RFC 3986's unreserved characters is encoded, so the code's
-/// `:` and `$` cannot be read as URL syntax by any client.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
 
 /// `install` of SPEC §7; every key present, null when unknown.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -120,9 +111,9 @@ pub fn split_ac(ac: &str) -> Option<(String, String)> {
     valid_host.then(|| (address.to_string(), matching.to_string()))
 }
 
-/// The activation code as one query value.
+/// The activation code as one query value (its `:` and `$` encoded).
 pub fn encode(ac: &str) -> String {
-    utf8_percent_encode(ac, COMPONENT).to_string()
+    crate::uri::encode_component(ac)
 }
 
 /// A Content-ID for the QR image of one activation code: the same on every

@@ -32,6 +32,40 @@ pub fn parse_locale(tag: &str) -> Option<Locale> {
     t.parse::<Locale>().ok()
 }
 
+/// A locale and its CLDR parent locales within its language, most specific
+/// first: "es-MX" -> ["es-MX", "es-419", "es"] (Latin-American Spanish shares
+/// es-419), "pt-AO" -> ["pt-AO", "pt-PT", "pt"], "de-AT" -> ["de-AT", "de"].
+/// From CLDR's parentLocales (ICU4X's fallback data), not a table of ours, so
+/// a folder `es-419` or `en-001` serves every region CLDR says it should.
+/// Parents in another language (CLDR sends some scripts elsewhere) are left
+/// out: one email is in one language. Empty for a tag that does not parse.
+pub fn parent_chain(tag: &str) -> Vec<String> {
+    use icu_locale::fallback::LocaleFallbacker;
+    let Some(locale) = parse_locale(tag) else {
+        return Vec::new();
+    };
+    let language = locale.id.language;
+    let mut out: Vec<String> = vec![locale.id.to_string()];
+    let mut it = LocaleFallbacker::new()
+        .for_config(Default::default())
+        .fallback_for((&locale).into());
+    while !it.get().is_unknown() {
+        let l = it.get();
+        if l.language == language {
+            let s = l.to_string();
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        it.step();
+    }
+    let lang = language.to_string();
+    if !out.contains(&lang) {
+        out.push(lang);
+    }
+    out
+}
+
 /// The language of a locale tag, lower-cased ("es" for "es-MX").
 pub fn language_of(tag: &str) -> String {
     let t = tag.trim().replace('_', "-").to_ascii_lowercase();
@@ -70,25 +104,41 @@ pub fn number(locale: &Locale, value: f64, max_decimals: usize) -> String {
 }
 
 /// 1024-based, because that is how plans are sold: a "5 GB" plan has 5·1024³
-/// bytes and must read "5 GB", not "5.37 GB". At most two decimals, in the
-/// locale's notation ("4.98 GB", "4,98 GB"). The unit symbols are the ones
-/// plans are sold with in every language, with a plain space before them.
+/// bytes and must read "5 GB", not "5.37 GB". Below a GB, whole units ("510 MB",
+/// not "510.46 MB": nobody counts fractions of a megabyte); from a GB, at most two
+/// decimals ("4.98 GB"), in the locale's notation ("4,98 GB"). The unit symbols are
+/// the language's own ([`byte_units`]), with a plain space before them.
 pub fn bytes(locale: &Locale, bytes: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let units = byte_units(locale);
     let negative = bytes < 0.0;
     let mut v = bytes.abs();
     let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
+    while v >= 1024.0 && unit < units.len() - 1 {
         v /= 1024.0;
         unit += 1;
     }
-    // 1023.999 KB would otherwise print as "1024 KB".
-    if (v * 100.0).round() / 100.0 >= 1024.0 && unit < UNITS.len() - 1 {
+    // Rounded for display, 1023.6 MB would read "1024 MB": it is 1 GB.
+    let decimals = |unit: usize| if unit >= 3 { 2 } else { 0 };
+    let shown = |v: f64, unit: usize| {
+        let f = 10f64.powi(decimals(unit) as i32);
+        (v * f).round() / f
+    };
+    if shown(v, unit) >= 1024.0 && unit < units.len() - 1 {
         v /= 1024.0;
         unit += 1;
     }
     let v = if negative { -v } else { v };
-    format!("{} {}", number(locale, v, 2), UNITS[unit])
+    format!("{} {}", number(locale, v, decimals(unit)), units[unit])
+}
+
+/// B, KB, MB, GB, TB as the language writes them: French (and every French-speaking
+/// market) counts in octets, "Go", as its eSIM shops sell "5 Go · 30 jours"; the
+/// other shipped languages use the English symbols, as their shops do.
+pub fn byte_units(locale: &Locale) -> [&'static str; 5] {
+    match locale.id.language.as_str() {
+        "fr" => ["o", "Ko", "Mo", "Go", "To"],
+        _ => ["B", "KB", "MB", "GB", "TB"],
+    }
 }
 
 /// A fraction as a percentage in the locale's notation, `decimals` places at
@@ -263,6 +313,19 @@ mod tests {
     }
 
     #[test]
+    fn parent_locales_are_cldrs() {
+        assert_eq!(parent_chain("es-MX"), ["es-MX", "es-419", "es"]);
+        assert_eq!(parent_chain("es_ar"), ["es-AR", "es-419", "es"]);
+        assert_eq!(parent_chain("es-CO"), ["es-CO", "es-419", "es"]);
+        assert_eq!(parent_chain("es-419"), ["es-419", "es"]);
+        assert_eq!(parent_chain("es-ES"), ["es-ES", "es"]);
+        assert_eq!(parent_chain("es"), ["es"]);
+        assert_eq!(parent_chain("pt-AO"), ["pt-AO", "pt-PT", "pt"]);
+        assert_eq!(parent_chain("de-AT"), ["de-AT", "de"]);
+        assert!(parent_chain("not a locale!").is_empty());
+    }
+
+    #[test]
     fn locales_are_read_as_shops_spell_them() {
         assert_eq!(l("pt_BR").to_string(), "pt-BR");
         assert_eq!(l(" es-mx ").to_string(), "es-MX");
@@ -274,20 +337,43 @@ mod tests {
 
     #[test]
     fn bytes_are_1024_based_in_the_locale_notation() {
+        // SPEC §7's examples.
         assert_eq!(bytes(&l("en"), 5368709120.0), "5 GB");
         assert_eq!(bytes(&l("en"), 5351505742.0), "4.98 GB");
-        for tag in ["es", "fr", "de", "pt"] {
+        assert_eq!(bytes(&l("en"), 535150574.0), "510 MB");
+        for tag in ["es", "de", "pt", "pt-BR"] {
             assert_eq!(bytes(&l(tag), 5351505742.0), "4,98 GB", "{tag}");
             assert_eq!(bytes(&l(tag), 5368709120.0), "5 GB", "{tag}");
+            assert_eq!(bytes(&l(tag), 535150574.0), "510 MB", "{tag}");
         }
         assert_eq!(bytes(&l("es-MX"), 5351505742.0), "4.98 GB");
-        assert_eq!(bytes(&l("en"), 1536.0), "1.5 KB");
-        assert_eq!(bytes(&l("de"), 1536.0), "1,5 KB");
         assert_eq!(bytes(&l("en"), 0.0), "0 B");
         assert_eq!(bytes(&l("en"), 512.0), "512 B");
-        assert_eq!(bytes(&l("en"), 1048575.0), "1 MB");
         assert_eq!(bytes(&l("en"), 3.0 * 1024f64.powi(5)), "3,072 TB");
         assert_eq!(bytes(&l("de"), 3.0 * 1024f64.powi(5)), "3.072 TB");
+    }
+
+    #[test]
+    fn bytes_below_a_gigabyte_have_no_decimals() {
+        assert_eq!(bytes(&l("en"), 1536.0), "2 KB");
+        assert_eq!(bytes(&l("de"), 1536.0), "2 KB");
+        assert_eq!(bytes(&l("en"), 1048575.0), "1 MB");
+        // 1023.6 MB rounds to a whole GB, not "1024 MB".
+        assert_eq!(bytes(&l("en"), 1023.6 * 1024.0 * 1024.0), "1 GB");
+        assert_eq!(bytes(&l("en"), 1023.4 * 1024.0 * 1024.0), "1,023 MB");
+        assert_eq!(bytes(&l("en"), 1.5 * 1024f64.powi(3)), "1.5 GB");
+        assert_eq!(bytes(&l("en"), 300.0 * 1024.0), "300 KB");
+    }
+
+    #[test]
+    fn french_counts_in_octets() {
+        assert_eq!(bytes(&l("fr"), 5351505742.0), "4,98 Go");
+        assert_eq!(bytes(&l("fr"), 5368709120.0), "5 Go");
+        assert_eq!(bytes(&l("fr"), 535150574.0), "510 Mo");
+        assert_eq!(bytes(&l("fr"), 300.0 * 1024.0), "300 Ko");
+        assert_eq!(bytes(&l("fr"), 0.0), "0 o");
+        assert_eq!(bytes(&l("fr-CA"), 5351505742.0), "4,98 Go");
+        assert_eq!(bytes(&l("fr-CH"), 5351505742.0), "4,98 Go");
     }
 
     #[test]

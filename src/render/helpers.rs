@@ -210,7 +210,7 @@ fn instant_param(h: &Helper<'_>, r: &Handlebars<'_>) -> Result<Option<DateTime<U
     }
 }
 
-/// `{{bytes usage.remain}}`: 5351505742 -> "4.98 GB" (en), "4,98 GB" (es).
+/// `{{bytes usage.remain}}`: 5351505742 -> "4.98 GB" (en), "4,98 GB" (es), "4,98 Go" (fr).
 struct Bytes(Defaults);
 
 impl HelperDef for Bytes {
@@ -416,15 +416,19 @@ mod tests {
         let d = json!({"a": 5368709120u64, "b": "1536", "c": 5351505742u64, "n": null});
         assert_eq!(
             render("{{bytes a}}|{{bytes b}}|{{bytes c}}|{{bytes n}}", d.clone()).unwrap(),
-            "5 GB|1.5 KB|4.98 GB|"
+            "5 GB|2 KB|4.98 GB|"
         );
         assert_eq!(
             render(
                 "{{bytes b}}|{{bytes c}}",
-                at("es", "2026-01-01T00:00:00Z", d)
+                at("es", "2026-01-01T00:00:00Z", d.clone())
             )
             .unwrap(),
-            "1,5 KB|4,98 GB"
+            "2 KB|4,98 GB"
+        );
+        assert_eq!(
+            render("{{bytes c}}", at("fr", "2026-01-01T00:00:00Z", d)).unwrap(),
+            "4,98 Go"
         );
         assert!(render("{{bytes a}}", json!({"a": "lots"})).is_err());
         assert!(render("{{bytes missing}}", json!({})).is_err());

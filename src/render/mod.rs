@@ -25,7 +25,7 @@ use handlebars::template::Template;
 use handlebars::Handlebars;
 use serde_json::Value;
 
-pub use sample::{brand_vars, page_vars, sample_now, sample_vars, PAGE_STATES};
+pub use sample::{page_vars, sample_now, sample_vars, PAGE_STATES};
 
 /// The three files that make up one template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -310,26 +310,33 @@ impl Templates {
         self.locale_dirs.values().cloned().collect()
     }
 
-    /// A folder and its language's folder: "es-MX" then "es" (when both exist).
+    /// A folder and the folders of its CLDR parents: "es-MX" then "es-419" then "es"
+    /// (those that exist): whose partials an email from that folder uses.
     fn folder_chain<'a>(&'a self, folder: &'a str) -> Vec<&'a str> {
         let mut out = vec![folder];
-        let norm = normalize_locale(folder);
-        if let Some((lang, _)) = norm.split_once('-') {
-            if let Some(d) = self.locale_dirs.get(lang) {
-                if d != folder {
-                    out.push(d.as_str());
-                }
+        for d in self.folders_for(folder) {
+            if !out.contains(&d) {
+                out.push(d);
             }
         }
         out
     }
 
-    /// The folders a locale matches, most specific first: "es-MX" then "es".
+    /// The folders a locale matches, most specific first, by CLDR's parent locales:
+    /// "es-MX" then "es-419" then "es" (SPEC §7: a customer's `es-MX` falls back to
+    /// `es`; Latin-American Spanish goes through `es-419` on the way).
     fn folders_for(&self, locale: &str) -> Vec<&str> {
         let norm = normalize_locale(locale);
-        let mut keys = vec![norm.clone()];
-        if let Some((lang, _)) = norm.split_once('-') {
-            keys.push(lang.to_owned());
+        let mut keys: Vec<String> = format::parent_chain(&norm)
+            .iter()
+            .map(|l| normalize_locale(l))
+            .collect();
+        if keys.is_empty() {
+            // Not a locale ICU reads: the tag, then what precedes its first `-`.
+            keys.push(norm.clone());
+            if let Some((lang, _)) = norm.split_once('-') {
+                keys.push(lang.to_owned());
+            }
         }
         let mut out: Vec<&str> = Vec::new();
         for k in keys {
@@ -428,6 +435,15 @@ impl Templates {
         let written_in = canonical_locale(&written_in).unwrap_or_else(|| "en".to_owned());
         let customer = locale.and_then(canonical_locale);
         let locale = match customer {
+            // The folder is one of the customer's CLDR parents ("es-AR" reading
+            // `es-419/`): the customer's own numbers ("4,98" in Argentina).
+            Some(c)
+                if format::parent_chain(&c)
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(&written_in)) =>
+            {
+                c
+            }
             Some(c) if format::language_of(&c) == format::language_of(&written_in) => {
                 // The more specific of the two: "es-MX" over "es", but an "es-MX" folder
                 // read by an "es" customer formats as that folder is written.

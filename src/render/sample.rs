@@ -6,58 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{json, Map, Value};
 
 use super::NoticeClass;
-
-/// The `[brand]` keys every deployment has; they are always present so that shipped
-/// templates may use them even when an operator blanks or removes one.
-pub const STANDARD_BRAND_KEYS: &[(&str, &str)] = &[
-    ("name", "Example eSIM"),
-    ("support_email", "support@example.com"),
-    ("support_url", "https://example.com/help"),
-    (
-        "address",
-        "Example eSIM Ltd, 1 Sample Street, 08001 Barcelona, Spain",
-    ),
-    ("website", "https://example.com"),
-    ("topup_url", "https://example.com/topup"),
-];
-
-/// Builds the `brand` object from the `[brand]` table: every configured key, plus the
-/// standard keys as null when unset, so `{{#if brand.topup_url}}` is never an unknown
-/// variable. Use the same function for real renders and for samples so both agree.
-///
-/// One key is derived: `contact_url`, where a customer's "Contact us" button leads:
-/// `support_url`, else a `mailto:` of `support_email`, else null (a `contact_url` of
-/// the operator's own wins).
-pub fn brand_vars(brand: &BTreeMap<String, String>, fill_examples: bool) -> Value {
-    let mut m = Map::new();
-    for (k, example) in STANDARD_BRAND_KEYS {
-        let v = if fill_examples {
-            Value::String((*example).to_owned())
-        } else {
-            Value::Null
-        };
-        m.insert((*k).to_owned(), v);
-    }
-    for (k, v) in brand {
-        m.insert(k.clone(), Value::String(v.clone()));
-    }
-    let set = |k: &str| {
-        m.get(k)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
-    };
-    let contact =
-        set("support_url").or_else(|| set("support_email").map(|e| format!("mailto:{e}")));
-    if set("contact_url").is_none() {
-        m.insert(
-            "contact_url".into(),
-            contact.map_or(Value::Null, Value::String),
-        );
-    }
-    Value::Object(m)
-}
+use crate::brand::brand_vars;
 
 /// The sending instant `check` and the preview render with: 37 hours before the
 /// sample plan ends, so the validity email shows its "hours left" wording.
@@ -98,13 +47,6 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
             "timezone": opt(json!("Europe/Berlin")),
         }),
     );
-    root.insert("brand".into(), brand_vars(brand, full));
-    root.insert(
-        "unsubscribe_url".into(),
-        opt(json!(
-            "https://notify.example.com/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"
-        )),
-    );
     root.insert(
         "esim".into(),
         json!({
@@ -113,6 +55,13 @@ pub fn sample_vars(class: NoticeClass, full: bool, brand: &BTreeMap<String, Stri
             "orderNo": opt(json!("B25042312000001")),
             "transactionId": opt(json!("order-1042")),
         }),
+    );
+    root.insert("brand".into(), brand_vars(brand, full, &root["esim"]));
+    root.insert(
+        "unsubscribe_url".into(),
+        opt(json!(
+            "https://notify.example.com/unsubscribe?t=c2FtcGxlLXRva2VuLW5vdC1yZWFs"
+        )),
     );
     let notify_type = match class {
         NoticeClass::Data => "DATA_USAGE",
@@ -222,7 +171,7 @@ pub fn page_vars(
     brand: &BTreeMap<String, String>,
 ) -> Value {
     json!({
-        "brand": brand_vars(brand, false),
+        "brand": brand_vars(brand, false, &Value::Null),
         "page": {"state": state, "email": email, "action": action, "essential": essential},
     })
 }

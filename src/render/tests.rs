@@ -268,7 +268,7 @@ fn the_email_locale_is_the_customers_when_it_is_the_emails_language() {
     let mut vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
     vars["usage"]["remain"] = serde_json::json!(5351505742u64);
     let subj = |l: Option<&str>| t.render("t", l, &vars).unwrap().subject;
-    assert_eq!(subj(Some("fr-CA")), "fr-CA 4,98 GB");
+    assert_eq!(subj(Some("fr-CA")), "fr-CA 4,98 Go");
     assert_eq!(subj(Some("it")), "en 4.98 GB");
     assert_eq!(subj(Some("de")), "en 4.98 GB");
 }
@@ -383,7 +383,9 @@ fn orphan_locale_file_and_stray_hbs_are_load_problems() {
 #[test]
 fn every_shipped_template_renders_in_every_shipped_language() {
     let t = shipped();
-    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
+    for l in ["de", "es", "fr", "pt"] {
+        assert!(t.locales().contains(&l.to_owned()), "{l}");
+    }
     for (name, class) in [
         ("data_usage", NoticeClass::Data),
         ("validity_usage", NoticeClass::Validity),
@@ -413,6 +415,57 @@ fn every_shipped_template_renders_in_every_shipped_language() {
                     !r.subject.is_empty() && !r.text.trim().is_empty(),
                     "{name} {locale}"
                 );
+            }
+        }
+    }
+}
+
+/// SPEC §7: subjects do not repeat the brand (it is in From:), and the validity
+/// subject stays short in every language (it used to reach 60 characters in
+/// French and German with a 12-letter brand).
+#[test]
+fn subjects_leave_the_brand_to_the_from_header_and_stay_short() {
+    let t = shipped();
+    let brand: BTreeMap<String, String> = [("name", "Globetrotter")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (name, class) in [
+        ("data_usage", NoticeClass::Data),
+        ("validity_usage", NoticeClass::Validity),
+        ("esim_activated", NoticeClass::Status),
+        ("esim_used_up", NoticeClass::Status),
+        ("esim_expired", NoticeClass::Status),
+        ("esim_expired_unused", NoticeClass::Status),
+        ("esim_cancelled", NoticeClass::Status),
+        ("esim_revoked", NoticeClass::Status),
+        ("esim_ready", NoticeClass::Ready),
+    ] {
+        for locale in ["en", "es", "es-MX", "fr", "de", "pt"] {
+            for full in [true, false] {
+                let r = t
+                    .render_at(
+                        name,
+                        Some(locale),
+                        &sample_vars(class, full, &brand),
+                        sample_now(),
+                    )
+                    .unwrap();
+                assert!(
+                    !r.subject.contains("Globetrotter"),
+                    "{name} {locale}: {}",
+                    r.subject
+                );
+                assert!(
+                    !r.subject.contains("Example eSIM"),
+                    "{name} {locale}: {}",
+                    r.subject
+                );
+                let n = r.subject.chars().count();
+                assert!(n <= 55, "{name} {locale}: {n} chars: {}", r.subject);
+                if name == "validity_usage" {
+                    assert!(n <= 50, "{name} {locale}: {n} chars: {}", r.subject);
+                }
             }
         }
     }
@@ -465,4 +518,39 @@ fn the_unsubscribe_page_is_checked_in_every_locale_and_state() {
         "<html></html>",
         "the es page, which says nothing on confirm"
     );
+}
+
+/// SPEC §7 with CLDR's parent locales: a Latin-American customer reads the `es-419`
+/// files where they exist, else the `es` ones; a Spanish one never reads `es-419`;
+/// the partials follow the same chain; numbers stay the customer's own.
+#[test]
+fn latin_american_spanish_goes_through_es_419_to_es() {
+    let d = tiny();
+    write(d.path(), "u.subject.hbs", "U {{lang}}");
+    write(d.path(), "u.txt.hbs", "u");
+    write(d.path(), "u.html.hbs", "{{#> layout}}u{{/layout}}");
+    translate(d.path(), "es", "Ajustes {{lang}} {{bytes usage.remain}}");
+    write(d.path(), "es/u.subject.hbs", "U es {{lang}} {{> sig}}");
+    write(d.path(), "es/u.txt.hbs", "u");
+    write(d.path(), "es/u.html.hbs", "{{#> layout}}u{{/layout}}");
+    write(d.path(), "es/partials/sig.hbs", "firma");
+    translate(
+        d.path(),
+        "es-419",
+        "Configuración {{lang}} {{bytes usage.remain}}",
+    );
+    write(d.path(), "es-419/partials/sig.hbs", "firma-419");
+    let t = Templates::load(d.path(), "en", chrono_tz::UTC).unwrap();
+    let mut vars = sample_vars(NoticeClass::Data, true, &BTreeMap::new());
+    vars["usage"]["remain"] = serde_json::json!(5351505742u64);
+    let subj = |name: &str, l: &str| t.render(name, Some(l), &vars).unwrap().subject;
+    assert_eq!(subj("t", "es-MX"), "Configuración es-MX 4.98 GB");
+    assert_eq!(subj("t", "es_ar"), "Configuración es-AR 4,98 GB");
+    assert_eq!(subj("t", "es-CO"), "Configuración es-CO 4,98 GB");
+    assert_eq!(subj("t", "es-419"), "Configuración es-419 4.98 GB");
+    assert_eq!(subj("t", "es-ES"), "Ajustes es-ES 4,98 GB");
+    assert_eq!(subj("t", "es"), "Ajustes es 4,98 GB");
+    // Not in es-419: the es files, with es-419's partials and the customer's numbers.
+    assert_eq!(subj("u", "es-MX"), "U es es-MX firma-419");
+    assert_eq!(subj("u", "es-ES"), "U es es-ES firma");
 }

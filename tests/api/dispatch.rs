@@ -638,7 +638,7 @@ async fn a_notice_overtaken_while_queued_is_superseded_not_sent() {
     assert_eq!(received.len(), 1);
     assert_eq!(
         header(&received[0], "Subject").as_deref(),
-        Some("You have used all your data")
+        Some("You've used all your data")
     );
     let log = h.decisions("T1");
     assert!(
@@ -694,7 +694,7 @@ async fn quiet_hours_hold_a_notice_but_not_a_bypassing_one_behind_it() {
     assert!(eventually(|| smtp.received().len() == 1).await);
     assert_eq!(
         header(&smtp.received()[0], "Subject").as_deref(),
-        Some("You have used all your data")
+        Some("You've used all your data")
     );
     assert!(
         eventually(|| h.outbox().len() == 1).await,

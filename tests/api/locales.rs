@@ -14,14 +14,14 @@ const GIB: u64 = 1024 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(15);
 
 /// One received email, decoded.
-struct Mail {
-    subject: String,
-    text: String,
-    html: String,
-    raw: String,
+pub(crate) struct Mail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub raw: String,
 }
 
-fn parse(raw: &str) -> Mail {
+pub(crate) fn parse(raw: &str) -> Mail {
     let m = mail_parser::MessageParser::default()
         .parse(raw.as_bytes())
         .expect("a MIME message");
@@ -34,7 +34,7 @@ fn parse(raw: &str) -> Mail {
 }
 
 /// What a reader sees of an HTML part: no head, no tags, entities as text.
-fn visible(html: &str) -> String {
+pub(crate) fn visible(html: &str) -> String {
     let body = html.split("<body").nth(1).unwrap_or(html);
     let mut out = String::new();
     let mut in_tag = false;
@@ -52,13 +52,13 @@ fn visible(html: &str) -> String {
 }
 
 /// Waits for the `n`th email (1-based) and returns it.
-async fn nth_mail(app: &TestApp, n: usize) -> Mail {
+pub(crate) async fn nth_mail(app: &TestApp, n: usize) -> Mail {
     let arrived = eventually(LIMIT, || async { app.received().len() >= n }).await;
     assert!(arrived, "email {n} did not arrive");
     parse(&app.received()[n - 1])
 }
 
-async fn bind(app: &TestApp, tran: &str, locale: Option<&str>, tz: &str) {
+pub(crate) async fn bind(app: &TestApp, tran: &str, locale: Option<&str>, tz: &str) {
     let (status, body) = app
         .bind(
             json!({"email": format!("{tran}@example.com"), "name": "Alex Kim",
@@ -68,7 +68,7 @@ async fn bind(app: &TestApp, tran: &str, locale: Option<&str>, tz: &str) {
     assert_eq!(status, 200, "{body}");
 }
 
-async fn post(app: &TestApp, body: String) {
+pub(crate) async fn post(app: &TestApp, body: String) {
     let (status, answer) = app.post(&body).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "accepted", "{answer}");
@@ -136,7 +136,7 @@ const LANGUAGES: [Expect; 4] = [
         locale: "fr",
         tz: "Europe/Paris",
         data_subject: "Il vous reste 10\u{a0}% ou moins de vos données",
-        data_figure: "4,98 GB sur 50 GB",
+        data_figure: "4,98 Go sur 50 Go",
         data_percent: "(10\u{a0}%)",
         hours: "se termine dans 37 heures",
         months: [
@@ -272,23 +272,34 @@ async fn data_emails_say_what_is_true_at_half_and_at_nothing_left() {
     let app = spawn_app("").await;
     let tran = "26050200000001";
     bind(&app, tran, None, "UTC").await;
+    // Exactly at the 50 % level: the level in the subject, the figure in the body, once.
     post(&app, data_usage("h-1", tran, "89h1", 50 * GIB, 25 * GIB)).await;
     let half = nth_mail(&app, 1).await;
     assert_eq!(half.subject, "50% or less of your data left");
     for part in [&half.text, &visible(&half.html)] {
-        assert!(
-            part.contains("25 GB of 50 GB (50%)") || part.contains("25 GB left of 50 GB (50%)"),
-            "{part}"
-        );
+        assert!(part.contains("25 GB of 50 GB left (50%)"), "{part}");
+        assert!(!part.contains("Less than"), "{part}");
     }
-    assert!(!half.text.contains("Less than"));
+    assert_eq!(
+        visible(&half.html)
+            .matches("or less of your data left")
+            .count(),
+        1,
+        "the level is said once: {}",
+        visible(&half.html)
+    );
 
+    // Nothing left: the allowance used, never "0 B", subject included.
     post(&app, data_usage("h-2", tran, "89h1", 50 * GIB, 0)).await;
     let none = nth_mail(&app, 2).await;
-    assert_eq!(none.subject, "You have used all your data (0 B left)");
-    for part in [&none.text, &none.html] {
-        assert!(part.contains("You have used all the data"), "{part}");
-        assert!(part.contains("0 B"), "the real figure: {part}");
+    assert_eq!(none.subject, "You've used all 50 GB of your plan");
+    for part in [&none.text, &visible(&none.html)] {
+        assert!(
+            part.contains("You've used all 50 GB of your plan"),
+            "{part}"
+        );
+        assert!(part.contains("can't go online"), "{part}");
+        assert!(!part.contains("0 B"), "{part}");
         assert!(!part.contains("or less"), "{part}");
     }
 }
@@ -321,7 +332,7 @@ async fn revoked_and_cancelled_state_the_fact_and_offer_a_contact_button() {
     bind(&app, tran, None, "UTC").await;
     post(&app, esim_status("r-1", tran, "89r1", "REVOKED")).await;
     let revoked = nth_mail(&app, 1).await;
-    assert_eq!(revoked.subject, "Your eSIM has been revoked");
+    assert_eq!(revoked.subject, "Your eSIM has been deactivated");
     assert!(
         revoked
             .html

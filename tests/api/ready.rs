@@ -253,7 +253,7 @@ async fn a_data_email_names_the_plan_and_asks_for_it_once() {
     assert!(eventually(LIMIT, || async { app.received().len() == 2 }).await);
     for raw in app.received() {
         let text = text(&raw);
-        assert!(text.contains("on your Spain 5GB 30Days plan"), "{text}");
+        assert!(text.contains("Your plan: Spain 5GB 30Days"), "{text}");
     }
     assert_eq!(
         fake.count(),
@@ -290,7 +290,7 @@ async fn with_the_provider_down_a_data_email_waits_then_goes_without_the_plan() 
     assert_eq!(subject(raw), "10% or less of your data left");
     let text = text(raw);
     assert!(
-        text.contains("You have 10% or less of your data left.") && !text.contains(" plan"),
+        text.contains("50 B of 1,000 B left (5%).") && !text.contains(" plan"),
         "no plan named: {text}"
     );
     app.stop().await;

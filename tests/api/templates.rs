@@ -122,14 +122,14 @@ fn status_subjects_state_the_status_in_words() {
     let vars = sample_vars(NoticeClass::Status, true, &brand());
     for (name, subject) in [
         ("esim_activated", "Your eSIM is active"),
-        ("esim_used_up", "You have used all your data"),
+        ("esim_used_up", "You've used all 5 GB of your plan"),
         ("esim_expired", "Your eSIM has expired"),
         (
             "esim_expired_unused",
             "Your eSIM expired before it was used",
         ),
         ("esim_cancelled", "Your eSIM has been cancelled"),
-        ("esim_revoked", "Your eSIM has been revoked"),
+        ("esim_revoked", "Your eSIM has been deactivated"),
     ] {
         assert_eq!(t.render(name, None, &vars).unwrap().subject, subject);
     }
@@ -164,7 +164,11 @@ fn the_install_email_has_every_way_to_install_in_every_language() {
             "Android",
             "iPhone",
             "Europe 5GB 30 Days",
-            "5 GB · 30 ",
+            if locale == "fr" {
+                "5 Go · 30 "
+            } else {
+                "5 GB · 30 "
+            },
         ] {
             assert!(h.contains(both), "{locale}: {both} in the HTML");
             assert!(x.contains(both), "{locale}: {both} in the text");
@@ -206,7 +210,7 @@ fn validity_subject_states_time_left_at_sending_and_body_the_local_expiry() {
     let r = t
         .render_at("validity_usage", None, &vars, sample_now())
         .unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan ends in 37 hours");
+    assert_eq!(r.subject, "Your eSIM plan ends in 37 hours");
     assert!(
         r.text.contains("Friday, April 24, 2026 at 7:13"),
         "{}",
@@ -219,23 +223,20 @@ fn validity_subject_states_time_left_at_sending_and_body_the_local_expiry() {
     let r = t
         .render_at("validity_usage", None, &vars, at(36, 30))
         .unwrap();
-    assert_eq!(
-        r.subject,
-        "Your Example eSIM plan ends in less than an hour"
-    );
+    assert_eq!(r.subject, "Your eSIM plan ends in less than an hour");
     assert!(r.text.contains("5:13"), "UTC: {}", r.text);
     let r = t
         .render_at("validity_usage", None, &vars, at(36, 0))
         .unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan ends in 1 hour");
+    assert_eq!(r.subject, "Your eSIM plan ends in 1 hour");
     let r = t
         .render_at("validity_usage", None, &vars, at(-11, 0))
         .unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan ends in 2 days");
+    assert_eq!(r.subject, "Your eSIM plan ends in 2 days");
     let r = t
         .render_at("validity_usage", None, &vars, at(-72, 0))
         .unwrap();
-    assert_eq!(r.subject, "Your Example eSIM plan ends in 4 days");
+    assert_eq!(r.subject, "Your eSIM plan ends in 4 days");
 }
 
 #[test]
@@ -297,7 +298,7 @@ fn a_locale_gets_every_part_in_its_language_and_falls_back_by_language() {
     assert!(es.text.starts_with("Hola, Jane Doe:"), "{}", es.text);
     assert!(es.html.contains("<html lang=\"es-MX\">"));
     assert!(
-        es.html.contains("Te quedan <strong>510.46 MB</strong>"),
+        es.html.contains("Te quedan <strong>510 MB</strong>"),
         "{}",
         es.html
     );
@@ -305,7 +306,7 @@ fn a_locale_gets_every_part_in_its_language_and_falls_back_by_language() {
     let es = t.render("data_usage", Some("es"), &vars).unwrap();
     assert_eq!(es.subject, "Te queda el 10\u{a0}% o menos de tus datos");
     assert!(
-        es.html.contains("Te quedan <strong>510,46 MB</strong>"),
+        es.html.contains("Te quedan <strong>510 MB</strong>"),
         "{}",
         es.html
     );
