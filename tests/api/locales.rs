@@ -321,7 +321,7 @@ async fn revoked_and_cancelled_state_the_fact_and_offer_a_contact_button() {
     bind(&app, tran, None, "UTC").await;
     post(&app, esim_status("r-1", tran, "89r1", "REVOKED")).await;
     let revoked = nth_mail(&app, 1).await;
-    assert_eq!(revoked.subject, "Your eSIM has been revoked");
+    assert_eq!(revoked.subject, "Your eSIM has been deactivated");
     assert!(
         revoked
             .html

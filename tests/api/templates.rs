@@ -129,7 +129,7 @@ fn status_subjects_state_the_status_in_words() {
             "Your eSIM expired before it was used",
         ),
         ("esim_cancelled", "Your eSIM has been cancelled"),
-        ("esim_revoked", "Your eSIM has been revoked"),
+        ("esim_revoked", "Your eSIM has been deactivated"),
     ] {
         assert_eq!(t.render(name, None, &vars).unwrap().subject, subject);
     }
