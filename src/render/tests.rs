@@ -383,7 +383,7 @@ fn orphan_locale_file_and_stray_hbs_are_load_problems() {
 #[test]
 fn every_shipped_template_renders_in_every_shipped_language() {
     let t = shipped();
-    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
+    assert_eq!(t.locales(), vec!["de", "es", "es-419", "fr", "pt"]);
     for (name, class) in [
         ("data_usage", NoticeClass::Data),
         ("validity_usage", NoticeClass::Validity),
@@ -395,7 +395,7 @@ fn every_shipped_template_renders_in_every_shipped_language() {
         ("esim_revoked", NoticeClass::Status),
         ("esim_ready", NoticeClass::Ready),
     ] {
-        for locale in ["en", "es", "fr", "de", "pt"] {
+        for locale in ["en", "es", "es-419", "fr", "de", "pt"] {
             for full in [true, false] {
                 let r = t
                     .render_at(

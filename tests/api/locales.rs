@@ -34,7 +34,7 @@ fn parse(raw: &str) -> Mail {
 }
 
 /// What a reader sees of an HTML part: no head, no tags, entities as text.
-fn visible(html: &str) -> String {
+pub(crate) fn visible(html: &str) -> String {
     let body = html.split("<body").nth(1).unwrap_or(html);
     let mut out = String::new();
     let mut in_tag = false;

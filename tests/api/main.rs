@@ -28,3 +28,4 @@ mod storage;
 mod templates;
 mod upgrade;
 mod webhook;
+mod wording;
