@@ -76,6 +76,8 @@ struct Install {
     manual_iphone: &'static str,
     manual_android: &'static str,
     apn_line: &'static str,
+    /// Android's menus differ by maker and version: said, not guessed.
+    hedge: &'static str,
     /// The old words: "keep this email", the doubtful menu names.
     gone: &'static [&'static str],
 }
@@ -92,6 +94,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "Enter Details Manually",
         manual_android: "enter the whole code",
         apn_line: "Set this eSIM's APN to internet",
+        hedge: "On Android the names vary by phone and version.",
         gone: &["Keep this email", "Mobile Service"],
     },
     Install {
@@ -105,6 +108,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "introducir los datos manualmente",
         manual_android: "introduce el código completo",
         apn_line: "Pon internet como APN de esta eSIM",
+        hedge: "En Android los nombres cambian según el teléfono y la versión.",
         gone: &["Guarda este correo", "Servicio móvil", "introdúcela"],
     },
     Install {
@@ -118,6 +122,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "ingresar los datos manualmente",
         manual_android: "ingresa el código completo",
         apn_line: "Pon internet como APN de esta eSIM",
+        hedge: "En Android los nombres cambian según el celular y la versión.",
         gone: &[
             "Guarda este correo",
             "Ajustes",
@@ -137,6 +142,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "saisir les informations manuellement",
         manual_android: "saisissez le code complet",
         apn_line: "Indiquez internet comme APN de cette eSIM",
+        hedge: "Sur Android, les intitulés varient selon le téléphone et la version.",
         gone: &["Conservez cet e-mail", "Service mobile", "en un geste"],
     },
     Install {
@@ -150,6 +156,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "Details manuell eingeben",
         manual_android: "den vollständigen Code eingeben",
         apn_line: "Tragen Sie internet als APN dieser eSIM ein",
+        hedge: "Unter Android heißen die Menüs je nach Smartphone und Version etwas anders.",
         gone: &["Bewahren Sie diese E-Mail auf", "Telefon", "von Hand"],
     },
     Install {
@@ -163,6 +170,7 @@ const INSTALL: [Install; 6] = [
         manual_iphone: "inserir os dados manualmente",
         manual_android: "digite o código completo",
         apn_line: "Defina internet como APN deste eSIM",
+        hedge: "No Android os nomes variam conforme o aparelho e a versão.",
         gone: &["Guarde este e-mail"],
     },
 ];
@@ -190,6 +198,7 @@ fn the_install_email_says_what_prevents_support_tickets_in_every_language() {
                 l.manual_iphone,
                 l.manual_android,
                 l.apn_line,
+                l.hedge,
             ] {
                 assert!(part.contains(want), "{}: `{want}` in\n{part}", l.locale);
             }
