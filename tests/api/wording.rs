@@ -449,3 +449,32 @@ async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
     }
     app.stop().await;
 }
+
+/// The reseller's accent colours the links of these emails: no colour of ours
+/// is left in them (`brand.accent_color`, SPEC §3; buttons and the layout take
+/// it in the partials).
+#[test]
+fn links_in_the_install_and_unused_expiry_emails_take_the_brand_accent() {
+    let t = shipped();
+    let mut b = brand();
+    b.insert("accent_color".to_owned(), "#c2185b".to_owned());
+    for (name, class) in [
+        ("esim_ready", NoticeClass::Ready),
+        ("esim_expired_unused", NoticeClass::Status),
+    ] {
+        for locale in ["en", "es", "es-419", "fr", "de", "pt"] {
+            let vars = sample_vars(class, true, &b);
+            let html = t.render(name, Some(locale), &vars).unwrap().html;
+            let links: Vec<&str> = html
+                .split("<a ")
+                .skip(1)
+                .filter(|a| a.contains("class=\"link\""))
+                .collect();
+            assert!(!links.is_empty(), "{name} {locale}: {html}");
+            for a in links {
+                let tag = a.split('>').next().unwrap();
+                assert!(tag.contains("color:#c2185b;"), "{name} {locale}: {tag}");
+            }
+        }
+    }
+}
