@@ -378,20 +378,17 @@ fn the_reviewers_wording_fixes_hold() {
     }
 }
 
-/// The install email as a customer receives it: a German customer bound by the
+/// The install email as a customer of `locale` receives it: bound by the
 /// order's transactionId, an ORDER_STATUS, the provider's answer on loopback.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
-    let order = "B26120416000001";
-    let tx = "7544949834056-1-TR_50_30";
-    let ac = "LPA:1$rsp-eu.redteamobile.com$43DE23C67EE747BCAD6B63E8B67B261F";
+/// Returns the subject, the text part and what the HTML part shows.
+async fn install_email_for(locale: &str, tz: &str) -> (String, String, String) {
     let fake = FakeProvider::start_with(vec![], move |_| {
         fake::page(
             vec![fake::esim(
                 "26120416000001",
                 "8943108170000779991",
-                order,
-                ac,
+                ORDER,
+                LIVE_AC,
             )],
             1,
             1,
@@ -405,15 +402,15 @@ async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
     .await;
     let (status, body) = app
         .bind(
-            json!({"email": "jonas@example.com", "name": "Jonas", "locale": "de",
-                     "timezone": "Europe/Berlin", "transactionId": tx}),
+            json!({"email": "traveller@example.com", "name": "Alex", "locale": locale,
+                     "timezone": tz, "transactionId": TX}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     let event = json!({
         "notifyType": "ORDER_STATUS", "notifyId": "w22-1",
         "eventGenerateTime": "2026-12-04T16:00:00Z",
-        "content": {"orderNo": order, "orderStatus": "GOT_RESOURCE", "transactionId": tx}
+        "content": {"orderNo": ORDER, "orderStatus": "GOT_RESOURCE", "transactionId": TX}
     });
     assert_eq!(app.post(&event.to_string()).await.0, 200);
     assert!(
@@ -421,18 +418,27 @@ async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
             !app.received().is_empty()
         })
         .await,
-        "the install email did not arrive"
+        "{locale}: the install email did not arrive"
     );
-    let raw = &app.received()[0];
+    let raw = app.received()[0].clone();
+    app.stop().await;
     let mail = mail_parser::MessageParser::default()
         .parse(raw.as_bytes())
         .expect("a MIME message");
-    assert_eq!(
-        mail.subject().unwrap_or_default(),
-        "Ihre eSIM ist bereit zur Installation"
-    );
+    let subject = mail.subject().unwrap_or_default().to_owned();
     let text = mail.body_text(0).expect("a text part").to_string();
     let html = visible(&mail.body_html(0).expect("an HTML part")).replace("&gt;", ">");
+    (subject, text, html)
+}
+
+const ORDER: &str = "B26120416000001";
+const TX: &str = "7544949834056-1-TR_50_30";
+const LIVE_AC: &str = "LPA:1$rsp-eu.redteamobile.com$43DE23C67EE747BCAD6B63E8B67B261F";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
+    let (subject, text, html) = install_email_for("de", "Europe/Berlin").await;
+    assert_eq!(subject, "Ihre eSIM ist bereit zur Installation");
     for part in [&text, &html] {
         for want in [
             "Android (Samsung): Einstellungen > Verbindungen > SIM-Manager > eSIM hinzufügen.",
@@ -441,13 +447,32 @@ async fn a_german_customer_receives_the_install_email_that_says_what_matters() {
             "funktioniert nur auf manchen neueren Smartphones",
             "SM-DP+-Adresse: rsp-eu.redteamobile.com",
             "Tragen Sie drei.at als APN dieser eSIM ein",
-            ac,
+            LIVE_AC,
         ] {
             assert!(part.contains(want), "`{want}` in\n{part}");
         }
         assert!(!part.contains("Bewahren Sie diese E-Mail auf"), "{part}");
     }
-    app.stop().await;
+}
+
+/// A Mexican customer reads the Latin-American menu names (es-MX -> es-419 -> es,
+/// CLDR's parent locales; the negotiation is h-c1's), with Mexican numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mexican_customer_receives_the_latin_american_menu_names() {
+    let (subject, text, html) = install_email_for("es-MX", "America/Mexico_City").await;
+    assert_eq!(subject, "Tu eSIM está lista para instalar");
+    for part in [&text, &html] {
+        for want in [
+            "iPhone: Configuración > Celular > Agregar eSIM > Usar código QR.",
+            "Activa el roaming de datos en esta eSIM",
+            "no elimines la eSIM del celular",
+        ] {
+            assert!(part.contains(want), "`{want}` in\n{part}");
+        }
+        for spain in ["Ajustes", "Añadir eSIM", "itinerancia"] {
+            assert!(!part.contains(spain), "`{spain}` in\n{part}");
+        }
+    }
 }
 
 /// The reseller's accent colours the links of these emails: no colour of ours
