@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 const CUSTOMERS: &[(&str, &str, &str)] = &[
     ("en", "Jane Doe", "Europe/London"),
     ("es", "Ana García", "Europe/Madrid"),
+    ("es-419", "Lucía Hernández", "America/Mexico_City"),
     ("fr", "Camille Martin", "Europe/Paris"),
     ("de", "Jonas Becker", "Europe/Berlin"),
     ("pt", "João Silva", "America/Sao_Paulo"),

@@ -397,7 +397,7 @@ fn every_shipped_template_renders_in_every_shipped_language() {
         ("esim_revoked", NoticeClass::Status),
         ("esim_ready", NoticeClass::Ready),
     ] {
-        for locale in ["en", "es", "fr", "de", "pt"] {
+        for locale in ["en", "es", "es-419", "fr", "de", "pt"] {
             for full in [true, false] {
                 let r = t
                     .render_at(

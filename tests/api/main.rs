@@ -36,3 +36,4 @@ mod unsubscribe_page;
 mod upgrade;
 mod webhook;
 mod whose_address;
+mod wording;

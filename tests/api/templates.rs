@@ -90,7 +90,7 @@ fn shipped_set_loads_and_checks_clean() {
     let mut expected: Vec<String> = shipped_set().into_iter().map(|(n, _)| n).collect();
     expected.sort();
     assert_eq!(names, expected);
-    assert_eq!(t.locales(), vec!["de", "es", "fr", "pt"]);
+    assert_eq!(t.locales(), vec!["de", "es", "es-419", "fr", "pt"]);
     let problems = t.check(&shipped_set(), &brand());
     assert!(problems.is_empty(), "{}", joined(&problems));
     // And with an empty [brand] table: standard keys are null, templates must cope.
@@ -102,7 +102,14 @@ fn shipped_set_loads_and_checks_clean() {
 fn minimal_sample_renders_every_shipped_template() {
     let t = load(&shipped_dir());
     for (name, class) in shipped_set() {
-        for locale in [None, Some("es"), Some("fr"), Some("de"), Some("pt-BR")] {
+        for locale in [
+            None,
+            Some("es"),
+            Some("es-419"),
+            Some("fr"),
+            Some("de"),
+            Some("pt-BR"),
+        ] {
             for full in [true, false] {
                 let vars = sample_vars(class, full, &brand());
                 let r = t
