@@ -317,6 +317,14 @@ mod tests {
         }
     }
 
+    /// The switches are not config keys: the config must not warn about them.
+    #[test]
+    fn the_switches_are_known_not_to_be_keys() {
+        for var in [UNSAFE_NO_FDATASYNC, UNSAFE_FAIL_SYNC] {
+            assert!(crate::config::NOT_KEYS.contains(&var), "{var}");
+        }
+    }
+
     #[tokio::test]
     async fn errors_reach_every_waiter() {
         let flusher = Flusher::spawn(|| Err("disk full".into()));

@@ -465,7 +465,8 @@ async fn the_unsubscribe_pages_speak_the_customers_language() {
     let html = page.text().await.unwrap();
     assert!(html.contains("<html lang=\"de-AT\">"), "{html}");
     assert!(
-        html.contains("Keine E-Mails mehr zu Ihrer eSIM an <strong>"),
+        html.contains("Möchten Sie an <strong>")
+            && html.contains("keine E-Mails mehr zu Ihrer eSIM erhalten?"),
         "{html}"
     );
     assert!(html.contains(">Abbestellen</button>"), "{html}");

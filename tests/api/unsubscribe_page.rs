@@ -37,7 +37,8 @@ fn assert_guarded(r: &reqwest::Response) {
 async fn the_page_names_the_service_emails_that_still_come_in_the_customers_language() {
     let app = spawn_app(
         "[email]\nlist_unsubscribe = \"one-click\"\n\
-         [server]\npublic_url = \"https://x.example/notify/\"\n",
+         [server]\npublic_url = \"https://x.example/notify/\"\n\
+         [brand]\naccent_color = \"#c2185b\"\n",
     )
     .await;
     app.bind(json!({"email": "ana@example.com", "esimTranNo": "P1", "locale": "es"}))
@@ -79,6 +80,10 @@ async fn the_page_names_the_service_emails_that_still_come_in_the_customers_lang
         )),
         "the form posts under public_url's path: {html}"
     );
+    // The brand's accent, not the shipped blue; the reviewers' Spanish heading.
+    assert!(html.contains("background: #c2185b"), "{html}");
+    assert!(!html.contains("#0b57d0"), "{html}");
+    assert!(html.contains("<h1>Darse de baja</h1>"), "{html}");
     assert!(
         html.contains("Seguirás recibiendo los correos de servicio"),
         "{html}"
