@@ -290,7 +290,8 @@ async fn list_suppressions(app: web::Data<AppState>) -> Answer {
 }
 
 async fn get_suppression(app: web::Data<AppState>, email: web::Path<String>) -> Answer {
-    match app.store.suppression(&email)? {
+    let address = email.clone();
+    match app.on_store(move |s| s.suppression(&address)).await? {
         Some(s) => Ok(HttpResponse::Ok().json(s)),
         None => Err(ApiError::not_found(format!("{email} is not suppressed"))),
     }
@@ -389,7 +390,10 @@ async fn retry_dead(app: web::Data<AppState>, id: web::Path<String>) -> Answer {
     if let Some(s) = &lifted {
         tracing::info!(notice = id, recipient = %mask_email(&s.email), "automatic suppression lifted by a dead-letter retry");
     }
-    let row = EsimLabels::new(app.store.as_ref()).row(&q)?;
+    let notice = q.clone();
+    let row = app
+        .on_store(move |s| EsimLabels::new(s).row(&notice))
+        .await?;
     app.dispatch.enqueue(vec![q]);
     Ok(HttpResponse::Ok().json(RetryAnswer {
         notice: row,
