@@ -131,6 +131,10 @@ fn main() {
             for (locale, customer, tz) in CUSTOMERS {
                 let mut vars = sample_vars(*class, true, &brand);
                 change(&mut vars);
+                // Service emails go without an unsubscribe link, as the dispatcher sends them.
+                if config.email.essential.contains(name) {
+                    vars["unsubscribe_url"] = serde_json::Value::Null;
+                }
                 vars["customer"]["locale"] = json!(locale);
                 vars["customer"]["name"] = json!(customer);
                 vars["customer"]["timezone"] = json!(tz);
