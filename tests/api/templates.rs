@@ -44,7 +44,8 @@ fn shipped_set() -> Vec<(String, NoticeClass)> {
     v
 }
 
-fn brand() -> BTreeMap<String, String> {
+/// The brand the template tests render with (also `wording.rs`).
+pub(crate) fn brand() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("name".to_owned(), "Example eSIM".to_owned()),
         ("support_email".to_owned(), "support@example.com".to_owned()),

@@ -7,7 +7,7 @@
 //! the reviewers' wording fixes hold. Rendered through the public API, and
 //! once over SMTP from a real ORDER_STATUS with the provider faked on loopback.
 
-use std::collections::BTreeMap;
+use crate::templates::brand;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,18 +31,6 @@ fn shipped() -> Templates {
                 .join("\n")
         )
     })
-}
-
-fn brand() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("name".to_owned(), "Example eSIM".to_owned()),
-        ("support_email".to_owned(), "support@example.com".to_owned()),
-        ("website".to_owned(), "https://example.com".to_owned()),
-        (
-            "topup_url".to_owned(),
-            "https://example.com/topup".to_owned(),
-        ),
-    ])
 }
 
 fn render(t: &Templates, name: &str, class: NoticeClass, locale: &str, full: bool) -> Rendered {
