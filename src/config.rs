@@ -2,7 +2,7 @@
 //! `ESIM_NOTIFY_<SECTION>__<KEY>` environment overrides, validated as a whole.
 //!
 //! Every problem names its key, so an operator can fix a file without reading
-//! code. Secrets (`admin.token`, `security.webhook_token`,
+//! code. Secrets (`store.url`, `admin.token`, `security.webhook_token`,
 //! `email.smtp.password`, `provider.access_code`) are never printed: the
 //! `Debug` of [`Secret`] is redacted.
 
@@ -81,12 +81,29 @@ pub struct Security {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Which backend holds the state: sled (one VM) or PostgreSQL (SPEC §10).
+    pub backend: StoreBackend,
+    /// `postgres`: the database URL. A secret (it may carry a password):
+    /// never logged; `store::postgres` shows it without the password.
+    pub url: Secret,
+    /// `postgres`: connections per instance.
+    pub pool: u32,
+    /// `postgres`: how long an instance holds a notice it sends. Validated
+    /// now, used by the lease-based outbox of a later step (issue 19).
+    pub lease: Dur,
     pub path: PathBuf,
     pub cache_mb: u64,
     /// sled's zstd compression of a new store's log (see `store::sled_backend`).
     pub compression: bool,
     pub delivery_dedup: Dur,
     pub history: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sled,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -413,6 +430,7 @@ impl Config {
                 &self.provider.access_code,
                 &new.provider.access_code,
             ),
+            ("store.url", &self.store.url, &new.store.url),
         ] {
             if a.expose() != b.expose() {
                 out.push(key.to_string());
@@ -486,6 +504,20 @@ impl Config {
         }
         if self.store.cache_mb == 0 {
             p.add("store.cache_mb", "must be greater than 0");
+        }
+        if self.store.pool == 0 {
+            p.add("store.pool", "must be greater than 0");
+        }
+        p.positive("store.lease", self.store.lease);
+        if self.store.backend == StoreBackend::Postgres {
+            if self.store.url.is_blank() {
+                p.add(
+                    "store.url",
+                    "must be set when store.backend = \"postgres\" (or ESIM_NOTIFY_STORE__URL)",
+                );
+            } else if let Err(e) = crate::store::check_url(self.store.url.expose()) {
+                p.add("store.url", e);
+            }
         }
         p.positive("store.delivery_dedup", self.store.delivery_dedup);
         p.positive("store.history", self.store.history);
@@ -968,13 +1000,15 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
 const FREE_MAPS: [&str; 3] = ["brand", "notify.esim_status", "notify.order_status"];
 /// Free maps a file replaces as a whole: deleting a status line means "send nothing for it".
 const REPLACED_MAPS: [&str; 2] = ["notify.esim_status", "notify.order_status"];
-const SECRETS: [&str; 4] = [
+const SECRETS: [&str; 5] = [
+    "store.url",
     "admin.token",
     "security.webhook_token",
     "email.smtp.password",
     "provider.access_code",
 ];
-const DURATIONS: [&str; 9] = [
+const DURATIONS: [&str; 10] = [
+    "store.lease",
     "store.delivery_dedup",
     "store.history",
     "email.send_timeout",
@@ -985,7 +1019,8 @@ const DURATIONS: [&str; 9] = [
     "provider.timeout",
     "provider.plan_wait",
 ];
-const ENUMS: [(&str, &[&str]); 3] = [
+const ENUMS: [(&str, &[&str]); 4] = [
+    ("store.backend", &["sled", "postgres"]),
     ("email.transport", &["smtp", "file"]),
     ("email.smtp.tls", &["starttls", "tls", "none"]),
     ("log.format", &["human", "json"]),

@@ -5,6 +5,7 @@
 
 pub mod fake_provider;
 pub mod helpers;
+pub mod pg;
 pub mod smtp;
 
 mod admin;
