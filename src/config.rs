@@ -1676,6 +1676,61 @@ mod tests {
     }
 
     #[test]
+    fn store_backend_keys_are_checked_and_the_url_is_never_shown() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sled);
+        assert_eq!(
+            (c.store.pool, c.store.lease.0),
+            (8, Duration::from_secs(60))
+        );
+        let r = reasons(
+            load(
+                "[store]\nbackend = \"postgres\"\npool = 0\nlease = \"0s\"\n",
+                &[],
+            )
+            .unwrap_err(),
+        );
+        for want in [
+            "store.url: must be set when store.backend = \"postgres\"",
+            "store.pool: must be greater than 0",
+            "store.lease: ",
+        ] {
+            assert!(
+                r.iter().any(|r| r.starts_with(want)),
+                "{want:?} not in {r:#?}"
+            );
+        }
+        let r = reasons(load("[store]\nbackend = \"mysql\"\n", &[]).unwrap_err());
+        assert!(
+            r.iter()
+                .any(|r| r.starts_with("store.backend: `mysql` must be one of sled, postgres")),
+            "{r:#?}"
+        );
+        let r = reasons(
+            load(
+                "[store]\nbackend = \"postgres\"\n",
+                &[("ESIM_NOTIFY_STORE__URL", "mysql://u:s3cret@h/db")],
+            )
+            .unwrap_err(),
+        );
+        assert!(r.iter().any(|r| r.starts_with("store.url: ")), "{r:#?}");
+        assert!(!format!("{r:?}").contains("s3cret"), "{r:#?}");
+        let c = load(
+            "[store]\nbackend = \"postgres\"\n",
+            &[(
+                "ESIM_NOTIFY_STORE__URL",
+                "postgres://u:s3cret@db.example/notify",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.url.expose(),
+            "postgres://u:s3cret@db.example/notify"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
     fn a_syntax_error_names_line_and_column() {
         let r = reasons(
             load(
