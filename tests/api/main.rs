@@ -27,6 +27,7 @@ mod mailer;
 mod metrics;
 mod notices;
 mod operations;
+mod postgres;
 mod provider;
 mod ready;
 mod sequences;
