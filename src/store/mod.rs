@@ -23,7 +23,7 @@ use std::path::Path;
 
 use tokio::sync::{oneshot, watch};
 
-pub use postgres::{check_url, PgStorage};
+pub use postgres::PgStorage;
 pub use sled_backend::SledStorage;
 
 #[derive(Debug, thiserror::Error)]

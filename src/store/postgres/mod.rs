@@ -39,11 +39,6 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// Whether `url` is a PostgreSQL URL this backend can use (config check).
-pub fn check_url(url: &str) -> Result<(), String> {
-    pool::parse(url).map(|_| ())
-}
-
 /// The first key after every key starting with `prefix`; `None` when no
 /// such key exists (an empty prefix, or only 0xff bytes).
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 use super::super::Space;
 
 /// The advisory lock held while migrating (an arbitrary constant: "esimsch").
-const SCHEMA_LOCK: i64 = 0x6573_696d_7363_68;
+const SCHEMA_LOCK: i64 = 0x0065_7369_6d73_6368;
 
 /// Ids the `ids` sequence hands out per `nextval`: a unit that needs ids
 /// takes one block (one round trip), as sled reserves a block per write.

@@ -58,7 +58,8 @@ impl PgUnit<'_> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let mut upserts: BTreeMap<Space, (Vec<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        type Column = Vec<Vec<u8>>;
+        let mut upserts: BTreeMap<Space, (Column, Column)> = BTreeMap::new();
         let mut deletes: BTreeMap<Space, Vec<Vec<u8>>> = BTreeMap::new();
         for ((space, key), w) in std::mem::take(&mut self.writes) {
             match w {
