@@ -95,6 +95,26 @@ pub fn admin(url: &str, sql: &str) -> Result<(), String> {
     .unwrap()
 }
 
+/// The first column of the first row of `sql`, as a number (`::bigint`).
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
 /// Starts a throwaway server from `/usr/lib/postgresql/*/bin`. It lives as
 /// long as this process: a shell watches the test process's pipe on its
 /// stdin and stops the server when it closes (the process ended).

@@ -144,3 +144,36 @@ fn the_binary_refuses_to_start_when_the_database_is_down() {
     assert!(all.contains("store.url"), "{all}");
     assert!(!all.contains("s3cret"), "{all}");
 }
+
+/// Instances that start together on an empty database create the schema
+/// once (migrations under an advisory lock); a database a newer release
+/// upgraded is refused, saying so.
+#[test]
+fn the_schema_is_created_once_by_openers_that_start_together() {
+    let Some(db) = test_db() else { return };
+    let openers: Vec<_> = (0..4)
+        .map(|_| {
+            let url = db.url.clone();
+            std::thread::spawn(move || PgStorage::open(&url, 1).map(|_| ()))
+        })
+        .collect();
+    for o in openers {
+        o.join().unwrap().expect("every opener starts");
+    }
+    let versions = crate::pg::query_i64(&db.url, "SELECT count(*) FROM schema_version");
+    assert_eq!(versions, 1, "one migration, applied once");
+    let tables = crate::pg::query_i64(
+        &db.url,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    );
+    assert_eq!(tables, 12, "a table per keyspace and schema_version");
+
+    crate::pg::admin(&db.url, "INSERT INTO schema_version (version) VALUES (999)").unwrap();
+    let err = PgStorage::open(&db.url, 1)
+        .err()
+        .expect("a newer schema is refused");
+    assert!(
+        format!("{err}").contains("newer than this release"),
+        "{err}"
+    );
+}

@@ -185,6 +185,13 @@ impl Drop for Open {
 }
 
 impl Storage for PgStorage {
+    /// A unit PostgreSQL aborts with a deadlock or serialisation failure
+    /// (40P01, 40001) runs again from the start, up to [`RETRIES`] times.
+    /// Under the global unit lock of this step no unit meets either (READ
+    /// COMMITTED, one unit at a time), so today this is a guard; note that
+    /// work given through `dyn Storage::run` (an `FnOnce`) refuses to run a
+    /// second time, so the per-eSIM locking of a later step, where retries
+    /// become real, must make the engine's units re-runnable.
     fn unit(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut tries = 0;
         loop {
