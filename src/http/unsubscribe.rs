@@ -250,12 +250,7 @@ async fn unsubscribe(
     let (address, now) = (email.clone(), Utc::now());
     let suppressed = app
         .on_store(move |s| {
-            s.suppress(
-                &address,
-                SuppressReason::Unsubscribed,
-                Some("one-click"),
-                now,
-            )
+            s.suppress(&address, SuppressReason::Unsubscribed, Some("one-click"), now)
         })
         .await;
     if let Err(e) = suppressed {
