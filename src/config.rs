@@ -2,7 +2,7 @@
 //! `ESIM_NOTIFY_<SECTION>__<KEY>` environment overrides, validated as a whole.
 //!
 //! Every problem names its key, so an operator can fix a file without reading
-//! code. Secrets (`admin.token`, `security.webhook_token`,
+//! code. Secrets (`store.url`, `admin.token`, `security.webhook_token`,
 //! `email.smtp.password`, `provider.access_code`) are never printed: the
 //! `Debug` of [`Secret`] is redacted.
 
@@ -90,12 +90,29 @@ pub struct Security {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Which backend holds the state: sled (one VM) or PostgreSQL (SPEC §10).
+    pub backend: StoreBackend,
+    /// `postgres`: the database URL. A secret (it may carry a password):
+    /// never logged; `store::postgres` shows it without the password.
+    pub url: Secret,
+    /// `postgres`: connections per instance.
+    pub pool: u32,
+    /// `postgres`: how long an instance holds a notice it sends. Validated
+    /// now, used by the lease-based outbox of a later step (issue 19).
+    pub lease: Dur,
     pub path: PathBuf,
     pub cache_mb: u64,
     /// sled's zstd compression of a new store's log (see `store::sled_backend`).
     pub compression: bool,
     pub delivery_dedup: Dur,
     pub history: Dur,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Sled,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -291,6 +308,13 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// Whether `store.url` has the shape of a PostgreSQL connection string; the
+/// store checks the rest (config does not depend on the store).
+fn store_url_form(url: &str) -> bool {
+    let url = url.trim();
+    url.starts_with("postgres://") || url.starts_with("postgresql://") || url.contains('=')
+}
+
 /// One problem with the configuration: the key and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -422,6 +446,7 @@ impl Config {
                 &self.provider.access_code,
                 &new.provider.access_code,
             ),
+            ("store.url", &self.store.url, &new.store.url),
         ] {
             if a.expose() != b.expose() {
                 out.push(key.to_string());
@@ -495,6 +520,25 @@ impl Config {
         }
         if self.store.cache_mb == 0 {
             p.add("store.cache_mb", "must be greater than 0");
+        }
+        if self.store.pool == 0 {
+            p.add("store.pool", "must be greater than 0");
+        }
+        p.positive("store.lease", self.store.lease);
+        if self.store.backend == StoreBackend::Postgres {
+            if self.store.url.is_blank() {
+                p.add(
+                    "store.url",
+                    "must be set when store.backend = \"postgres\" (or ESIM_NOTIFY_STORE__URL)",
+                );
+            } else if !store_url_form(self.store.url.expose()) {
+                // Never echoed: it may hold a password. The store parses
+                // the rest when it opens, naming this key too.
+                p.add(
+                    "store.url",
+                    "must be a postgres:// (or postgresql://) URL or key=value pairs",
+                );
+            }
         }
         p.positive("store.delivery_dedup", self.store.delivery_dedup);
         p.positive("store.history", self.store.history);
@@ -977,13 +1021,15 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
 const FREE_MAPS: [&str; 3] = ["brand", "notify.esim_status", "notify.order_status"];
 /// Free maps a file replaces as a whole: deleting a status line means "send nothing for it".
 const REPLACED_MAPS: [&str; 2] = ["notify.esim_status", "notify.order_status"];
-const SECRETS: [&str; 4] = [
+const SECRETS: [&str; 5] = [
+    "store.url",
     "admin.token",
     "security.webhook_token",
     "email.smtp.password",
     "provider.access_code",
 ];
-const DURATIONS: [&str; 9] = [
+const DURATIONS: [&str; 10] = [
+    "store.lease",
     "store.delivery_dedup",
     "store.history",
     "email.send_timeout",
@@ -994,7 +1040,8 @@ const DURATIONS: [&str; 9] = [
     "provider.timeout",
     "provider.plan_wait",
 ];
-const ENUMS: [(&str, &[&str]); 3] = [
+const ENUMS: [(&str, &[&str]); 4] = [
+    ("store.backend", &["sled", "postgres"]),
     ("email.transport", &["smtp", "file"]),
     ("email.smtp.tls", &["starttls", "tls", "none"]),
     ("log.format", &["human", "json"]),
@@ -1647,6 +1694,61 @@ mod tests {
                 .any(|r| r.ends_with("(from ESIM_NOTIFY_STORE__HISTORY)")),
             "{r:#?}"
         );
+    }
+
+    #[test]
+    fn store_backend_keys_are_checked_and_the_url_is_never_shown() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sled);
+        assert_eq!(
+            (c.store.pool, c.store.lease.0),
+            (8, Duration::from_secs(60))
+        );
+        let r = reasons(
+            load(
+                "[store]\nbackend = \"postgres\"\npool = 0\nlease = \"0s\"\n",
+                &[],
+            )
+            .unwrap_err(),
+        );
+        for want in [
+            "store.url: must be set when store.backend = \"postgres\"",
+            "store.pool: must be greater than 0",
+            "store.lease: ",
+        ] {
+            assert!(
+                r.iter().any(|r| r.starts_with(want)),
+                "{want:?} not in {r:#?}"
+            );
+        }
+        let r = reasons(load("[store]\nbackend = \"mysql\"\n", &[]).unwrap_err());
+        assert!(
+            r.iter()
+                .any(|r| r.starts_with("store.backend: `mysql` must be one of sled, postgres")),
+            "{r:#?}"
+        );
+        let r = reasons(
+            load(
+                "[store]\nbackend = \"postgres\"\n",
+                &[("ESIM_NOTIFY_STORE__URL", "mysql://u:s3cret@h/db")],
+            )
+            .unwrap_err(),
+        );
+        assert!(r.iter().any(|r| r.starts_with("store.url: ")), "{r:#?}");
+        assert!(!format!("{r:?}").contains("s3cret"), "{r:#?}");
+        let c = load(
+            "[store]\nbackend = \"postgres\"\n",
+            &[(
+                "ESIM_NOTIFY_STORE__URL",
+                "postgres://u:s3cret@db.example/notify",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.url.expose(),
+            "postgres://u:s3cret@db.example/notify"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]

@@ -76,7 +76,21 @@ pub struct Remote {
 impl Operator {
     /// The store itself when it is free; the running server's admin API when
     /// the server holds it.
+    ///
+    /// PostgreSQL has no lock that says a server runs (any number of
+    /// processes may open the database), and a running server keeps its
+    /// queue's plan and pause in memory (issue 19's first step), so a change
+    /// written to the database behind its back would go unseen until its
+    /// next start. So on PostgreSQL the CLI goes through the admin API
+    /// whenever a server answers on `admin.listen`, and works on the
+    /// database directly only when none does.
     pub fn connect(config: &Config) -> Result<Operator, OpError> {
+        if config.store.backend == crate::config::StoreBackend::Postgres {
+            let remote = Remote::new(config)?;
+            if remote.answers() {
+                return Ok(Operator::Remote(remote));
+            }
+        }
         match Engine::open(config) {
             Ok(store) => Ok(Operator::Local {
                 store,
@@ -353,6 +367,17 @@ impl Remote {
             base,
             token: config.admin.token.expose().to_string(),
         })
+    }
+
+    /// Whether something listens on the admin address (a running server).
+    fn answers(&self) -> bool {
+        self.base
+            .socket_addrs(|| None)
+            .ok()
+            .and_then(|a| a.into_iter().next())
+            .is_some_and(|addr| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+            })
     }
 
     fn url(&self, segments: &[&str]) -> Url {

@@ -88,10 +88,8 @@ impl Engine {
     /// holds a lock; a second opener gets [`StoreError::Locked`]).
     pub fn open(config: &crate::config::Config) -> Result<Engine, StoreError> {
         let storage = crate::store::open(config)?;
-        Ok(
-            Engine::new(Arc::new(storage), config.store.delivery_dedup.0)?
-                .with_essential(config.email.essential.clone()),
-        )
+        Ok(Engine::new(storage, config.store.delivery_dedup.0)?
+            .with_essential(config.email.essential.clone()))
     }
 
     /// The templates an `unsubscribed` address still gets (`email.essential`).

@@ -12,15 +12,18 @@
 //! - after [`Storage::durable`] resolves, everything committed before the
 //!   call survives a crash or a power cut.
 //!
-//! Only this folder names sled, so another backend is one new module.
+//! Only this folder names sled or PostgreSQL: [`open`] picks the backend
+//! `store.backend` names.
 
 pub mod flusher;
+mod postgres;
 mod sled_backend;
 
 use std::path::Path;
 
 use tokio::sync::{oneshot, watch};
 
+pub use postgres::PgStorage;
 pub use sled_backend::SledStorage;
 
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +146,20 @@ impl dyn Storage {
     }
 }
 
-/// Opens the store `[store]` names (once per process: sled holds a lock).
-pub fn open(config: &crate::config::Config) -> Result<SledStorage, StoreError> {
-    SledStorage::open_with(
-        &config.store.path,
-        config.store.cache_mb * 1024 * 1024,
-        config.store.compression,
-    )
+/// Opens the store `[store]` names. sled: once per process (it holds a
+/// lock; a second opener gets [`StoreError::Locked`]). PostgreSQL: any
+/// number of processes may open it (never `Locked`).
+pub fn open(config: &crate::config::Config) -> Result<std::sync::Arc<dyn Storage>, StoreError> {
+    use crate::config::StoreBackend;
+    Ok(match config.store.backend {
+        StoreBackend::Sled => std::sync::Arc::new(SledStorage::open_with(
+            &config.store.path,
+            config.store.cache_mb * 1024 * 1024,
+            config.store.compression,
+        )?),
+        StoreBackend::Postgres => std::sync::Arc::new(PgStorage::open(
+            config.store.url.expose(),
+            config.store.pool as usize,
+        )?),
+    })
 }

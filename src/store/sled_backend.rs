@@ -188,6 +188,20 @@ impl SledStorage {
         })
     }
 
+    /// Hands out ids from `next` on (or later), at once durable in the next
+    /// flush: for a copy from another backend (`store::postgres`'s backup),
+    /// whose ids this store must never hand out again.
+    pub fn ids_from(&self, next: u64) -> Result<(), StoreError> {
+        let mut ids = self.lock();
+        ids.next = ids.next.max(next);
+        let upto = ids.next + ID_BLOCK;
+        self.tree
+            .insert(full_key(Space::Meta, NEXT_ID), upto.to_be_bytes().to_vec())
+            .map_err(io)?;
+        ids.reserved = upto;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Ids> {
         // A panic while holding the lock cannot leave a half-written commit
         // (commits are atomic), so the data behind a poisoned lock is fine.

@@ -1257,3 +1257,45 @@ fn import_takes_semicolon_and_tab_separated_files_with_a_bom() {
         .code(0)
         .says("fay@example.com");
 }
+
+/// On PostgreSQL no lock says a server runs: the CLI works on the database
+/// directly when no server answers on `admin.listen`, and goes through the
+/// running server when one does (its in-memory queue must see changes),
+/// which a server with another admin token proves by refusing.
+#[test]
+fn on_postgres_the_cli_works_directly_and_through_a_running_server() {
+    let Some(db) = crate::pg::test_db() else {
+        return;
+    };
+    let env = Env::new();
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    let on_pg = config.replace(
+        "[store]\n",
+        &format!(
+            "[store]\nbackend = \"postgres\"\nurl = {:?}\npool = 2\n",
+            db.url
+        ),
+    );
+    std::fs::write(env.path("config.toml"), &on_pg).unwrap();
+    customer_round_trip(&env);
+    env.add_customer("c@example.com", "PG-T1");
+    assert!(!env.path("data").exists(), "nothing was written to sled");
+
+    let server = env.serve();
+    // The server reads what the CLI wrote to the database before it ran.
+    assert_eq!(env.admin_get("/admin/customers?esimTranNo=PG-T1"), 200);
+    customer_round_trip(&env);
+    std::fs::write(
+        env.path("config.toml"),
+        on_pg.replace(ADMIN_TOKEN, "not-the-token"),
+    )
+    .unwrap();
+    env.run(&["customers", "get", "--esim-tran-no", "PG-T1"])
+        .code(1)
+        .says("admin token");
+    std::fs::write(env.path("config.toml"), &on_pg).unwrap();
+    server.stop();
+    env.run(&["customers", "get", "--esim-tran-no", "PG-T1"])
+        .code(0)
+        .says("c@example.com");
+}

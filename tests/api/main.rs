@@ -5,6 +5,7 @@
 
 pub mod fake_provider;
 pub mod helpers;
+pub mod pg;
 pub mod smtp;
 
 mod admin;
@@ -26,6 +27,7 @@ mod mailer;
 mod metrics;
 mod notices;
 mod operations;
+mod postgres;
 mod provider;
 mod ready;
 mod sequences;

@@ -1,6 +1,7 @@
 //! The storage conformance suite: what any backend of `store::Storage` must
-//! do for the engine to keep SPEC's promises. It runs against sled; a new
-//! backend runs it by changing [`backend`].
+//! do for the engine to keep SPEC's promises. Each test runs against sled
+//! and against PostgreSQL (`<test>::sled`, `<test>::postgres`; see
+//! `pg.rs` for where the database comes from), except the sled-only ones.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -8,21 +9,77 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use esim_notify::store::{SledStorage, Space, Storage, StoreError};
+use esim_notify::store::{PgStorage, SledStorage, Space, Storage, StoreError};
 
-/// The backend under test, on a fresh or existing directory.
-fn backend(dir: &Path) -> Arc<dyn Storage> {
-    Arc::new(SledStorage::open(dir, 8 << 20).expect("the backend opens"))
+#[derive(Clone, Copy)]
+enum Kind {
+    Sled,
+    Postgres,
+}
+
+/// Where a test's store lives: a temp dir (sled's store, backups) and,
+/// on PostgreSQL, a database of its own.
+struct Place {
+    dir: tempfile::TempDir,
+    db: Option<crate::pg::TestDb>,
+}
+
+/// `None`: no PostgreSQL here (the skip was said once on stderr).
+fn place(kind: Kind) -> Option<Place> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = match kind {
+        Kind::Sled => None,
+        Kind::Postgres => Some(crate::pg::test_db()?),
+    };
+    Some(Place { dir, db })
+}
+
+impl Place {
+    /// The backend under test, fresh or reopened (a restart).
+    fn open(&self) -> Arc<dyn Storage> {
+        match &self.db {
+            Some(db) => Arc::new(PgStorage::open(&db.url, 8).expect("the backend opens")),
+            None => Arc::new(
+                SledStorage::open(&self.dir.path().join("store"), 8 << 20)
+                    .expect("the backend opens"),
+            ),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A backup: a sled store, whatever the backend.
+fn open_copy(dir: &Path) -> Arc<dyn Storage> {
+    Arc::new(SledStorage::open(dir, 8 << 20).expect("the copy opens"))
+}
+
+/// Runs a conformance test on both backends.
+macro_rules! both {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn sled() {
+                super::$name(super::Kind::Sled);
+            }
+            #[test]
+            fn postgres() {
+                super::$name(super::Kind::Postgres);
+            }
+        }
+    };
 }
 
 fn value(s: &dyn Storage, space: Space, key: &[u8]) -> Option<Vec<u8>> {
     s.get(space, key).unwrap()
 }
 
-#[test]
-fn a_unit_sees_its_own_writes_and_commits_them_all_or_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = backend(dir.path());
+both!(a_unit_sees_its_own_writes_and_commits_them_all_or_none);
+fn a_unit_sees_its_own_writes_and_commits_them_all_or_none(kind: Kind) {
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
     // Abandoned: nothing of it is visible.
     let r = s.run(|u| {
         u.put(Space::Esims, b"a", b"1".to_vec());
@@ -48,10 +105,10 @@ fn a_unit_sees_its_own_writes_and_commits_them_all_or_none() {
     assert_eq!(value(&*s, Space::Queue, b"c"), None);
 }
 
-#[test]
-fn keyspaces_are_separate_and_scans_come_in_key_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = backend(dir.path());
+both!(keyspaces_are_separate_and_scans_come_in_key_order);
+fn keyspaces_are_separate_and_scans_come_in_key_order(kind: Kind) {
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
     s.run(|u| {
         for k in [3u64, 1, 2, 256] {
             u.put(Space::Queue, &k.to_be_bytes(), vec![k as u8]);
@@ -85,14 +142,14 @@ fn keyspaces_are_separate_and_scans_come_in_key_order() {
     .unwrap();
 }
 
-#[test]
-fn units_never_interleave() {
+both!(units_never_interleave);
+fn units_never_interleave(kind: Kind) {
     // Read-modify-write of one counter from several threads: a lost update
     // would show as a total below threads x rounds.
     const THREADS: u64 = 8;
     const ROUNDS: u64 = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let s = backend(dir.path());
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
             let s = s.clone();
@@ -121,13 +178,13 @@ fn units_never_interleave() {
     );
 }
 
-#[test]
-fn ids_are_unique_and_increasing_across_units_threads_and_restarts() {
-    let dir = tempfile::tempdir().unwrap();
+both!(ids_are_unique_and_increasing_across_units_threads_and_restarts);
+fn ids_are_unique_and_increasing_across_units_threads_and_restarts(kind: Kind) {
+    let Some(p) = place(kind) else { return };
     let mut seen = BTreeSet::new();
     let mut last = 0;
     {
-        let s = backend(dir.path());
+        let s = p.open();
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 let s = s.clone();
@@ -148,41 +205,41 @@ fn ids_are_unique_and_increasing_across_units_threads_and_restarts() {
         }
         s.flush().unwrap();
     }
-    let s = backend(dir.path());
+    let s = p.open();
     let after = s.run(|u| Ok(u.next_id())).unwrap();
     assert!(after > last, "{after} after a restart, {last} before");
 }
 
-#[test]
-fn a_backup_is_a_consistent_copy_that_opens() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = backend(&dir.path().join("store"));
+both!(a_backup_is_a_consistent_copy_that_opens);
+fn a_backup_is_a_consistent_copy_that_opens(kind: Kind) {
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
     s.run(|u| {
         u.put(Space::Customers, b"t:T1", b"ana".to_vec());
         u.put(Space::Meta, b"secret/x", b"k".to_vec());
         Ok(())
     })
     .unwrap();
-    let copy = dir.path().join("copy");
+    let copy = p.path().join("copy");
     s.backup(&copy).unwrap();
     // A non-empty target is refused.
     assert!(s.backup(&copy).is_err());
     drop(s);
-    let c = backend(&copy);
+    let c = open_copy(&copy);
     assert_eq!(value(&*c, Space::Customers, b"t:T1"), Some(b"ana".to_vec()));
     assert_eq!(value(&*c, Space::Meta, b"secret/x"), Some(b"k".to_vec()));
 }
 
-/// A backup does not stop units (intake, unsubscribes) while it copies,
-/// and is still one point in time: a writer that keeps moving a token (one
-/// queue key, its number in meta and in a customer record, changed together
-/// by each unit) commits throughout, and the copy holds exactly one
-/// consistent state of it.
-#[test]
-fn a_backup_is_one_point_in_time_while_units_go_on() {
+// A backup does not stop units (intake, unsubscribes) while it copies,
+// and is still one point in time: a writer that keeps moving a token (one
+// queue key, its number in meta and in a customer record, changed together
+// by each unit) commits throughout, and the copy holds exactly one
+// consistent state of it.
+both!(a_backup_is_one_point_in_time_while_units_go_on);
+fn a_backup_is_one_point_in_time_while_units_go_on(kind: Kind) {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let dir = tempfile::tempdir().unwrap();
-    let s = backend(&dir.path().join("store"));
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
     // Enough data that the copy takes a while.
     for chunk in 0..40u32 {
         s.run(|u| {
@@ -211,7 +268,7 @@ fn a_backup_is_one_point_in_time_while_units_go_on() {
     let backing_up = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     let during = AtomicU64::new(0);
-    let copy = dir.path().join("copy");
+    let copy = p.path().join("copy");
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut n = 1u64;
@@ -240,7 +297,7 @@ fn a_backup_is_one_point_in_time_while_units_go_on() {
         during.load(Ordering::SeqCst)
     );
     drop(s);
-    let c = backend(&copy);
+    let c = open_copy(&copy);
     let token = u64::from_be_bytes(
         value(&*c, Space::Meta, b"token")
             .unwrap()
@@ -308,18 +365,22 @@ fn sled_compression_is_fixed_at_creation_and_changed_through_a_backup() {
     assert_eq!(value(&*c, Space::Esims, b"a"), Some(b"1".to_vec()));
 }
 
+/// sled only: PostgreSQL has no lock of the store (several processes may
+/// open one database).
 #[test]
 fn a_second_opener_is_refused_while_the_store_is_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let _first = backend(dir.path());
-    match SledStorage::open(dir.path(), 8 << 20) {
+    let p = place(Kind::Sled).unwrap();
+    let _first = p.open();
+    match SledStorage::open(&p.path().join("store"), 8 << 20) {
         Err(StoreError::Locked(_)) => {}
         other => panic!("expected Locked, got {:?}", other.err()),
     }
 }
 
-/// Set in the child process of the crash test: the store directory.
+/// Set in the child process of the crash test: the sled store directory.
 const CHILD_DIR: &str = "ESIM_NOTIFY_TEST_STORAGE_CHILD";
+/// Or, on PostgreSQL, the database URL.
+const CHILD_URL: &str = "ESIM_NOTIFY_TEST_STORAGE_CHILD_URL";
 
 /// The child of [`what_was_acknowledged_survives_a_kill`]: commits units
 /// and prints the number of each once `durable` said it is on disk, until
@@ -327,10 +388,13 @@ const CHILD_DIR: &str = "ESIM_NOTIFY_TEST_STORAGE_CHILD";
 #[test]
 #[ignore = "run by what_was_acknowledged_survives_a_kill in a child process"]
 fn storage_crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else {
+    let s: Arc<dyn Storage> = if let Ok(url) = std::env::var(CHILD_URL) {
+        Arc::new(PgStorage::open(&url, 2).unwrap())
+    } else if let Ok(dir) = std::env::var(CHILD_DIR) {
+        Arc::new(SledStorage::open(Path::new(&dir), 8 << 20).unwrap())
+    } else {
         return;
     };
-    let s = backend(Path::new(&dir));
     for n in 0u64..1_000_000 {
         s.run(|u| {
             u.put(Space::Events, &n.to_be_bytes(), vec![7; 200]);
@@ -343,18 +407,22 @@ fn storage_crash_child() {
     }
 }
 
-#[test]
-fn what_was_acknowledged_survives_a_kill() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "storage::storage_crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, dir.path())
+both!(what_was_acknowledged_survives_a_kill);
+fn what_was_acknowledged_survives_a_kill(kind: Kind) {
+    let Some(p) = place(kind) else { return };
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "storage::storage_crash_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    match &p.db {
+        Some(db) => child.env(CHILD_URL, &db.url),
+        None => child.env(CHILD_DIR, p.path().join("store")),
+    };
+    let mut child = child
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -372,7 +440,7 @@ fn what_was_acknowledged_survives_a_kill() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(acked.len(), 300, "the child acknowledged units");
-    let s = backend(dir.path());
+    let s = p.open();
     for n in acked {
         assert!(
             value(&*s, Space::Events, &n.to_be_bytes()).is_some(),

@@ -1,0 +1,302 @@
+//! The PostgreSQL implementation of [`Storage`] (issue 19, first step).
+//!
+//! One table per [`Space`] (`key bytea primary key, value bytea`), created
+//! and upgraded at open by [`schema`]; a unit of work is one transaction
+//! ([`unit`]); connections come from a pool on a runtime of the backend's
+//! own ([`pool`]), so the synchronous trait works from any thread.
+//!
+//! What this step does NOT do yet: units are serialised globally by one
+//! advisory lock (not per eSIM), and the dispatcher's schedule, pause and
+//! rate limits stay in the process's memory, so ONE instance may use a
+//! database at a time (README "PostgreSQL (first step)").
+
+mod backup;
+mod pool;
+mod schema;
+mod unit;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+
+use tokio::sync::{oneshot, watch};
+use tokio_postgres::Row;
+
+use super::{Entry, Space, Storage, StoreError, Work};
+use pool::{wait, Connections};
+use schema::table;
+use unit::{PgUnit, UNIT_LOCK};
+
+/// How many times a unit PostgreSQL aborted (deadlock, serialisation) runs again.
+const RETRIES: u32 = 5;
+/// Rows per round trip of a scan outside a unit.
+const PAGE: i64 = 512;
+
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    // tokio-postgres's errors never carry the URL or the password.
+    match e.as_db_error() {
+        Some(db) => StoreError::Io(format!("database: {} ({})", db.message(), db.code().code())),
+        None => StoreError::Io(format!("database: {e}")),
+    }
+}
+
+/// The first key after every key starting with `prefix`; `None` when no
+/// such key exists (an empty prefix, or only 0xff bytes).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Up to [`PAGE`] entries (all of them when `limit` is `None`) of `space`
+/// whose key starts with `prefix`, from `from` (inclusive) on, in key
+/// order (bytea compares as bytes, like sled's keys).
+async fn scan_page(
+    client: &deadpool_postgres::Object,
+    space: Space,
+    prefix: &[u8],
+    from: &[u8],
+    limit: Option<i64>,
+) -> Result<Vec<Entry>, tokio_postgres::Error> {
+    let end = prefix_end(prefix);
+    let mut sql = format!("SELECT key, value FROM {} WHERE key >= $1", table(space));
+    if end.is_some() {
+        sql.push_str(" AND key < $2");
+    }
+    sql.push_str(" ORDER BY key");
+    if limit.is_some() {
+        sql.push_str(if end.is_some() {
+            " LIMIT $3"
+        } else {
+            " LIMIT $2"
+        });
+    }
+    let s = client.prepare_cached(&sql).await?;
+    let rows: Vec<Row> = match (&end, &limit) {
+        (Some(e), Some(l)) => client.query(&s, &[&from, e, l]).await?,
+        (Some(e), None) => client.query(&s, &[&from, e]).await?,
+        (None, Some(l)) => client.query(&s, &[&from, l]).await?,
+        (None, None) => client.query(&s, &[&from]).await?,
+    };
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub struct PgStorage {
+    conns: Connections,
+    /// Never set: a committed transaction is durable (synchronous_commit),
+    /// so there is no sync of ours that can fail. Kept for the trait.
+    failed: watch::Sender<Option<String>>,
+}
+
+impl PgStorage {
+    /// Connects, creates or upgrades the schema, and checks the pool works.
+    /// Errors name `store.url` as it may be shown (no password).
+    pub fn open(url: &str, pool_size: usize) -> Result<PgStorage, StoreError> {
+        let config = pool::parse(url).map_err(|e| StoreError::Io(format!("store.url: {e}")))?;
+        let shown = pool::shown(&config);
+        let conns = Connections::new(config, pool_size.max(1)).map_err(StoreError::Io)?;
+        let client = conns.get().map_err(|e| {
+            StoreError::Io(format!(
+                "cannot connect to the database of store.url ({shown}): {e}"
+            ))
+        })?;
+        let migrated = conns
+            .on_runtime(async move {
+                let r = schema::migrate(&client).await;
+                drop(client);
+                r
+            })
+            .map_err(StoreError::Io)?;
+        migrated.map_err(|e| StoreError::Io(format!("store.url ({shown}): {e}")))?;
+        Ok(PgStorage {
+            conns,
+            failed: watch::channel(None).0,
+        })
+    }
+
+    fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.conns
+            .get()
+            .map_err(|e| StoreError::Io(format!("database: {e}")))
+    }
+
+    /// One attempt of a unit; `Err((why, retry))`.
+    fn attempt(&self, work: &mut Work<'_>) -> Result<(), (StoreError, bool)> {
+        let client = self.client().map_err(|e| (e, false))?;
+        let mut guard = Open(Some(client));
+        let client = guard.0.as_ref().expect("set above");
+        wait(client.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({UNIT_LOCK})"
+        )))
+        .map_err(|e| {
+            let retry = unit::retryable(&e);
+            (db_error(e), retry)
+        })?;
+        let mut u = PgUnit {
+            client,
+            writes: BTreeMap::new(),
+            ids: None,
+            failed: None,
+            retry: false,
+        };
+        let worked = work(&mut u);
+        let result = match worked {
+            Ok(()) => u.commit(),
+            Err(e) => Err(e),
+        };
+        let retry = u.retry;
+        match result {
+            Ok(()) => {
+                guard.done();
+                Ok(())
+            }
+            Err(e) => {
+                if wait(client.batch_execute("ROLLBACK")).is_ok() {
+                    guard.done();
+                }
+                Err((e, retry))
+            }
+        }
+    }
+}
+
+/// A connection inside a transaction: dropped without [`Open::done`] (a
+/// panic in the work, a failed rollback) it is closed instead of going back
+/// to the pool, so the server rolls the transaction back and no later unit
+/// runs inside it.
+struct Open(Option<deadpool_postgres::Object>);
+
+impl Open {
+    fn done(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+impl Storage for PgStorage {
+    /// A unit PostgreSQL aborts with a deadlock or serialisation failure
+    /// (40P01, 40001) runs again from the start, up to [`RETRIES`] times.
+    /// Under the global unit lock of this step no unit meets either (READ
+    /// COMMITTED, one unit at a time), so today this is a guard; note that
+    /// work given through `dyn Storage::run` (an `FnOnce`) refuses to run a
+    /// second time, so the per-eSIM locking of a later step, where retries
+    /// become real, must make the engine's units re-runnable.
+    fn unit(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.attempt(work) {
+                Ok(()) => return Ok(()),
+                Err((e, true)) if tries < RETRIES => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "unit aborted by the database, retried");
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client()?;
+        let row = wait(async {
+            let s = client
+                .prepare_cached(&format!(
+                    "SELECT value FROM {} WHERE key = $1",
+                    table(space)
+                ))
+                .await?;
+            client.query_opt(&s, &[&key]).await
+        })
+        .map_err(db_error)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn scan<'a>(
+        &'a self,
+        space: Space,
+        prefix: &[u8],
+    ) -> Box<dyn Iterator<Item = Result<Entry, StoreError>> + 'a> {
+        Box::new(Scan {
+            store: self,
+            space,
+            prefix: prefix.to_vec(),
+            from: Some(prefix.to_vec()),
+            page: VecDeque::new(),
+        })
+    }
+
+    fn durable(&self) -> oneshot::Receiver<Result<(), String>> {
+        // A unit returns after COMMIT, which with synchronous_commit on (the
+        // default) returns once the WAL is flushed on the server.
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Ok(()));
+        rx
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.subscribe()
+    }
+
+    fn backup(&self, dir: &Path) -> Result<(), StoreError> {
+        backup::to_sled(self, dir)
+    }
+}
+
+/// A lazy scan outside any unit: pages of [`PAGE`] rows, each one round
+/// trip and its own statement (as sled's scan, not one snapshot), holding no
+/// connection between pages.
+struct Scan<'a> {
+    store: &'a PgStorage,
+    space: Space,
+    prefix: Vec<u8>,
+    /// Where the next page starts; `None` once the last page was read.
+    from: Option<Vec<u8>>,
+    page: VecDeque<Entry>,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<Entry, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.page.pop_front() {
+            return Some(Ok(e));
+        }
+        let from = self.from.take()?;
+        let client = match self.store.client() {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let rows = match wait(scan_page(
+            &client,
+            self.space,
+            &self.prefix,
+            &from,
+            Some(PAGE),
+        )) {
+            Ok(rows) => rows,
+            Err(e) => return Some(Err(db_error(e))),
+        };
+        if rows.len() as i64 == PAGE {
+            // The smallest key after the last one: the key with a 0 byte added.
+            let mut next = rows.last().expect("a full page").0.clone();
+            next.push(0);
+            self.from = Some(next);
+        }
+        self.page = rows.into();
+        self.page.pop_front().map(Ok)
+    }
+}

@@ -1,0 +1,108 @@
+//! The PostgreSQL schema and its versioned migrations.
+//!
+//! Each migration runs once, in its own transaction, and records its number
+//! in `schema_version`. All of them run at open under a session advisory
+//! lock, so instances that start together on an empty database create the
+//! schema once: the second waits for the first, then finds nothing to do.
+
+use tokio_postgres::Client;
+
+use super::super::Space;
+
+/// The advisory lock held while migrating (an arbitrary constant: "esimsch").
+const SCHEMA_LOCK: i64 = 0x0065_7369_6d73_6368;
+
+/// Ids the `ids` sequence hands out per `nextval`: a unit that needs ids
+/// takes one block (one round trip), as sled reserves a block per write.
+pub const ID_BLOCK: i64 = 1024;
+
+/// The table holding one [`Space`]: `key bytea primary key, value bytea`.
+/// Stable: it is the layout in the database.
+pub fn table(space: Space) -> &'static str {
+    match space {
+        Space::Dedup => "dedup",
+        Space::Events => "events",
+        Space::Esims => "esims",
+        Space::Aliases => "aliases",
+        Space::Customers => "customers",
+        Space::Queue => "queue",
+        Space::Dead => "dead",
+        Space::Log => "log",
+        Space::Suppress => "suppress",
+        Space::Meta => "meta",
+        Space::SetAside => "set_aside",
+    }
+}
+
+/// Migration `n` (from 1) is `MIGRATIONS[n - 1]`. Append only: a released
+/// migration never changes, since databases already ran it.
+fn migrations() -> Vec<String> {
+    let mut first = String::new();
+    for space in Space::ALL {
+        first.push_str(&format!(
+            "CREATE TABLE {} (key bytea PRIMARY KEY, value bytea NOT NULL);\n",
+            table(space)
+        ));
+    }
+    first.push_str(&format!(
+        "CREATE SEQUENCE ids AS bigint START WITH 1 INCREMENT BY {ID_BLOCK};\n"
+    ));
+    vec![first]
+}
+
+/// The schema version this binary writes.
+pub fn current() -> i32 {
+    migrations().len() as i32
+}
+
+/// Brings the database to [`current`]; refuses a database a newer release
+/// already upgraded (its layout is unknown to this one).
+pub async fn migrate(client: &Client) -> Result<(), String> {
+    let e = |e: tokio_postgres::Error| format!("migrating the schema: {e}");
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&SCHEMA_LOCK])
+        .await
+        .map_err(e)?;
+    let result = run(client).await;
+    // Released on error too; a lost connection releases it anyway.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&SCHEMA_LOCK])
+        .await;
+    let at = result.map_err(e)?;
+    unlocked.map_err(e)?;
+    if at > current() {
+        return Err(format!(
+            "the database's schema is version {at}, newer than this release's {}: \
+             run the release that upgraded it",
+            current()
+        ));
+    }
+    Ok(())
+}
+
+/// Applies the missing migrations; returns the version found before.
+async fn run(client: &Client) -> Result<i32, tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await?;
+    let at: i32 = row.get(0);
+    for (i, sql) in migrations().iter().enumerate() {
+        let version = i as i32 + 1;
+        if version <= at {
+            continue;
+        }
+        client
+            .batch_execute(&format!(
+                "BEGIN;\n{sql}\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
+            ))
+            .await?;
+    }
+    Ok(at)
+}

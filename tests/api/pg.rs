@@ -1,0 +1,243 @@
+//! A real PostgreSQL for the tests (no mocks): `ESIM_NOTIFY_TEST_DATABASE_URL`
+//! when set (CI and the dev machine: `postgres://root@127.0.0.1:5432/test`),
+//! else a server started once per test process from the installed binaries
+//! (`initdb` + `postgres` in a temp dir, on a unix socket, `fsync=off`; as
+//! the `postgres` user when run as root), else the PostgreSQL tests skip
+//! with one line on stderr, or fail when `ESIM_NOTIFY_REQUIRE_POSTGRES=1`
+//! (CI sets it, so CI fails if they did not run).
+//!
+//! Each test gets a database of its own (`CREATE DATABASE t_<random>`),
+//! dropped when its [`TestDb`] is.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const DATABASE_URL: &str = "ESIM_NOTIFY_TEST_DATABASE_URL";
+pub const REQUIRE: &str = "ESIM_NOTIFY_REQUIRE_POSTGRES";
+
+/// How to reach the server: a URL for a database name.
+#[derive(Clone)]
+enum Server {
+    /// A URL; its database part is replaced.
+    Url(String),
+    /// The server this process started: its socket directory and port.
+    Local { socket: PathBuf, port: u16 },
+}
+
+impl Server {
+    fn url(&self, db: &str) -> String {
+        match self {
+            Server::Url(url) => {
+                let (base, query) = match url.split_once('?') {
+                    Some((b, q)) => (b, format!("?{q}")),
+                    None => (url.as_str(), String::new()),
+                };
+                let rest = base
+                    .strip_prefix("postgres://")
+                    .or_else(|| base.strip_prefix("postgresql://"))
+                    .expect("ESIM_NOTIFY_TEST_DATABASE_URL is a postgres:// URL");
+                let authority = rest.split('/').next().unwrap_or(rest);
+                format!("postgres://{authority}/{db}{query}")
+            }
+            Server::Local { socket, port } => format!(
+                "host={} port={port} user=postgres dbname={db}",
+                socket.display()
+            ),
+        }
+    }
+}
+
+/// The server, found or started once per process.
+fn server() -> Option<Server> {
+    static SERVER: OnceLock<Option<Server>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var(DATABASE_URL) {
+                if !url.trim().is_empty() {
+                    return Some(Server::Url(url));
+                }
+            }
+            match start_local() {
+                Ok(s) => Some(s),
+                Err(why) => {
+                    if std::env::var(REQUIRE).is_ok_and(|v| v == "1") {
+                        panic!("{REQUIRE}=1 and no PostgreSQL: {why}");
+                    }
+                    eprintln!("skipping the PostgreSQL tests: {why} (set {DATABASE_URL})");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Runs SQL on a connection of its own, on a thread of its own (callers may
+/// be inside a runtime).
+pub fn admin(url: &str, sql: &str) -> Result<(), String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            client.batch_execute(&sql).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The first column of the first row of `sql`, as a number (`::bigint`).
+pub fn query_i64(url: &str, sql: &str) -> i64 {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// Starts a throwaway server from `/usr/lib/postgresql/*/bin`. It lives as
+/// long as this process: a shell watches the test process's pipe on its
+/// stdin and stops the server when it closes (the process ended).
+fn start_local() -> Result<Server, String> {
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| "no PostgreSQL installed (/usr/lib/postgresql)".to_string())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("initdb").exists() && b.join("postgres").exists())
+        .max()
+        .ok_or("no initdb under /usr/lib/postgresql/*/bin")?;
+    let dir = tempfile::Builder::new()
+        .prefix("esim-notify-pg")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let as_pg = |program: PathBuf| {
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        }
+    };
+    if root {
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+    }
+    let data = dir.join("data");
+    let out = as_pg(bin.join("initdb"))
+        .args(["-U", "postgres", "-A", "trust", "-D"])
+        .arg(&data)
+        .output()
+        .map_err(|e| format!("initdb: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let server = format!(
+        "{} -D {} -k {} -p {port} -c listen_addresses= -c fsync=off -c synchronous_commit=on -c full_page_writes=off",
+        bin.join("postgres").display(),
+        data.display(),
+        dir.display()
+    );
+    let watch = format!(
+        "{server} >{d}/log 2>&1 & pid=$!; read _; kill $pid; wait $pid; rm -rf {d}",
+        d = dir.display()
+    );
+    let mut sh = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", "sh", "-c", &watch]);
+        c
+    } else {
+        let mut c = Command::new("sh");
+        c.args(["-c", &watch]);
+        c
+    };
+    let child = sh
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting postgres: {e}"))?;
+    // Kept (never dropped) so that its stdin closes only when the process ends.
+    static KEEP: OnceLock<Mutex<Child>> = OnceLock::new();
+    let _ = KEEP.set(Mutex::new(child));
+    let s = Server::Local { socket: dir, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match admin(&s.url("postgres"), "SELECT 1") {
+            Ok(()) => return Ok(s),
+            Err(e) if Instant::now() > deadline => {
+                return Err(format!("the started postgres does not answer: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A database of its own for one test, dropped with this.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+    server: Server,
+}
+
+/// A fresh database, or `None` when no PostgreSQL is there (the skip line
+/// was printed; with `ESIM_NOTIFY_REQUIRE_POSTGRES=1` this panics instead).
+pub fn test_db() -> Option<TestDb> {
+    let server = server()?;
+    let name = format!("t_{:016x}", rand::random::<u64>());
+    let maintenance = match &server {
+        Server::Url(u) => u.clone(),
+        Server::Local { .. } => server.url("postgres"),
+    };
+    admin(&maintenance, &format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+    Some(TestDb {
+        url: server.url(&name),
+        name,
+        server,
+    })
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let maintenance = match &self.server {
+            Server::Url(u) => u.clone(),
+            Server::Local { .. } => self.server.url("postgres"),
+        };
+        if let Err(e) = admin(
+            &maintenance,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            let _ = writeln!(std::io::stderr(), "dropping {}: {e}", self.name);
+        }
+    }
+}
