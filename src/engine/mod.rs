@@ -49,7 +49,9 @@ use views::Snapshot;
 pub struct Engine {
     storage: Arc<dyn Storage>,
     /// The counts as last committed, for readers that must not wait (metrics).
-    counts: Mutex<Counts>,
+    /// With the id that stamped them (see `Tx::finish`): an older unit's
+    /// counts, reported late by its thread, never overwrite a newer one's.
+    counts: Mutex<(u64, Counts)>,
     policy: EnginePolicy,
 }
 
@@ -69,7 +71,7 @@ impl Engine {
     pub fn new(storage: Arc<dyn Storage>, dedup_window: Duration) -> Result<Engine, StoreError> {
         let engine = Engine {
             storage,
-            counts: Mutex::new(Counts::default()),
+            counts: Mutex::new((0, Counts::default())),
             policy: EnginePolicy {
                 dedup_window,
                 essential: Vec::new(),
@@ -80,7 +82,7 @@ impl Engine {
         let counts = engine
             .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
             .unwrap_or_default();
-        *engine.counts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+        engine.counts.lock().unwrap_or_else(|p| p.into_inner()).1 = counts;
         Ok(engine)
     }
 
@@ -121,8 +123,11 @@ impl Engine {
             let (written, counts) = tx.finish();
             Ok((r, written, counts))
         })?;
-        if let Some(c) = counts {
-            *self.counts.lock().unwrap_or_else(|p| p.into_inner()) = c;
+        if let Some((stamp, c)) = counts {
+            let mut kept = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            if stamp > kept.0 {
+                *kept = (stamp, c);
+            }
         }
         Ok((r, written))
     }
@@ -415,7 +420,7 @@ impl Engine {
     }
 
     pub fn counts(&self) -> Counts {
-        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// When the last delivery was accepted, kept across restarts (SPEC §9).

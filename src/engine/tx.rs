@@ -102,16 +102,21 @@ impl<'u> Tx<'u> {
     }
 
     /// Writes the counts back if they changed (every key written costs
-    /// log space, so only then), and hands back what the caller reports.
-    pub fn finish(mut self) -> (Vec<LogEntry>, Option<Counts>) {
+    /// log space, so only then), and hands back what the caller reports:
+    /// the new counts stamped with an id taken inside the unit, so that of
+    /// two units finishing at once the later one's counts win in memory
+    /// (ids increase in the order units run; the threads that report them
+    /// may not).
+    pub fn finish(mut self) -> (Vec<LogEntry>, Option<(u64, Counts)>) {
         let changed = match self.counts {
             Some((before, after)) if before != after => Some(after),
             _ => None,
         };
-        if let Some(c) = changed {
+        let stamped = changed.map(|c| {
             self.put(Space::Meta, meta::COUNTS, &c);
-        }
-        (self.written, changed)
+            (self.next_id(), c)
+        });
+        (self.written, stamped)
     }
 }
 
