@@ -488,6 +488,17 @@ pub fn open_engine(
     path: &Path,
     dedup: Duration,
 ) -> Result<esim_notify::engine::Engine, esim_notify::store::StoreError> {
-    let storage = esim_notify::store::SledStorage::open(path, 16 << 20)?;
+    // sled lets go of its lock file a moment after the last handle is
+    // dropped (its own threads hold the files briefly): a test that drops an
+    // engine and opens the store again at once may find it still locked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let storage = loop {
+        match esim_notify::store::SledStorage::open(path, 16 << 20) {
+            Err(esim_notify::store::StoreError::Locked(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => break other?,
+        }
+    };
     esim_notify::engine::Engine::new(std::sync::Arc::new(storage), dedup)
 }

@@ -11,20 +11,11 @@ use serde_json::{json, Value};
 const SAMPLE_DATA: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime":"2025-07-21T10:57:28Z","notifyId":"f776267e8d6745db8cc316e4c146ea0c","content":{"orderNo":"B25052822150009","transactionId":"unique_id_from_partner","esimTranNo":"25052822150009","iccid":"8943108170001029631","totalVolume":53687091200,"orderUsage":48335585458,"remain":5351505742,"lastUpdateTime":"2025-07-21T09:38:25Z","remainThreshold":0.1}}"#;
 const SAMPLE_HEALTH: &str = r#"{"notifyType":"CHECK_HEALTH","notifyId":"918ff7f6f41143078585a85797e613f7","eventGenerateTime":"2026-04-22T11:31:33Z","content":{"orderNo":"1234567890","orderStatus":"Test"}}"#;
 
-/// Opens the store a stopped app left behind (sled may take a moment to
-/// let go of its lock after the last handle is dropped).
+/// Opens the store a stopped app left behind (`open_engine` waits for sled
+/// to let go of its lock).
 fn open_store(path: &std::path::Path) -> esim_notify::engine::Engine {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match crate::helpers::open_engine(path, Duration::from_secs(7 * 86400)) {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("store does not open: {e}"),
-        }
-    }
+    crate::helpers::open_engine(path, Duration::from_secs(7 * 86400))
+        .unwrap_or_else(|e| panic!("store does not open: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
