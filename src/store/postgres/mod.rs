@@ -208,17 +208,7 @@ impl Storage for PgStorage {
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client()?;
-        let row = wait(async {
-            let s = client
-                .prepare_cached(&format!(
-                    "SELECT value FROM {} WHERE key = $1",
-                    table(space)
-                ))
-                .await?;
-            client.query_opt(&s, &[&key]).await
-        })
-        .map_err(db_error)?;
-        Ok(row.map(|r| r.get(0)))
+        wait(unit::value_of(&client, space, key)).map_err(db_error)
     }
 
     fn scan<'a>(

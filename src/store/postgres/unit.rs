@@ -122,18 +122,7 @@ impl Unit for PgUnit<'_> {
         if let Some(w) = self.writes.get(&(space, key.to_vec())) {
             return Ok(w.clone());
         }
-        let client = self.client;
-        let row = wait(async {
-            let s = client
-                .prepare_cached(&format!(
-                    "SELECT value FROM {} WHERE key = $1",
-                    table(space)
-                ))
-                .await?;
-            client.query_opt(&s, &[&key]).await
-        })
-        .map_err(|e| self.db(e))?;
-        Ok(row.map(|r| r.get(0)))
+        wait(value_of(self.client, space, key)).map_err(|e| self.db(e))
     }
 
     fn put(&mut self, space: Space, key: &[u8], value: Vec<u8>) {
@@ -184,4 +173,20 @@ impl Unit for PgUnit<'_> {
             }
         }
     }
+}
+
+/// One committed value by key: what a unit reads past its own writes, and
+/// what [`Storage::get`](crate::store::Storage::get) reads outside any unit.
+pub(super) async fn value_of(
+    client: &Object,
+    space: Space,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
+    let s = client
+        .prepare_cached(&format!(
+            "SELECT value FROM {} WHERE key = $1",
+            table(space)
+        ))
+        .await?;
+    Ok(client.query_opt(&s, &[&key]).await?.map(|r| r.get(0)))
 }
