@@ -74,10 +74,15 @@ fn server() -> Option<Server> {
         .clone()
 }
 
-/// Runs SQL on a connection of its own, on a thread of its own (callers may
-/// be inside a runtime).
-pub fn admin(url: &str, sql: &str) -> Result<(), String> {
-    let (url, sql) = (url.to_string(), sql.to_string());
+/// Runs `work` with a connection of its own, on a thread of its own
+/// (callers may be inside a runtime).
+fn on_own_connection<R, F, Fut>(url: &str, work: F) -> Result<R, String>
+where
+    R: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<R, String>>,
+{
+    let url = url.to_string();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -88,31 +93,32 @@ pub fn admin(url: &str, sql: &str) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            client.batch_execute(&sql).await.map_err(|e| e.to_string())
+            work(client).await
         })
     })
     .join()
     .unwrap()
 }
 
+/// Runs SQL on a connection of its own.
+pub fn admin(url: &str, sql: &str) -> Result<(), String> {
+    let sql = sql.to_string();
+    on_own_connection(url, |client| async move {
+        client.batch_execute(&sql).await.map_err(|e| e.to_string())
+    })
+}
+
 /// The first column of the first row of `sql`, as a number (`::bigint`).
 pub fn query_i64(url: &str, sql: &str) -> i64 {
-    let (url, sql) = (url.to_string(), sql.to_string());
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0)
-        })
+    let sql = sql.to_string();
+    on_own_connection(url, |client| async move {
+        let row = client
+            .query_one(&sql, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(row.get::<_, i64>(0))
     })
-    .join()
-    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Starts a throwaway server from `/usr/lib/postgresql/*/bin`. It lives as
