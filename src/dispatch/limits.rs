@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
@@ -23,6 +23,7 @@ use rand::Rng;
 
 use crate::config::{RateLimit, Retry};
 use crate::customers::suppression_key;
+use crate::engine::Engine;
 
 type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
@@ -32,7 +33,27 @@ pub struct Limits {
     pub settings: RateLimit,
     global: Direct,
     per_recipient: Option<Recipients>,
+    /// A store several instances share (SPEC §10): the limits are the
+    /// group's, kept as GCRA buckets in the store, and the in-memory ones
+    /// above are not used.
+    shared: Option<Arc<Engine>>,
 }
+
+/// The shared bucket of the group's global limit.
+const GLOBAL_BUCKET: &[u8] = b"global";
+
+/// The shared bucket of one recipient's quota: a hash of the address, so
+/// the table of buckets holds no addresses.
+fn recipient_bucket(email: &str) -> Vec<u8> {
+    use sha2::Digest;
+    let mut key = b"to:".to_vec();
+    key.extend_from_slice(&sha2::Sha256::digest(suppression_key(email).as_bytes()));
+    key
+}
+
+/// When the shared buckets cannot be read, a send waits this long rather
+/// than risk going over the group's rate.
+const SHARED_UNREADABLE_WAIT: Duration = Duration::from_secs(1);
 
 /// GCRA per address: `n` messages at once, then one per `interval`.
 struct Recipients {
@@ -54,17 +75,39 @@ impl Recipients {
 pub struct Reservation<'a> {
     limits: &'a Limits,
     key: Option<String>,
+    /// The shared bucket the message was taken from (a group's store).
+    bucket: Option<Vec<u8>>,
 }
 
 impl Reservation<'_> {
     /// The mail server accepted the message: the quota keeps it.
     pub fn accepted(mut self) {
         self.key = None;
+        self.bucket = None;
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
+        if let (Some(bucket), Some(engine), Some(r)) = (
+            self.bucket.take(),
+            self.limits.shared.clone(),
+            &self.limits.per_recipient,
+        ) {
+            let interval = r.interval;
+            let give_back = move || {
+                if let Some(g) = engine.shared_rates() {
+                    if let Err(e) = g.give_back(&bucket, interval) {
+                        tracing::warn!(error = %e, "cannot give a recipient's quota back");
+                    }
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(give_back)),
+                Err(_) => give_back(),
+            }
+            return;
+        }
         let (Some(key), Some(r)) = (self.key.take(), &self.limits.per_recipient) else {
             return;
         };
@@ -93,11 +136,52 @@ impl Limits {
             settings: settings.clone(),
             global: RateLimiter::direct(global),
             per_recipient,
+            shared: None,
+        }
+    }
+
+    /// The limits of a group of instances: kept in `engine`'s shared store
+    /// when it has one (SPEC §10), else in this process.
+    pub fn for_store(settings: &RateLimit, engine: &Arc<Engine>) -> Limits {
+        Limits {
+            shared: engine.is_shared().then(|| engine.clone()),
+            ..Limits::new(settings)
+        }
+    }
+
+    /// One step of a shared bucket, off the async workers.
+    async fn take_shared(
+        engine: &Arc<Engine>,
+        bucket: Vec<u8>,
+        interval: Duration,
+        tolerance: Duration,
+    ) -> Result<(), Duration> {
+        let engine = engine.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            engine
+                .shared_rates()
+                .map(|g| g.take(&bucket, interval, tolerance))
+        })
+        .await;
+        match taken {
+            Ok(Some(Ok(r))) => r,
+            Ok(None) => Ok(()),
+            Ok(Some(Err(e))) => {
+                tracing::warn!(error = %e, "the group's rate limits cannot be read: the send waits");
+                Err(SHARED_UNREADABLE_WAIT)
+            }
+            Err(_) => Err(SHARED_UNREADABLE_WAIT),
         }
     }
 
     /// Takes one send from the global budget, or says how long until one is free.
-    pub fn global(&self) -> Result<(), Duration> {
+    pub async fn global(&self) -> Result<(), Duration> {
+        if let Some(engine) = &self.shared {
+            let per_second = self.settings.per_second.max(1);
+            let interval = Duration::from_secs(1) / per_second;
+            let tolerance = interval * (self.settings.burst.max(1) - 1);
+            return Self::take_shared(engine, GLOBAL_BUCKET.to_vec(), interval, tolerance).await;
+        }
         self.global
             .check()
             .map_err(|nu| nu.wait_time_from(self.global.clock().now()))
@@ -105,13 +189,23 @@ impl Limits {
 
     /// Reserves one message of the recipient's hourly quota (0 = no quota),
     /// or says how long until one is free.
-    pub fn recipient(&self, email: &str) -> Result<Reservation<'_>, Duration> {
+    pub async fn recipient(&self, email: &str) -> Result<Reservation<'_>, Duration> {
         let Some(r) = &self.per_recipient else {
             return Ok(Reservation {
                 limits: self,
                 key: None,
+                bucket: None,
             });
         };
+        if let Some(engine) = &self.shared {
+            let bucket = recipient_bucket(email);
+            Self::take_shared(engine, bucket.clone(), r.interval, r.tolerance).await?;
+            return Ok(Reservation {
+                limits: self,
+                key: None,
+                bucket: Some(bucket),
+            });
+        }
         let key = suppression_key(email);
         let now = Instant::now();
         let mut map = r.map();
@@ -124,12 +218,21 @@ impl Limits {
         Ok(Reservation {
             limits: self,
             key: Some(key),
+            bucket: None,
         })
     }
 
     /// Forgets recipients whose quota is full again, so the map stays as
     /// small as the set of recent recipients.
     pub fn retain_recent(&self) {
+        if let Some(engine) = self.shared.clone() {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(Err(e)) = engine.shared_rates().map(|g| g.forget_full()) {
+                    tracing::warn!(error = %e, "cannot forget the group's full rate buckets");
+                }
+            });
+            return;
+        }
         if let Some(r) = &self.per_recipient {
             let now = Instant::now();
             let mut map = r.map();
@@ -174,6 +277,7 @@ pub fn retry_delay(failed: u32, retry: &Retry) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_executor::block_on;
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
@@ -237,12 +341,12 @@ mod tests {
             burst: 100,
             per_recipient_per_hour: 2,
         });
-        l.recipient("ana@example.com").unwrap().accepted();
-        l.recipient("ANA@example.com").unwrap().accepted();
-        let wait = l.recipient("ana@example.com").err().unwrap();
+        block_on(l.recipient("ana@example.com")).unwrap().accepted();
+        block_on(l.recipient("ANA@example.com")).unwrap().accepted();
+        let wait = block_on(l.recipient("ana@example.com")).err().unwrap();
         // One send comes back every 30 minutes.
         assert!(wait > Duration::from_secs(29 * 60) && wait <= Duration::from_secs(30 * 60));
-        assert!(l.recipient("bob@example.com").is_ok());
+        assert!(block_on(l.recipient("bob@example.com")).is_ok());
     }
 
     #[test]
@@ -254,10 +358,10 @@ mod tests {
         });
         for _ in 0..5 {
             // Reserved, then dropped: the attempt failed.
-            drop(l.recipient("ana@example.com").unwrap());
+            drop(block_on(l.recipient("ana@example.com")).unwrap());
         }
-        l.recipient("ana@example.com").unwrap().accepted();
-        assert!(l.recipient("ana@example.com").is_err());
+        block_on(l.recipient("ana@example.com")).unwrap().accepted();
+        assert!(block_on(l.recipient("ana@example.com")).is_err());
     }
 
     #[test]
@@ -268,7 +372,7 @@ mod tests {
             per_recipient_per_hour: 0,
         });
         for _ in 0..50 {
-            l.recipient("ana@example.com").unwrap().accepted();
+            block_on(l.recipient("ana@example.com")).unwrap().accepted();
         }
     }
 
@@ -280,9 +384,9 @@ mod tests {
             per_recipient_per_hour: 0,
         });
         for _ in 0..3 {
-            assert!(l.global().is_ok());
+            assert!(block_on(l.global()).is_ok());
         }
-        let wait = l.global().unwrap_err();
+        let wait = block_on(l.global()).unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(500),
             "{wait:?}"

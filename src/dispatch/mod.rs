@@ -24,6 +24,7 @@ mod limits;
 mod quiet;
 mod schedule;
 mod send;
+mod shared;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,12 +40,13 @@ use crate::mailer::Mailer;
 
 pub use limits::{backoff_cap, Limits};
 pub use quiet::quiet_until;
-use schedule::Schedule;
+use schedule::{Plan, Schedule};
 use send::{Ctx, Fate, Turn};
+use shared::SharedQueue;
 
 /// `waiting_for` values, as `store.outbox()` shows them.
-pub const QUIET_HOURS: &str = "quiet hours";
-pub const RECIPIENT_QUOTA: &str = "recipient quota";
+pub const QUIET_HOURS: &str = crate::engine::QUIET_HOURS;
+pub const RECIPIENT_QUOTA: &str = crate::engine::RECIPIENT_QUOTA;
 /// A notice waiting out its backoff after a passing failure (SPEC §2: "a backoff").
 pub const BACKOFF: &str = crate::engine::BACKOFF;
 /// Shown for every queued notice while the operator's pause holds them all.
@@ -145,35 +147,16 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
         transport_broken: AtomicBool::new(false),
         stop,
     });
-    let mut schedule = Schedule::default();
-    let now = Utc::now();
-    // A broken transport is a fact about the previous run, not this one: the
-    // notices it held are due now, and one probe send (as after a pause)
-    // tells whether the transport works before the rest go.
-    let mut held = Vec::new();
-    for mut q in deps.store.outbox()? {
-        if is_transport_wait(q.waiting_for.as_deref()) {
-            held.push(q.id);
-            q.next_attempt = now;
-            q.waiting_for = None;
-        }
-        schedule.insert(q, now);
-    }
-    if !held.is_empty() {
-        deps.store.make_due(&held, now)?;
-        tracing::info!(
-            held = held.len(),
-            "notices held for a broken transport in the previous run: one probe send first"
-        );
-    }
-    let broken = (!held.is_empty()).then_some(Broken {
-        until: now,
-        backoff: Duration::ZERO,
-        probing: false,
-    });
-    if schedule.len() > 0 {
-        tracing::info!(queued = schedule.len(), "dispatcher resumes the queue");
-    }
+    let (source, broken) = if deps.store.is_shared() {
+        // The queue is the group's: claimed from the store as notices fall
+        // due, never loaded whole (SPEC §10).
+        let q = SharedQueue::new(deps.store.clone(), deps.config.store.lease.0);
+        tracing::info!(instance = %q.owner, "dispatcher sends from the group's shared queue");
+        (Source::Shared(q), None)
+    } else {
+        let (schedule, broken) = load_schedule(&deps.store)?;
+        (Source::Local(schedule), broken)
+    };
     let handle = DispatchHandle {
         tx,
         shared: shared.clone(),
@@ -198,10 +181,13 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
     });
     let task = tokio::spawn(async move {
         Loop {
-            limits: Arc::new(Limits::new(&current(&ctx.live).config.rate_limit)),
+            limits: Arc::new(Limits::for_store(
+                &current(&ctx.live).config.rate_limit,
+                &ctx.store,
+            )),
             ctx,
             shared: shared.clone(),
-            schedule,
+            source,
             pool,
             in_flight: 0,
             broken,
@@ -214,6 +200,53 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
     Ok((handle, task))
 }
 
+/// The plan kept in memory and fed from start (one instance on its own
+/// store), resuming what the previous run left queued.
+fn load_schedule(store: &Engine) -> anyhow::Result<(Schedule, Option<Broken>)> {
+    let mut schedule = Schedule::default();
+    let now = Utc::now();
+    // A broken transport is a fact about the previous run, not this one: the
+    // notices it held are due now, and one probe send (as after a pause)
+    // tells whether the transport works before the rest go.
+    let mut held = Vec::new();
+    for mut q in store.outbox()? {
+        if is_transport_wait(q.waiting_for.as_deref()) {
+            held.push(q.id);
+            q.next_attempt = now;
+            q.waiting_for = None;
+        }
+        schedule.insert(q, now);
+    }
+    if !held.is_empty() {
+        store.make_due(&held, now)?;
+        tracing::info!(
+            held = held.len(),
+            "notices held for a broken transport in the previous run: one probe send first"
+        );
+    }
+    let broken = (!held.is_empty()).then_some(Broken {
+        until: now,
+        backoff: Duration::ZERO,
+        probing: false,
+    });
+    if schedule.len() > 0 {
+        tracing::info!(queued = schedule.len(), "dispatcher resumes the queue");
+    }
+    Ok((schedule, broken))
+}
+
+/// Where the loop takes its sends from.
+enum Source {
+    /// This process's own plan (sled: one process holds the store).
+    Local(Schedule),
+    /// The shared store's queue, claimed under leases (SPEC §10).
+    Shared(SharedQueue),
+}
+
+/// What a finished send task reports: the notice, whether it was the probe
+/// of a broken transport, its turn, and the lease it was sent under.
+type Done = (u64, bool, Turn, Option<i64>);
+
 /// The transport-broken pause.
 struct Broken {
     until: DateTime<Utc>,
@@ -225,7 +258,7 @@ struct Broken {
 struct Loop {
     ctx: Arc<Ctx>,
     shared: Arc<Shared>,
-    schedule: Schedule,
+    source: Source,
     limits: Arc<Limits>,
     pool: usize,
     in_flight: usize,
@@ -235,32 +268,39 @@ struct Loop {
 
 impl Loop {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool, Turn)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut retain = tokio::time::interval(RETAIN_EVERY);
         retain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stopping = false;
         let mut stop = self.stop.clone();
         loop {
             if !stopping {
-                self.start_due(&done_tx);
+                self.start_due(&done_tx).await;
             }
             if stopping && self.in_flight == 0 {
                 break;
             }
             let wake = if stopping { None } else { self.next_wake() };
             tokio::select! {
-                Some((id, probe, turn)) = done_rx.recv() => {
+                Some((id, probe, turn, token)) = done_rx.recv() => {
                     self.in_flight -= 1;
-                    self.finished(id, probe, turn);
+                    self.finished(id, probe, turn, token);
                 }
                 cmd = rx.recv(), if !stopping => match cmd {
-                    Some(Command::Enqueue(notices)) => {
-                        let now = Utc::now();
-                        for q in notices {
-                            self.schedule.insert(q, now);
+                    Some(Command::Enqueue(notices)) => match &mut self.source {
+                        Source::Local(schedule) => {
+                            let now = Utc::now();
+                            for q in notices {
+                                schedule.insert(q, now);
+                            }
+                        }
+                        Source::Shared(q) => q.queued(notices.iter().map(|n| n.esim).collect()),
+                    },
+                    Some(Command::Cancel(id)) => {
+                        if let Source::Local(schedule) = &mut self.source {
+                            schedule.cancel(id);
                         }
                     }
-                    Some(Command::Cancel(id)) => self.schedule.cancel(id),
                     Some(Command::Wake) => {}
                     None => stopping = true,
                 },
@@ -275,18 +315,42 @@ impl Loop {
             }
         }
         self.ctx.mailer.close().await;
-        tracing::info!(left_queued = self.schedule.len(), "dispatcher stopped");
+        match &self.source {
+            Source::Local(schedule) => {
+                tracing::info!(left_queued = schedule.len(), "dispatcher stopped")
+            }
+            Source::Shared(_) => tracing::info!("dispatcher stopped"),
+        }
+    }
+
+    /// The next sends that may start now: one from the plan, or as many as
+    /// there are free slots claimed from the group's store.
+    async fn next_due(&mut self, now: DateTime<Utc>, probe: bool) -> Vec<Plan> {
+        match &mut self.source {
+            Source::Local(schedule) => schedule.pop_due(now).into_iter().collect(),
+            Source::Shared(q) => {
+                let room = if probe { 1 } else { self.pool - self.in_flight };
+                q.take(room).await
+            }
+        }
     }
 
     /// Starts every send that may start now.
-    fn start_due(&mut self, done: &mpsc::UnboundedSender<(u64, bool, Turn)>) {
+    async fn start_due(&mut self, done: &mpsc::UnboundedSender<Done>) {
+        if let Source::Shared(q) = &mut self.source {
+            if let Some(paused) = q.paused().await {
+                if paused != self.shared.operator_paused.swap(paused, Ordering::SeqCst) {
+                    tracing::info!(paused, "the group's pause changed");
+                }
+            }
+        }
         if self.shared.operator_paused.load(Ordering::SeqCst) {
             return;
         }
         let settings = &current(&self.ctx.live).config.rate_limit;
         if *settings != self.limits.settings {
             tracing::info!(?settings, "rate limits changed");
-            self.limits = Arc::new(Limits::new(settings));
+            self.limits = Arc::new(Limits::for_store(settings, &self.ctx.store));
         }
         let now = Utc::now();
         while self.in_flight < self.pool {
@@ -295,48 +359,66 @@ impl Loop {
                 Some(b) if b.probing || now < b.until || self.in_flight > 0 => return,
                 Some(_) => true,
             };
-            let Some(q) = self.schedule.pop_due(now) else {
+            let due = self.next_due(now, probe).await;
+            if due.is_empty() {
                 return;
-            };
-            self.in_flight += 1;
-            if probe {
-                if let Some(b) = &mut self.broken {
-                    b.probing = true;
-                }
-                tracing::info!(notice = q.id, "transport broken: trying one send");
             }
-            let (ctx, limits, stop, done) = (
-                self.ctx.clone(),
-                self.limits.clone(),
-                self.stop.clone(),
-                done.clone(),
-            );
-            let id = q.id;
-            tokio::spawn(async move {
-                // A panic in a send must not lose the slot nor the notice:
-                // the inner task is joined and a panic becomes a retry later.
-                let turn = match tokio::spawn(send::turn(ctx, q, limits, stop)).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(notice = id, error = %e, "send task failed");
-                        Turn {
-                            fate: Fate::Again {
-                                at: Utc::now() + chrono::Duration::seconds(60),
-                                why: Some("internal error".into()),
-                            },
-                            transport_ok: false,
-                        }
-                    }
-                };
-                let _ = done.send((id, probe, turn));
-            });
+            for q in due {
+                self.start(q, probe, done);
+            }
             if probe {
                 return;
             }
         }
     }
 
-    fn finished(&mut self, id: u64, probe: bool, turn: Turn) {
+    /// Starts one send task.
+    fn start(&mut self, q: Plan, probe: bool, done: &mpsc::UnboundedSender<Done>) {
+        self.in_flight += 1;
+        if probe {
+            if let Some(b) = &mut self.broken {
+                b.probing = true;
+            }
+            tracing::info!(notice = q.id, "transport broken: trying one send");
+        }
+        let (ctx, limits, stop, done) = (
+            self.ctx.clone(),
+            self.limits.clone(),
+            self.stop.clone(),
+            done.clone(),
+        );
+        let (id, token) = (q.id, q.token);
+        let kept = match (&self.source, token) {
+            (Source::Shared(shared), Some(t)) => Some(shared.keep(id, t)),
+            _ => None,
+        };
+        tokio::spawn(async move {
+            // A panic in a send must not lose the slot nor the notice:
+            // the inner task is joined and a panic becomes a retry later
+            // (a shared store's lease is kept: it runs out by itself).
+            let mut token = token;
+            let turn = match tokio::spawn(send::turn(ctx, q, limits, stop)).await {
+                Ok(t) => t,
+                Err(e) => {
+                    token = None;
+                    tracing::error!(notice = id, error = %e, "send task failed");
+                    Turn {
+                        fate: Fate::Again {
+                            at: Utc::now() + chrono::Duration::seconds(60),
+                            why: Some("internal error".into()),
+                        },
+                        transport_ok: false,
+                    }
+                }
+            };
+            if let Some(k) = kept {
+                k.abort();
+            }
+            let _ = done.send((id, probe, turn, token));
+        });
+    }
+
+    fn finished(&mut self, id: u64, probe: bool, turn: Turn, token: Option<i64>) {
         let now = Utc::now();
         if let Some(b) = &mut self.broken {
             if probe {
@@ -348,15 +430,43 @@ impl Loop {
                 tracing::warn!("transport works again: sending resumes");
             }
         }
-        match turn.fate {
-            Fate::Done => self.schedule.finished(id, now),
-            Fate::Again { at, why } => self.schedule.again(id, at, why),
-            Fate::Replaced(notices) => {
-                self.schedule.finished(id, now);
-                for q in notices {
-                    self.schedule.insert(q, now);
+        let fate = match &mut self.source {
+            Source::Local(schedule) => match turn.fate {
+                Fate::Done => {
+                    schedule.finished(id, now);
+                    return;
+                }
+                Fate::Again { at, why } => {
+                    schedule.again(id, at, why);
+                    return;
+                }
+                Fate::Replaced(notices) => {
+                    schedule.finished(id, now);
+                    for q in notices {
+                        schedule.insert(q, now);
+                    }
+                    return;
+                }
+                broken => broken,
+            },
+            // The store is the plan: what the turn recorded is what the next
+            // claim sees, so the lease goes, and the eSIM's next notice may
+            // be due at once.
+            Source::Shared(q) => {
+                q.look_now();
+                match turn.fate {
+                    broken @ Fate::Broken { .. } => broken,
+                    _ => {
+                        if let Some(t) = token {
+                            q.release(id, t);
+                        }
+                        return;
+                    }
                 }
             }
+        };
+        match fate {
+            Fate::Done | Fate::Again { .. } | Fate::Replaced(_) => {}
             Fate::Broken { reason } => {
                 let retry = &self.ctx.config.retry;
                 let (initial, max) = (retry.initial_backoff.0, retry.max_backoff.0);
@@ -382,12 +492,20 @@ impl Loop {
                 send::record(
                     &self.ctx,
                     id,
+                    token,
                     &SendOutcome::Wait {
                         until,
                         why: why.clone(),
                     },
                 );
-                self.schedule.again(id, until, Some(why));
+                match &mut self.source {
+                    Source::Local(schedule) => schedule.again(id, until, Some(why)),
+                    Source::Shared(q) => {
+                        if let Some(t) = token {
+                            q.release(id, t);
+                        }
+                    }
+                }
             }
         }
     }
@@ -395,10 +513,24 @@ impl Loop {
     /// When the loop must look again without being told (a due notice, the
     /// end of a transport pause); None when only a message can change things.
     fn next_wake(&mut self) -> Option<tokio::time::Instant> {
+        if let Source::Shared(q) = &self.source {
+            // Polled: another instance may queue, pause or resume.
+            let blocked = self.shared.operator_paused.load(Ordering::SeqCst)
+                || self.in_flight >= self.pool
+                || matches!(&self.broken, Some(b) if b.probing || self.in_flight > 0);
+            let not_before = self.broken.as_ref().map(|b| {
+                let wait = (b.until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::time::Instant::now() + wait
+            });
+            return Some(q.next_wake(blocked, not_before));
+        }
         if self.shared.operator_paused.load(Ordering::SeqCst) || self.in_flight >= self.pool {
             return None;
         }
-        let due = self.schedule.next_due()?;
+        let Source::Local(schedule) = &mut self.source else {
+            return None;
+        };
+        let due = schedule.next_due()?;
         let at = match &self.broken {
             None => due,
             Some(b) if b.probing || self.in_flight > 0 => return None,

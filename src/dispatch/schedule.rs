@@ -30,6 +30,8 @@ pub struct Plan {
     pub esim: EsimId,
     pub next_attempt: DateTime<Utc>,
     pub waiting_for: Option<String>,
+    /// The lease token when a shared store's claim handed it out (SPEC §10).
+    pub token: Option<i64>,
 }
 
 impl From<&QueuedNotice> for Plan {
@@ -39,6 +41,7 @@ impl From<&QueuedNotice> for Plan {
             esim: q.esim,
             next_attempt: q.next_attempt,
             waiting_for: q.waiting_for.clone(),
+            token: None,
         }
     }
 }

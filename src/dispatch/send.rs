@@ -79,6 +79,8 @@ pub async fn turn(
     mut stop: watch::Receiver<bool>,
 ) -> Turn {
     let id = planned.id;
+    // A shared store's lease (SPEC §10): every write about this send names it.
+    let held = planned.token;
     let later = |why: &str| {
         Turn::no_send(Fate::Again {
             at: Utc::now() + STORE_RETRY,
@@ -112,6 +114,7 @@ pub async fn turn(
             return finish(
                 &ctx,
                 &q,
+                held,
                 SendOutcome::Superseded("the eSIM is no longer known".into()),
                 "superseded",
             );
@@ -122,7 +125,13 @@ pub async fn turn(
         }
     };
     if let Some(reason) = policy::overtaken(&state, &q.notice, now) {
-        return finish(&ctx, &q, SendOutcome::Superseded(reason), "superseded");
+        return finish(
+            &ctx,
+            &q,
+            held,
+            SendOutcome::Superseded(reason),
+            "superseded",
+        );
     }
     match ctx
         .store
@@ -130,7 +139,7 @@ pub async fn turn(
     {
         Ok(Some(s)) => {
             let why = format!("address suppressed: {}", s.describe());
-            return finish(&ctx, &q, SendOutcome::Suppressed(why), "suppressed");
+            return finish(&ctx, &q, held, SendOutcome::Suppressed(why), "suppressed");
         }
         Ok(None) => {}
         Err(e) => {
@@ -144,9 +153,9 @@ pub async fn turn(
     let plan = match enrich(&ctx, &q, &ids, now).await {
         Enriched::Send { plan } => plan,
         Enriched::Replaced(notices) => return Turn::no_send(Fate::Replaced(notices)),
-        Enriched::Wait { until, why } => return wait(&ctx, &q, until, &why),
+        Enriched::Wait { until, why } => return wait(&ctx, &q, held, until, &why),
         Enriched::Superseded(why) => {
-            return finish(&ctx, &q, SendOutcome::Superseded(why), "superseded")
+            return finish(&ctx, &q, held, SendOutcome::Superseded(why), "superseded")
         }
         Enriched::Dead(reason) => {
             tracing::warn!(notice = id, template = %template, reason = %reason, "dead letter");
@@ -154,23 +163,23 @@ pub async fn turn(
                 reason,
                 suppress: None,
             };
-            return finish(&ctx, &q, dead, "dead");
+            return finish(&ctx, &q, held, dead, "dead");
         }
     };
 
     let live = current(&ctx.live);
     if let Some(until) = quiet(&ctx.config, &live, &q, now) {
-        return wait(&ctx, &q, until, QUIET_HOURS);
+        return wait(&ctx, &q, held, until, QUIET_HOURS);
     }
     // Held until the mail server answers: only an accepted message keeps it.
-    let quota = match limits.recipient(&q.recipient.email) {
+    let quota = match limits.recipient(&q.recipient.email).await {
         Ok(r) => r,
-        Err(wait_for) => return wait(&ctx, &q, now + wait_for, RECIPIENT_QUOTA),
+        Err(wait_for) => return wait(&ctx, &q, held, now + wait_for, RECIPIENT_QUOTA),
     };
     // The global limit is a pace, not a per-notice wait: the turn holds its
     // send slot until the pace allows it (no other send could go anyway),
     // and gives up only when the dispatcher stops.
-    while let Err(pause) = limits.global() {
+    while let Err(pause) = limits.global().await {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = stop.wait_for(|s| *s) => {
@@ -214,6 +223,7 @@ pub async fn turn(
             return finish(
                 &ctx,
                 &q,
+                held,
                 SendOutcome::Dead {
                     reason,
                     suppress: None,
@@ -232,7 +242,7 @@ pub async fn turn(
                 reason,
                 suppress: None,
             };
-            return finish(&ctx, &q, dead, "dead");
+            return finish(&ctx, &q, held, dead, "dead");
         }
     };
     let message_id = message_id_for(&q.identity, &ctx.config.email.from);
@@ -248,6 +258,18 @@ pub async fn turn(
         inline_images,
     };
 
+    // The last moment a lost lease can still stop the send: another
+    // instance may hold the notice now (this one was stopped or cut off
+    // past its lease), and it records what happens to it.
+    if let Some(token) = held {
+        if !still_held(&ctx, id, token).await {
+            tracing::warn!(
+                notice = id,
+                "lease lost before sending: another instance has the notice"
+            );
+            return Turn::no_send(Fate::Done);
+        }
+    }
     let started = Instant::now();
     let result = ctx.mailer.send(&email).await;
     let took = started.elapsed();
@@ -270,7 +292,7 @@ pub async fn turn(
         Ok(()) => {
             quota.accepted();
             log("sent", None);
-            let mut t = finish(&ctx, &q, SendOutcome::Sent { message_id }, "sent");
+            let mut t = finish(&ctx, &q, held, SendOutcome::Sent { message_id }, "sent");
             settle(&ctx, id).await;
             t.transport_ok = true;
             t
@@ -291,7 +313,7 @@ pub async fn turn(
                 tracing::warn!(notice = id, template = %template, to = %mask_email(&q.recipient.email), error = %e, "dead letter");
             }
             let dead = metric == "dead";
-            let mut t = finish(&ctx, &q, outcome, metric);
+            let mut t = finish(&ctx, &q, held, outcome, metric);
             if dead {
                 settle(&ctx, id).await;
             }
@@ -400,14 +422,24 @@ fn list_unsubscribe(
     }
 }
 
+/// Renews the lease of a held notice; false when it is gone or the store
+/// cannot say (then the send does not go: the lease holder decides).
+async fn still_held(ctx: &Arc<Ctx>, id: u64, token: i64) -> bool {
+    let (store, lease) = (ctx.store.clone(), ctx.config.store.lease.0);
+    matches!(
+        tokio::task::spawn_blocking(move || store.renew(id, token, lease)).await,
+        Ok(Ok(true))
+    )
+}
+
 /// Records a wait (not an attempt) and hands the time to the schedule.
-fn wait(ctx: &Ctx, q: &QueuedNotice, until: DateTime<Utc>, why: &str) -> Turn {
+fn wait(ctx: &Ctx, q: &QueuedNotice, held: Option<i64>, until: DateTime<Utc>, why: &str) -> Turn {
     tracing::debug!(notice = q.id, template = %q.notice.template, until = %until, why, "waits");
     let outcome = SendOutcome::Wait {
         until,
         why: why.to_string(),
     };
-    record(ctx, q.id, &outcome);
+    record(ctx, q.id, held, &outcome);
     Turn::no_send(Fate::Again {
         at: until,
         why: Some(why.to_string()),
@@ -416,7 +448,13 @@ fn wait(ctx: &Ctx, q: &QueuedNotice, until: DateTime<Utc>, why: &str) -> Turn {
 
 /// Records an outcome that ends or reschedules the notice, counts it, and
 /// tells the schedule.
-fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static str) -> Turn {
+fn finish(
+    ctx: &Ctx,
+    q: &QueuedNotice,
+    held: Option<i64>,
+    outcome: SendOutcome,
+    metric: &'static str,
+) -> Turn {
     match &outcome {
         SendOutcome::Superseded(r) | SendOutcome::Suppressed(r) => {
             tracing::info!(notice = q.id, template = %q.notice.template, to = %mask_email(&q.recipient.email), reason = %r, "not sent: {metric}");
@@ -424,7 +462,7 @@ fn finish(ctx: &Ctx, q: &QueuedNotice, outcome: SendOutcome, metric: &'static st
         _ => {}
     }
     ctx.metrics.notice(&q.notice.template, metric);
-    record(ctx, q.id, &outcome);
+    record(ctx, q.id, held, &outcome);
     let fate = match outcome {
         SendOutcome::Retry { next_attempt, .. } => Fate::Again {
             at: next_attempt,
@@ -453,8 +491,8 @@ async fn settle(ctx: &Ctx, id: u64) {
     }
 }
 
-pub fn record(ctx: &Ctx, id: u64, outcome: &SendOutcome) {
-    if let Err(e) = ctx.store.record(id, outcome, Utc::now()) {
+pub fn record(ctx: &Ctx, id: u64, held: Option<i64>, outcome: &SendOutcome) {
+    if let Err(e) = ctx.store.record_held(id, held, outcome, Utc::now()) {
         // The queue keeps the notice as it was: a sent one may go out again
         // after a restart (at least once), anything else is simply retried.
         tracing::error!(notice = id, error = %e, outcome = outcome_label(outcome), "cannot record a send outcome");

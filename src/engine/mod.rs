@@ -14,6 +14,7 @@
 mod binding;
 mod codec;
 mod intake;
+mod leases;
 mod migrate;
 pub mod model;
 mod outcomes;
@@ -35,6 +36,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use leases::{Held, POLL};
 pub use model::*;
 pub use retention::Ages;
 
@@ -79,6 +81,7 @@ impl Engine {
         };
         migrate::migrate(&engine)?;
         set_aside::sweep(&engine, Utc::now())?;
+        engine.storage.index_queue(leases::queue_columns)?;
         let counts = engine
             .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
             .unwrap_or_default();
@@ -327,7 +330,91 @@ impl Engine {
         outcome: &SendOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.unit(|tx| outcomes::record(tx, id, outcome, now))
+        self.unit(|tx| outcomes::record(tx, id, None, outcome, now))
+    }
+
+    /// [`Engine::record`] for a notice held under a shared store's lease:
+    /// nothing is written when the lease was taken over (SPEC §10).
+    pub fn record_held(
+        &self,
+        id: u64,
+        token: Option<i64>,
+        outcome: &SendOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.unit(|tx| outcomes::record(tx, id, token, outcome, now))
+    }
+
+    // ------------------------------------------- a store instances share
+
+    /// Whether other instances share this store (SPEC §10): the dispatcher
+    /// then takes its work from the store, not from a plan of its own.
+    pub fn is_shared(&self) -> bool {
+        self.storage.group().is_some()
+    }
+
+    /// Takes up to `max` due notices for this instance (`owner`), held for
+    /// `lease`; a notice taken over from an instance whose lease ran out is
+    /// recorded as rescued in its eSIM's decision log.
+    pub fn claim(
+        &self,
+        max: usize,
+        lease: std::time::Duration,
+        owner: &str,
+    ) -> Result<Vec<Held>, StoreError> {
+        let Some(group) = self.storage.group() else {
+            return Ok(Vec::new());
+        };
+        let held = leases::held(group.claim(max, lease, owner)?);
+        let now = Utc::now();
+        for h in held.iter().filter(|h| h.rescued_from.is_some()) {
+            self.unit(|tx| leases::note_rescue(tx, h, owner, now))?;
+        }
+        Ok(held)
+    }
+
+    /// Extends a lease; false when it is no longer ours.
+    pub fn renew(
+        &self,
+        id: u64,
+        token: i64,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        match self.storage.group() {
+            Some(g) => g.renew(&codec::id(id), token, lease),
+            None => Ok(true),
+        }
+    }
+
+    /// Lets go of a lease once the notice's outcome is recorded.
+    pub fn release(&self, id: u64, token: i64) -> Result<(), StoreError> {
+        match self.storage.group() {
+            Some(g) => g.release(&codec::id(id), token),
+            None => Ok(()),
+        }
+    }
+
+    /// How long until the shared queue's first notice is due.
+    pub fn next_due_in(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        match self.storage.group() {
+            Some(g) => g.next_due(),
+            None => Ok(None),
+        }
+    }
+
+    /// Newly queued notices about these eSIMs: the first queued notice of
+    /// each, if it waits for quiet hours or a quota, is looked at again (a
+    /// newcomer may overtake it or bypass the wait).
+    pub fn recheck_heads(&self, esims: &[EsimId]) -> Result<(), StoreError> {
+        match self.storage.group() {
+            Some(g) => g.recheck_heads(esims),
+            None => Ok(()),
+        }
+    }
+
+    /// The group's rate buckets (SPEC §10); `None` on a store no one shares.
+    pub fn shared_rates(&self) -> Option<&dyn crate::store::Group> {
+        self.storage.group()
     }
 
     pub fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError> {
@@ -419,8 +506,19 @@ impl Engine {
         })
     }
 
+    /// The store's counts. Those this process last committed, unless other
+    /// instances share the store: then what the store holds now (the
+    /// process's own copy when it cannot be read).
     pub fn counts(&self) -> Counts {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner()).1
+        let kept = self.counts.lock().unwrap_or_else(|p| p.into_inner()).1;
+        if !self.is_shared() {
+            return kept;
+        }
+        match self.storage.get(Space::Meta, meta::COUNTS) {
+            Ok(Some(bytes)) => codec::decode(&bytes).unwrap_or(kept),
+            Ok(None) => Counts::default(),
+            Err(_) => kept,
+        }
     }
 
     /// When the last delivery was accepted, kept across restarts (SPEC §9).

@@ -14,6 +14,10 @@ use crate::vars::Captured;
 
 /// `waiting_for` of a notice waiting out its backoff after a passing failure.
 pub const BACKOFF: &str = "backoff";
+/// `waiting_for` of a notice held by the customer's quiet hours.
+pub const QUIET_HOURS: &str = "quiet hours";
+/// `waiting_for` of a notice held by its recipient's hourly quota.
+pub const RECIPIENT_QUOTA: &str = "recipient quota";
 
 /// The engine's own number for one eSIM; identifiers may change or be
 /// learned late, this does not.

@@ -15,12 +15,24 @@ use crate::customers::{mask_email, suppression_key};
 use crate::store::{Space, StoreError};
 
 /// Applies the result of one send attempt to the queue and the decision log.
+/// With a `token` (a shared store's lease), nothing is written unless this
+/// instance still holds the notice under it (SPEC §10).
 pub fn record(
     tx: &mut Tx,
     qid: u64,
+    token: Option<i64>,
     outcome: &SendOutcome,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    if let Some(token) = token {
+        if !tx.holds(qid, token)? {
+            tracing::warn!(
+                notice = qid,
+                "lease taken over by another instance while sending: this outcome is not recorded"
+            );
+            return Ok(());
+        }
+    }
     let Some(mut q) = tx.get::<QueuedNotice>(Space::Queue, &id(qid))? else {
         // Cancelled or forgotten while it was being sent.
         return Ok(());

@@ -54,6 +54,12 @@ impl<'u> Tx<'u> {
         self.unit.put(space, key, value);
     }
 
+    /// Whether this instance still holds queued notice `qid` under `token`
+    /// (always on a store no one shares).
+    pub fn holds(&mut self, qid: u64, token: i64) -> Result<bool, StoreError> {
+        self.unit.holds(&codec::id(qid), token)
+    }
+
     pub fn delete(&mut self, space: Space, key: &[u8]) {
         self.unit.delete(space, key);
     }

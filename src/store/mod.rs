@@ -16,6 +16,7 @@
 //! `store.backend` names.
 
 pub mod flusher;
+mod group;
 mod postgres;
 mod sled_backend;
 
@@ -23,6 +24,7 @@ use std::path::Path;
 
 use tokio::sync::{oneshot, watch};
 
+pub use group::{Claim, Group, QueueColumns, QueueIndexer};
 pub use postgres::PgStorage;
 pub use sled_backend::SledStorage;
 
@@ -96,6 +98,14 @@ pub trait Unit {
     /// A number never handed out before in this store, increasing. Ids lost
     /// to a unit that fails or to a crash are skipped, never reused.
     fn next_id(&mut self) -> u64;
+    /// Whether the queued notice at `key` is still held under `token`
+    /// (SPEC §10: an instance whose lease was taken over records nothing),
+    /// locking it until the unit ends. A store no one shares has no leases:
+    /// always true.
+    fn holds(&mut self, key: &[u8], token: i64) -> Result<bool, StoreError> {
+        let _ = (key, token);
+        Ok(true)
+    }
 }
 
 /// The work a unit runs; `Err` abandons every write it made.
@@ -125,6 +135,17 @@ pub trait Storage: Send + Sync {
     fn failed(&self) -> watch::Receiver<Option<String>>;
     /// Writes a consistent copy into `dir` (new or empty), while units go on.
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
+    /// The leases and shared rate buckets of a store several instances
+    /// open; `None` for a store one process holds alone (sled).
+    fn group(&self) -> Option<&dyn Group> {
+        None
+    }
+    /// How to read a queued notice's [`QueueColumns`]: a shared backend
+    /// indexes them (and fills them in for rows written before it knew).
+    fn index_queue(&self, indexer: QueueIndexer) -> Result<(), StoreError> {
+        let _ = indexer;
+        Ok(())
+    }
 }
 
 impl dyn Storage {

@@ -11,6 +11,7 @@
 //! database at a time (README "PostgreSQL (first step)").
 
 mod backup;
+mod outbox;
 mod pool;
 mod schema;
 mod unit;
@@ -21,7 +22,7 @@ use std::path::Path;
 use tokio::sync::{oneshot, watch};
 use tokio_postgres::Row;
 
-use super::{Entry, Space, Storage, StoreError, Work};
+use super::{Entry, Group, QueueIndexer, Space, Storage, StoreError, Work};
 use pool::{wait, Connections};
 use schema::table;
 use unit::{PgUnit, UNIT_LOCK};
@@ -90,6 +91,8 @@ pub struct PgStorage {
     /// Never set: a committed transaction is durable (synchronous_commit),
     /// so there is no sync of ours that can fail. Kept for the trait.
     failed: watch::Sender<Option<String>>,
+    /// The engine's reader of queue values (set once at engine start).
+    indexer: std::sync::OnceLock<QueueIndexer>,
 }
 
 impl PgStorage {
@@ -115,6 +118,7 @@ impl PgStorage {
         Ok(PgStorage {
             conns,
             failed: watch::channel(None).0,
+            indexer: std::sync::OnceLock::new(),
         })
     }
 
@@ -142,6 +146,7 @@ impl PgStorage {
             ids: None,
             failed: None,
             retry: false,
+            indexer: self.indexer.get().copied(),
         };
         let worked = work(&mut u);
         let result = match worked {
@@ -243,6 +248,15 @@ impl Storage for PgStorage {
 
     fn backup(&self, dir: &Path) -> Result<(), StoreError> {
         backup::to_sled(self, dir)
+    }
+
+    fn group(&self) -> Option<&dyn Group> {
+        Some(self)
+    }
+
+    fn index_queue(&self, indexer: QueueIndexer) -> Result<(), StoreError> {
+        let _ = self.indexer.set(indexer);
+        outbox::index_existing(self, indexer)
     }
 }
 

@@ -41,8 +41,17 @@ pub fn table(space: Space) -> &'static str {
 fn migrations() -> Vec<String> {
     let mut first = String::new();
     for name in [
-        "dedup", "events", "esims", "aliases", "customers", "queue", "dead", "log", "suppress",
-        "meta", "set_aside",
+        "dedup",
+        "events",
+        "esims",
+        "aliases",
+        "customers",
+        "queue",
+        "dead",
+        "log",
+        "suppress",
+        "meta",
+        "set_aside",
     ] {
         first.push_str(&format!(
             "CREATE TABLE {name} (key bytea PRIMARY KEY, value bytea NOT NULL);\n"
@@ -53,6 +62,19 @@ fn migrations() -> Vec<String> {
     ));
     vec![
         first,
+        // 2: the columns a group of instances sends from (SPEC §10): which
+        // eSIM a queued notice is about and when it is due, read from its
+        // bytes by the engine's indexer; the lease an instance holds on it
+        // (until when, by whom, under which fencing token); and the GCRA
+        // buckets of the group's rate limits.
+        "ALTER TABLE queue ADD COLUMN esim bigint, ADD COLUMN due timestamptz, \
+             ADD COLUMN recheck boolean NOT NULL DEFAULT false, \
+             ADD COLUMN lease_until timestamptz, ADD COLUMN owner text, \
+             ADD COLUMN token bigint NOT NULL DEFAULT 0;\n\
+         CREATE INDEX queue_due ON queue (due);\n\
+         CREATE INDEX queue_esim ON queue (esim, key);\n\
+         CREATE TABLE rates (key bytea PRIMARY KEY, tat timestamptz NOT NULL);\n"
+            .to_string(),
         // Later migrations go here, one string each, in the order they ran.
     ]
 }

@@ -19,7 +19,7 @@ use tokio_postgres::error::SqlState;
 use super::db_error;
 use super::pool::wait;
 use super::schema::{table, ID_BLOCK};
-use crate::store::{Entry, Space, StoreError, Unit};
+use crate::store::{Entry, QueueIndexer, Space, StoreError, Unit};
 
 /// The advisory lock every unit holds until it ends ("esimunit").
 pub const UNIT_LOCK: i64 = 0x6573_696d_756e_6974;
@@ -43,6 +43,8 @@ pub struct PgUnit<'a> {
     pub failed: Option<StoreError>,
     /// A database error of this unit asked for a retry of the whole unit.
     pub retry: bool,
+    /// Reads the queue's columns from its values (the engine's).
+    pub indexer: Option<QueueIndexer>,
 }
 
 impl PgUnit<'_> {
@@ -71,6 +73,21 @@ impl PgUnit<'_> {
                 None => deletes.entry(space).or_default().push(key),
             }
         }
+        let indexer = self.indexer;
+        // A queue row's eSIM and due time, for the group's claim.
+        let queue_cols = match (indexer, upserts.get(&Space::Queue)) {
+            (Some(index), Some((_, values))) => {
+                let mut cols = (Vec::new(), Vec::new(), Vec::new());
+                for v in values {
+                    let c = index(v);
+                    cols.0.push(c.map(|c| c.esim as i64));
+                    cols.1.push(c.map_or_else(chrono::Utc::now, |c| c.due));
+                    cols.2.push(c.is_some_and(|c| c.recheck_on_arrival));
+                }
+                Some(cols)
+            }
+            _ => None,
+        };
         let client = self.client;
         let sent = wait(async {
             let mut statements = Vec::new();
@@ -85,16 +102,24 @@ impl PgUnit<'_> {
                 );
             }
             for space in upserts.keys() {
-                statements.push(
-                    client
-                        .prepare_cached(&format!(
-                            "INSERT INTO {} (key, value) \
-                             SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                            table(*space)
-                        ))
-                        .await?,
-                );
+                let sql = if *space == Space::Queue && indexer.is_some() {
+                    // The lease columns are not touched: a notice rewritten
+                    // while an instance sends it (a re-address) stays held.
+                    "INSERT INTO queue (key, value, esim, due, recheck) \
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], \
+                                          $4::timestamptz[], $5::bool[]) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
+                         esim = EXCLUDED.esim, due = EXCLUDED.due, recheck = EXCLUDED.recheck"
+                        .to_string()
+                } else {
+                    format!(
+                        "INSERT INTO {} (key, value) \
+                         SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        table(*space)
+                    )
+                };
+                statements.push(client.prepare_cached(&sql).await?);
             }
             // Every statement is sent before the first answer is awaited.
             type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
@@ -102,8 +127,13 @@ impl PgUnit<'_> {
             for keys in deletes.values() {
                 params.push(vec![keys]);
             }
-            for (keys, values) in upserts.values() {
-                params.push(vec![keys, values]);
+            for (space, (keys, values)) in &upserts {
+                match (&queue_cols, *space == Space::Queue) {
+                    (Some((esims, dues, rechecks)), true) => {
+                        params.push(vec![keys, values, esims, dues, rechecks])
+                    }
+                    _ => params.push(vec![keys, values]),
+                }
             }
             let runs: Vec<_> = statements
                 .iter()
@@ -149,6 +179,18 @@ impl Unit for PgUnit<'_> {
             };
         }
         Ok(merged.into_iter().collect())
+    }
+
+    fn holds(&mut self, key: &[u8], token: i64) -> Result<bool, StoreError> {
+        let client = self.client;
+        let row = wait(async {
+            let s = client
+                .prepare_cached("SELECT token FROM queue WHERE key = $1 FOR UPDATE")
+                .await?;
+            client.query_opt(&s, &[&key]).await
+        })
+        .map_err(|e| self.db(e))?;
+        Ok(row.is_some_and(|r| r.get::<_, i64>(0) == token))
     }
 
     fn next_id(&mut self) -> u64 {
