@@ -539,3 +539,56 @@ async fn the_rate_limit_holds_for_the_sum_of_the_instances() {
     assert!(sent(&ma) > 0.0 && sent(&mb) > 0.0, "both instances sent");
     assert!(a.terminate() && b.terminate());
 }
+
+/// The same delivery posted to two instances at once is accepted once:
+/// the second waits for the first's commit, then answers `duplicate`; one
+/// email goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_delivery_posted_to_two_instances_at_once_is_accepted_once() {
+    let Some(db) = test_db() else { return };
+    let (smtp, mailin) = mailin_server();
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let toml = group_toml(&db.url, "");
+    let (a, b) = tokio::join!(
+        Binary::serve_smtp(d1.path(), smtp, &toml),
+        Binary::serve_smtp(d2.path(), smtp, &toml),
+    );
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let tran = format!("D{i}");
+        put_customer(&a, json!({"email": format!("d{i}@example.com"), "esimTranNo": tran})).await;
+        let body = esim_status(&format!("dup-{i}"), &tran, &format!("89000000000000009{i:02}"), "IN_USE");
+        let post = |url: String, body: String| {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<Value>().await.unwrap()["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let (x, y) = tokio::join!(
+            post(a.webhook_url(), body.clone()),
+            post(b.webhook_url(), body.clone())
+        );
+        let mut answers = vec![x, y];
+        answers.sort();
+        assert_eq!(answers, ["accepted", "duplicate"], "delivery {i}");
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async { mailin.received().len() == 20 }).await,
+        "{} sent",
+        mailin.received().len()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(mailin.received().len(), 20, "one email per delivery");
+    assert!(a.terminate() && b.terminate());
+}
