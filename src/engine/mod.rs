@@ -36,7 +36,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 pub use model::*;
-pub use retention::Ages;
+pub use retention::{event_past_history, Ages};
 
 use crate::customers::{IdKind, Recipient};
 use crate::event::{Event, Identifiers};

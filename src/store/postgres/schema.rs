@@ -41,8 +41,17 @@ pub fn table(space: Space) -> &'static str {
 fn migrations() -> Vec<String> {
     let mut first = String::new();
     for name in [
-        "dedup", "events", "esims", "aliases", "customers", "queue", "dead", "log", "suppress",
-        "meta", "set_aside",
+        "dedup",
+        "events",
+        "esims",
+        "aliases",
+        "customers",
+        "queue",
+        "dead",
+        "log",
+        "suppress",
+        "meta",
+        "set_aside",
     ] {
         first.push_str(&format!(
             "CREATE TABLE {name} (key bytea PRIMARY KEY, value bytea NOT NULL);\n"
