@@ -144,7 +144,11 @@ async fn run(op: &Operator, command: Command, path: &Path, config: &Config) -> R
             println!("Backup written to {}.", written.display());
             Ok(OK)
         }
-        Command::Serve | Command::Check | Command::Render { .. } | Command::SendTest { .. } => {
+        Command::Serve
+        | Command::Check
+        | Command::Render { .. }
+        | Command::SendTest { .. }
+        | Command::Store(_) => {
             unreachable!("handled before the store is opened")
         }
     }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod commands;
 mod email;
 mod operator;
+mod store_copy;
 
 use crate::config::{config_path, Config};
 use crate::customers::IdKind;
@@ -77,6 +78,9 @@ pub enum Command {
     Resume,
     /// Write a consistent copy of the store into DIR (new or empty), even while serving
     Backup { dir: PathBuf },
+    /// Move the store: `store copy --to URL` copies the (sled) store into an empty PostgreSQL database
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Send one sample email through the configured transport and report the result
     SendTest {
         #[arg(long)]
@@ -169,6 +173,16 @@ pub enum SuppressCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every keyspace (events within store.history) into the empty PostgreSQL database at URL; run with the server stopped
+    Copy {
+        /// postgres://user@host/db?sslmode=require (or set it in ESIM_NOTIFY_STORE_COPY_TO to keep a password off the command line)
+        #[arg(long, env = "ESIM_NOTIFY_STORE_COPY_TO", hide_env_values = true)]
+        to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
     /// Cancel one queued notice
     Cancel { id: u64 },
@@ -217,6 +231,10 @@ pub fn run(cli: Cli) -> ExitCode {
                     timezone,
                 },
             ),
+            Err(code) => code,
+        },
+        Command::Store(StoreCommand::Copy { to }) => match load(&path) {
+            Ok(config) => store_copy::run(&config, &to),
             Err(code) => code,
         },
         Command::SendTest { to } => match load(&path) {

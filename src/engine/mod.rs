@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 pub use leases::{Held, POLL};
 pub use model::*;
-pub use retention::Ages;
+pub use retention::{event_past_history, Ages};
 
 use crate::customers::{IdKind, Recipient};
 use crate::event::{Event, Identifiers};

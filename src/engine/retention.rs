@@ -140,3 +140,15 @@ fn delete_in_chunks(engine: &Engine, space: Space, keys: &[Vec<u8>]) -> Result<u
     }
     Ok(keys.len())
 }
+
+/// Whether an event record (the bytes of one `Events` entry) is past
+/// `history` at `now`, as [`retain`] judges it: what `store copy` leaves
+/// behind ("events within history").
+pub fn event_past_history(
+    value: &[u8],
+    now: DateTime<Utc>,
+    history: Duration,
+) -> Result<bool, StoreError> {
+    let e: EventRecord = decode(value)?;
+    Ok(older_than(e.at, now, history))
+}

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use esim_notify::event::Event;
-use esim_notify::store::{SledStorage, Space, Storage};
+use esim_notify::store::Space;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -162,8 +162,7 @@ async fn a_queue_record_that_does_not_decode_is_set_aside_and_the_rest_starts() 
     // The first queue record's bytes damaged (its version byte kept, so it
     // reaches the decoder).
     let damaged_key = {
-        let storage: std::sync::Arc<dyn Storage> =
-            std::sync::Arc::new(SledStorage::open(&store, 8 << 20).unwrap());
+        let storage = crate::helpers::open_storage(&store).unwrap();
         let (key, mut bytes) = storage.scan(Space::Queue, &[]).next().unwrap().unwrap();
         bytes.truncate(3);
         bytes.extend_from_slice(&[0xff; 5]);

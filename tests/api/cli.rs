@@ -40,15 +40,14 @@ listen = "127.0.0.1:{public_port}"
 listen = "127.0.0.1:{admin_port}"
 token = "{ADMIN_TOKEN}"
 [store]
-path = "{store}"
-cache_mb = 16
+{store}
 [email]
 transport = "file"
 file_dir = "{mail}"
 [templates]
 dir = "{templates}"
 "#,
-            store = dir.path().join("data").display(),
+            store = crate::helpers::store_keys(&dir.path().join("data")),
             mail = dir.path().join("mail-out").display(),
             templates = templates.display(),
         );
@@ -1264,18 +1263,24 @@ fn import_takes_semicolon_and_tab_separated_files_with_a_bom() {
 /// which a server with another admin token proves by refusing.
 #[test]
 fn on_postgres_the_cli_works_directly_and_through_a_running_server() {
-    let Some(db) = crate::pg::test_db() else {
-        return;
-    };
     let env = Env::new();
     let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
-    let on_pg = config.replace(
-        "[store]\n",
-        &format!(
-            "[store]\nbackend = \"postgres\"\nurl = {:?}\npool = 2\n",
-            db.url
-        ),
-    );
+    // On a postgres run the Env's config names a database already.
+    let (_db, on_pg) = if crate::helpers::on_postgres() {
+        (None, config)
+    } else {
+        let Some(db) = crate::pg::test_db() else {
+            return;
+        };
+        let on_pg = config.replace(
+            "[store]\n",
+            &format!(
+                "[store]\nbackend = \"postgres\"\nurl = {:?}\npool = 2\n",
+                db.url
+            ),
+        );
+        (Some(db), on_pg)
+    };
     std::fs::write(env.path("config.toml"), &on_pg).unwrap();
     customer_round_trip(&env);
     env.add_customer("c@example.com", "PG-T1");

@@ -1,6 +1,12 @@
 //! The one way tests start esim-notify: the real `Application` on
-//! 127.0.0.1:0 with a sled store in a temp dir and a real SMTP server on a
+//! 127.0.0.1:0 with a store of its own and a real SMTP server on a
 //! loopback port (like zero2prod's `spawn_app`).
+//!
+//! The store's backend comes from `ESIM_NOTIFY_TEST_BACKEND`: `sled` (the
+//! default: a directory in the test's temp dir) or `postgres` (a database of
+//! its own per store path, through `pg.rs`), so the whole suite runs, the
+//! same, on both. A test of something only sled has (its files, its lock,
+//! its fsyncs) starts with `if sled_only("why") { return; }`.
 
 pub use crate::smtp::{self, free_port};
 
@@ -38,10 +44,83 @@ pub struct TestApp {
     extra: String,
 }
 
+/// The environment variable naming the backend the suite runs on.
+pub const TEST_BACKEND: &str = "ESIM_NOTIFY_TEST_BACKEND";
+
+/// Whether this run's stores are PostgreSQL databases (see the module doc).
+pub fn on_postgres() -> bool {
+    match std::env::var(TEST_BACKEND).as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{TEST_BACKEND}={other:?}: expected \"sled\" or \"postgres\""),
+    }
+}
+
+/// True (and one line on stderr) when the suite runs on PostgreSQL and the
+/// calling test is about sled itself (`why`): it then returns at once.
+pub fn sled_only(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on postgres: {why}");
+        return true;
+    }
+    false
+}
+
+/// The database standing for each sled store path of this process, made at
+/// the first config that names the path, so a restart (or the binary, or a
+/// CLI command) on the same directory finds the same data. A database is
+/// dropped once its directory is gone (the test that owned it ended): swept
+/// each time a new one is made, and the rest when the server goes.
+static DATABASES: std::sync::Mutex<Vec<(PathBuf, crate::pg::TestDb)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The URL of the database standing for the store at `path` (postgres runs).
+pub fn database_for(path: &Path) -> String {
+    let mut dbs = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, db)) = dbs.iter().find(|(p, _)| p == path) {
+        return db.url.clone();
+    }
+    dbs.retain(|(p, _)| p.parent().is_some_and(|d| d.exists()));
+    let db = crate::pg::test_db().unwrap_or_else(|| {
+        panic!("{TEST_BACKEND}=postgres and no PostgreSQL (see tests/api/pg.rs)")
+    });
+    let url = db.url.clone();
+    dbs.push((path.to_path_buf(), db));
+    url
+}
+
+/// The `[store]` keys of a test config whose sled store would be at
+/// `path`: that path, and on postgres runs the backend and its database.
+pub fn store_keys(path: &Path) -> String {
+    let mut keys = format!("path = {:?}\ncache_mb = 16\n", path.display().to_string());
+    if on_postgres() {
+        keys.push_str(&format!(
+            "backend = \"postgres\"\nurl = {:?}\npool = 4\n",
+            database_for(path)
+        ));
+    }
+    keys
+}
+
 /// The test configuration: both listeners on free ports, the store in
-/// `dir`, SMTP without TLS to `smtp_port`, limits lifted, short backoffs;
-/// `extra` (TOML) is merged over it key by key.
+/// `dir` (or its database: [`store_keys`]), SMTP without TLS to
+/// `smtp_port`, limits lifted, short backoffs; `extra` (TOML) is merged over
+/// it key by key. An `extra` that names `store.backend` itself gets no
+/// database of ours.
 pub fn test_config_toml(dir: &Path, smtp_port: u16, extra: &str) -> String {
+    let extra_table: toml::Table = toml::from_str(extra).expect("extra test TOML parses");
+    let own_backend = extra_table
+        .get("store")
+        .and_then(|s| s.get("backend"))
+        .is_some();
+    let store = if own_backend {
+        format!(
+            "path = {:?}\ncache_mb = 16\n",
+            dir.join("data").display().to_string()
+        )
+    } else {
+        store_keys(&dir.join("data"))
+    };
     let base = format!(
         r#"
 [server]
@@ -49,8 +128,7 @@ listen = "127.0.0.1:0"
 [admin]
 listen = "127.0.0.1:0"
 [store]
-path = "{store}"
-cache_mb = 16
+{store}
 [email]
 transport = "smtp"
 from = "Example eSIM <noreply@example.com>"
@@ -72,13 +150,11 @@ max_backoff = "1s"
 [templates]
 dir = "{templates}"
 "#,
-        store = dir.join("data").display(),
         mail = dir.join("mail-out").display(),
         templates = TEMPLATES,
     );
     let mut table: toml::Table = toml::from_str(&base).unwrap();
-    let extra: toml::Table = toml::from_str(extra).expect("extra test TOML parses");
-    merge(&mut table, extra);
+    merge(&mut table, extra_table);
     toml::to_string(&table).unwrap()
 }
 
@@ -482,23 +558,36 @@ pub async fn until_ready(http: &reqwest::Client, public: u16, limit: Duration) -
     .await
 }
 
-/// The engine over a sled store at `path` (the test's own, or a copy), as
-/// the server opens it; `dedup` is `store.delivery_dedup`.
-pub fn open_engine(
+/// The store at `path` (the test's own, or a copy), opened as the server
+/// opens it. On postgres runs a path no sled store exists at is a test
+/// config's store path, so its database (made now if no config named it
+/// yet: a test may fill a store before it starts the server); a path that
+/// holds files (a backup, which is a sled store on both backends) is sled.
+pub fn open_storage(
     path: &Path,
-    dedup: Duration,
-) -> Result<esim_notify::engine::Engine, esim_notify::store::StoreError> {
+) -> Result<Arc<dyn esim_notify::store::Storage>, esim_notify::store::StoreError> {
+    if on_postgres() && !path.exists() {
+        let url = database_for(path);
+        return Ok(Arc::new(esim_notify::store::PgStorage::open(&url, 2)?));
+    }
     // sled lets go of its lock file a moment after the last handle is
     // dropped (its own threads hold the files briefly): a test that drops an
     // engine and opens the store again at once may find it still locked.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let storage = loop {
+    loop {
         match esim_notify::store::SledStorage::open(path, 16 << 20) {
             Err(esim_notify::store::StoreError::Locked(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            other => break other?,
+            other => return Ok(Arc::new(other?)),
         }
-    };
-    esim_notify::engine::Engine::new(std::sync::Arc::new(storage), dedup)
+    }
+}
+
+/// The engine over [`open_storage`]`(path)`; `dedup` is `store.delivery_dedup`.
+pub fn open_engine(
+    path: &Path,
+    dedup: Duration,
+) -> Result<esim_notify::engine::Engine, esim_notify::store::StoreError> {
+    esim_notify::engine::Engine::new(open_storage(path)?, dedup)
 }

@@ -33,6 +33,7 @@ mod provider;
 mod ready;
 mod sequences;
 mod storage;
+mod store_copy;
 mod suppression_reasons;
 mod templates;
 mod unsubscribe_page;

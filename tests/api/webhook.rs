@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use esim_notify::customers::IdKind;
+use esim_notify::store::Space;
 use serde_json::{json, Value};
 
 const SAMPLE_DATA: &str = r#"{"notifyType":"DATA_USAGE","eventGenerateTime":"2025-07-21T10:57:28Z","notifyId":"f776267e8d6745db8cc316e4c146ea0c","content":{"orderNo":"B25052822150009","transactionId":"unique_id_from_partner","esimTranNo":"25052822150009","iccid":"8943108170001029631","totalVolume":53687091200,"orderUsage":48335585458,"remain":5351505742,"lastUpdateTime":"2025-07-21T09:38:25Z","remainThreshold":0.1}}"#;
@@ -117,21 +118,23 @@ async fn store_failure_is_503() {
     let (extra, port, smtp) = (String::new(), app.smtp_port, app.smtp.clone());
     let dir = app.stop().await;
     {
-        drop(open_store(&dir.path().join("data")));
-        // Stores are created without sled's compression (the default), which every opener must name.
-        let db = sled::Config::new()
-            .path(dir.path().join("data"))
-            .use_compression(false)
-            .open()
-            .unwrap();
-        // All records live in the tree "esim-notify"; eSIM records under the prefix b's'.
-        let tree = db.open_tree("esim-notify").unwrap();
-        let keys: Vec<_> = tree.scan_prefix(b"s").keys().map(|k| k.unwrap()).collect();
+        // Every eSIM record replaced by bytes that do not decode, through
+        // the store as the server opens it (sled or PostgreSQL).
+        let store = crate::helpers::open_storage(&dir.path().join("data")).unwrap();
+        let keys: Vec<Vec<u8>> = store
+            .scan(Space::Esims, &[])
+            .map(|kv| kv.unwrap().0)
+            .collect();
         assert!(!keys.is_empty());
-        for k in keys {
-            tree.insert(k, &b"{not json"[..]).unwrap();
-        }
-        db.flush().unwrap();
+        store
+            .run(|u| {
+                for k in &keys {
+                    u.put(Space::Esims, k, b"{not json".to_vec());
+                }
+                Ok(())
+            })
+            .unwrap();
+        store.flush().unwrap();
     }
     let app = spawn_app_in(dir, &extra, port, smtp).await;
     let again = SAMPLE_DATA.replace("f776267e8d6745db8cc316e4c146ea0c", "another-delivery");

@@ -11,6 +11,7 @@
 //! database at a time (README "PostgreSQL (first step)").
 
 mod backup;
+mod bulk;
 mod outbox;
 mod pool;
 mod schema;
@@ -88,6 +89,8 @@ async fn scan_page(
 
 pub struct PgStorage {
     conns: Connections,
+    /// `store.url` as it may be shown (no password).
+    shown: String,
     /// Never set: a committed transaction is durable (synchronous_commit),
     /// so there is no sync of ours that can fail. Kept for the trait.
     failed: watch::Sender<Option<String>>,
@@ -117,9 +120,15 @@ impl PgStorage {
         migrated.map_err(|e| StoreError::Io(format!("store.url ({shown}): {e}")))?;
         Ok(PgStorage {
             conns,
+            shown,
             failed: watch::channel(None).0,
             indexer: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The database's URL as it may be shown: user, hosts, database.
+    pub fn shown(&self) -> &str {
+        &self.shown
     }
 
     fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
