@@ -31,6 +31,9 @@ fn kind(space: Space) -> &'static str {
         Space::Suppress => "suppressions",
         Space::Meta => "store records (keys, counts, secrets)",
         Space::SetAside => "set-aside records",
+        Space::Sent => "sent messages (for bounce reports)",
+        Space::Stats => "daily counters",
+        Space::ApiKeys => "API keys",
     }
 }
 

@@ -226,11 +226,12 @@ impl Limits {
     /// small as the set of recent recipients.
     pub fn retain_recent(&self) {
         if let Some(engine) = self.shared.clone() {
-            let _ = tokio::task::spawn_blocking(move || {
+            // Fire and forget: the next sweep tries again if this one fails.
+            drop(tokio::task::spawn_blocking(move || {
                 if let Some(Err(e)) = engine.shared_rates().map(|g| g.forget_full()) {
                     tracing::warn!(error = %e, "cannot forget the group's full rate buckets");
                 }
-            });
+            }));
             return;
         }
         if let Some(r) = &self.per_recipient {

@@ -109,6 +109,10 @@ pub enum LogKind {
     Cancelled,
     Requeued,
     Note,
+    /// The mail provider reported the message undeliverable (issue 20).
+    Bounced,
+    /// The recipient marked the message as spam (issue 20).
+    Complained,
 }
 
 /// One line of an eSIM's decision log (SPEC §6: every decision is recorded).
@@ -134,6 +138,8 @@ impl LogKind {
             LogKind::Sent => "sent",
             LogKind::Failed => "failed",
             LogKind::Dead => "dead",
+            LogKind::Bounced => "bounced",
+            LogKind::Complained => "complained",
             _ => return None,
         })
     }

@@ -65,10 +65,17 @@ pub enum Space {
     Meta,
     /// Records taken out of another keyspace because they could not be read.
     SetAside,
+    /// Sent message -> its notice, so a mail provider's bounce or complaint
+    /// report finds what it is about (issue 20).
+    Sent,
+    /// Small daily counters per day and template, for `/admin/stats`.
+    Stats,
+    /// The shop's API keys: a hash of each key with its name and scopes.
+    ApiKeys,
 }
 
 impl Space {
-    pub const ALL: [Space; 11] = [
+    pub const ALL: [Space; 14] = [
         Space::Dedup,
         Space::Events,
         Space::Esims,
@@ -80,6 +87,9 @@ impl Space {
         Space::Suppress,
         Space::Meta,
         Space::SetAside,
+        Space::Sent,
+        Space::Stats,
+        Space::ApiKeys,
     ];
 }
 

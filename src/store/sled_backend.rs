@@ -34,6 +34,9 @@ fn prefix(space: Space) -> u8 {
         Space::Suppress => b'u',
         Space::Meta => b'm',
         Space::SetAside => b'z',
+        Space::Sent => b'n',
+        Space::Stats => b't',
+        Space::ApiKeys => b'k',
     }
 }
 

@@ -19,10 +19,7 @@ struct Env {
     public_port: u16,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+use crate::smtp::{free_port, free_ports};
 
 impl Env {
     fn new() -> Env {
@@ -31,7 +28,7 @@ impl Env {
 
     fn with_templates(templates: &Path) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let (admin_port, public_port) = (free_port(), free_port());
+        let [admin_port, public_port] = free_ports();
         let config = format!(
             r#"
 [server]

@@ -217,7 +217,7 @@ fn every_acknowledgement_follows_an_fdatasync() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_port(), free_port());
+    let [public, admin] = free_ports();
     let mut strace = start_traced(dir.path(), public, admin);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let run = rt.block_on(async {

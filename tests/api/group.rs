@@ -556,8 +556,17 @@ async fn one_delivery_posted_to_two_instances_at_once_is_accepted_once() {
     let http = reqwest::Client::new();
     for i in 0..20 {
         let tran = format!("D{i}");
-        put_customer(&a, json!({"email": format!("d{i}@example.com"), "esimTranNo": tran})).await;
-        let body = esim_status(&format!("dup-{i}"), &tran, &format!("89000000000000009{i:02}"), "IN_USE");
+        put_customer(
+            &a,
+            json!({"email": format!("d{i}@example.com"), "esimTranNo": tran}),
+        )
+        .await;
+        let body = esim_status(
+            &format!("dup-{i}"),
+            &tran,
+            &format!("89000000000000009{i:02}"),
+            "IN_USE",
+        );
         let post = |url: String, body: String| {
             let http = http.clone();
             async move {
@@ -584,7 +593,10 @@ async fn one_delivery_posted_to_two_instances_at_once_is_accepted_once() {
         assert_eq!(answers, ["accepted", "duplicate"], "delivery {i}");
     }
     assert!(
-        eventually(Duration::from_secs(20), || async { mailin.received().len() == 20 }).await,
+        eventually(Duration::from_secs(20), || async {
+            mailin.received().len() == 20
+        })
+        .await,
         "{} sent",
         mailin.received().len()
     );

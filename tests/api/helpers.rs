@@ -8,7 +8,7 @@
 //! same, on both. A test of something only sled has (its files, its lock,
 //! its fsyncs) starts with `if sled_only("why") { return; }`.
 
-pub use crate::smtp::{self, free_port};
+pub use crate::smtp::{self, free_port, free_ports};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -438,7 +438,7 @@ impl Binary {
         extra: &str,
         env: &[(&str, &str)],
     ) -> Binary {
-        let (public, admin) = (free_port(), free_port());
+        let [public, admin] = free_ports();
         let transport = if smtp_port.is_some() { "smtp" } else { "file" };
         let ours = format!(
             "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"{transport}\"\n"

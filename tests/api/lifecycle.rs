@@ -31,7 +31,7 @@ impl Shipped {
             &std::path::Path::new(ROOT).join("templates"),
             &dir.path().join("templates"),
         );
-        let (public, admin) = (free_port(), free_port());
+        let [public, admin] = free_ports();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_esim-notify"));
         cmd.current_dir(dir.path())
             .env_remove("ESIM_NOTIFY_CONFIG")

@@ -130,11 +130,17 @@ pub fn mailin_on(listener: std::net::TcpListener) -> Mailin {
 
 /// A port nothing listens on (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports::<1>()[0]
+}
+
+/// `N` different ports nothing listens on: every listener stays bound until
+/// all are chosen, so two calls in a row cannot hand out the same port (seen
+/// in CI: a config with `server.listen` and `admin.listen` on one port).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 /// A scripted server for what mailin-embedded cannot play: one answer per

@@ -384,8 +384,7 @@ async fn a_recycled_iccid_with_a_new_esim_tran_no_is_a_new_esim() {
 #[test]
 fn acknowledged_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let public = free_port();
-    let admin = free_port();
+    let [public, admin] = free_ports();
     let extra = format!(
         "[server]\nlisten = \"127.0.0.1:{public}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n[email]\ntransport = \"file\"\n"
     );

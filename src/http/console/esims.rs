@@ -174,6 +174,8 @@ fn kind_label(k: LogKind) -> (&'static str, &'static str) {
         LogKind::Cancelled => ("cancelled", "Cancelled"),
         LogKind::Requeued => ("requeued", "Requeued"),
         LogKind::Note => ("note", "Note"),
+        LogKind::Bounced => ("bounced", "Bounced"),
+        LogKind::Complained => ("complained", "Complained"),
     }
 }
 

@@ -31,6 +31,9 @@ pub fn table(space: Space) -> &'static str {
         Space::Suppress => "suppress",
         Space::Meta => "meta",
         Space::SetAside => "set_aside",
+        Space::Sent => "sent",
+        Space::Stats => "stats",
+        Space::ApiKeys => "api_keys",
     }
 }
 
@@ -75,6 +78,14 @@ fn migrations() -> Vec<String> {
          CREATE INDEX queue_esim ON queue (esim, key);\n\
          CREATE TABLE rates (key bytea PRIMARY KEY, tat timestamptz NOT NULL);\n"
             .to_string(),
+        // 3: what a mail provider's report is matched against (a sent
+        // message's id to its notice) and the daily counters of
+        // `/admin/stats` (issue 20).
+        "CREATE TABLE sent (key bytea PRIMARY KEY, value bytea NOT NULL);\n\
+         CREATE TABLE stats (key bytea PRIMARY KEY, value bytea NOT NULL);\n"
+            .to_string(),
+        // 4: the shop's API keys (issue 21), read by every instance.
+        "CREATE TABLE api_keys (key bytea PRIMARY KEY, value bytea NOT NULL);\n".to_string(),
         // Later migrations go here, one string each, in the order they ran.
     ]
 }
