@@ -303,7 +303,9 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(app: web::Data<AppState>) -> HttpResponse {
-    let store_ok = app.store.paused().is_ok();
+    // A database known to be down answers at once, not after a connect
+    // timeout; otherwise reading the pause flag proves the store answers.
+    let store_ok = !app.store.unreachable() && app.store.paused().is_ok();
     let sender_ok = app.dispatch.is_running();
     let body = serde_json::json!({"store": store_ok, "sender": sender_ok, "paused": app.dispatch.is_paused()});
     if store_ok && sender_ok {

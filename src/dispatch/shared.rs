@@ -47,7 +47,10 @@ impl SharedQueue {
         let held = match claimed {
             Ok(Ok(held)) => held,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot claim due notices from the store");
+                // A database that cannot be reached was logged once, when it went.
+                if !self.engine.unreachable() {
+                    tracing::warn!(error = %e, "cannot claim due notices from the store");
+                }
                 self.next_look = Instant::now() + POLL;
                 return Vec::new();
             }

@@ -347,6 +347,12 @@ impl Engine {
 
     // ------------------------------------------- a store instances share
 
+    /// True while the store's database cannot be reached; its backend has
+    /// logged why, so callers answer 503 or wait without logging it again.
+    pub fn unreachable(&self) -> bool {
+        self.storage.unreachable()
+    }
+
     /// Whether other instances share this store (SPEC §10): the dispatcher
     /// then takes its work from the store, not from a plan of its own.
     pub fn is_shared(&self) -> bool {

@@ -311,7 +311,10 @@ pub async fn receive(
     let outcome = match ingested {
         Ok(o) => o,
         Err(e) => {
-            tracing::error!(error = %e, "webhook not recorded: store cannot write");
+            // A database that cannot be reached was logged once, when it went.
+            if !app.store.unreachable() {
+                tracing::error!(error = %e, "webhook not recorded: store cannot write");
+            }
             return error(
                 S::SERVICE_UNAVAILABLE,
                 "the store cannot write; retry later",

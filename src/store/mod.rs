@@ -143,6 +143,12 @@ pub trait Storage: Send + Sync {
     /// (a failed sync): the process must stop without writing anything more
     /// and recover from what is on disk at its next start.
     fn failed(&self) -> watch::Receiver<Option<String>>;
+    /// True while a store on another machine cannot be reached (SPEC §10:
+    /// `/readyz` 503, webhooks 503, sending waits; the backend has logged
+    /// why once). A local store is never unreachable.
+    fn unreachable(&self) -> bool {
+        false
+    }
     /// Writes a consistent copy into `dir` (new or empty), while units go on.
     fn backup(&self, dir: &Path) -> Result<(), StoreError>;
     /// The leases and shared rate buckets of a store several instances

@@ -121,46 +121,53 @@ pub fn query_i64(url: &str, sql: &str) -> i64 {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Starts a throwaway server from `/usr/lib/postgresql/*/bin`. It lives as
-/// long as this process: a shell watches the test process's pipe on its
-/// stdin and stops the server when it closes (the process ended).
-fn start_local() -> Result<Server, String> {
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
+/// The newest installed PostgreSQL's `bin` directory.
+fn installed_bin() -> Result<PathBuf, String> {
+    std::fs::read_dir("/usr/lib/postgresql")
         .map_err(|_| "no PostgreSQL installed (/usr/lib/postgresql)".to_string())?
         .filter_map(|e| e.ok())
         .map(|e| e.path().join("bin"))
         .filter(|b| b.join("initdb").exists() && b.join("postgres").exists())
         .max()
-        .ok_or("no initdb under /usr/lib/postgresql/*/bin")?;
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// `program`, as the `postgres` user when this runs as root (PostgreSQL
+/// refuses to run as root).
+fn as_pg(program: PathBuf) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A temp dir the server's user owns, with a fresh cluster in `data/`.
+fn init_cluster(bin: &std::path::Path) -> Result<PathBuf, String> {
     let dir = tempfile::Builder::new()
         .prefix("esim-notify-pg")
         .tempdir()
         .map_err(|e| e.to_string())?
         .keep();
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let as_pg = |program: PathBuf| {
-        if root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            Command::new(program)
-        }
-    };
-    if root {
+    if is_root() {
         Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(&dir)
             .status()
             .map_err(|e| e.to_string())?;
     }
-    let data = dir.join("data");
     let out = as_pg(bin.join("initdb"))
         .args(["-U", "postgres", "-A", "trust", "-D"])
-        .arg(&data)
+        .arg(dir.join("data"))
         .output()
         .map_err(|e| format!("initdb: {e}"))?;
     if !out.status.success() {
@@ -169,6 +176,17 @@ fn start_local() -> Result<Server, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
+    Ok(dir)
+}
+
+/// Starts a throwaway server from `/usr/lib/postgresql/*/bin`. It lives as
+/// long as this process: a shell watches the test process's pipe on its
+/// stdin and stops the server when it closes (the process ended).
+fn start_local() -> Result<Server, String> {
+    let bin = installed_bin()?;
+    let dir = init_cluster(&bin)?;
+    let root = is_root();
+    let data = dir.join("data");
     let port = 20000 + (std::process::id() % 20000) as u16;
     let server = format!(
         "{} -D {} -k {} -p {port} -c listen_addresses= -c fsync=off -c synchronous_commit=on -c full_page_writes=off",
@@ -245,5 +263,122 @@ impl Drop for TestDb {
         ) {
             let _ = writeln!(std::io::stderr(), "dropping {}: {e}", self.name);
         }
+    }
+}
+
+/// A server of one test's own on a TCP port of 127.0.0.1, which the test
+/// stops and starts again (the database down) or starts with TLS. Needs
+/// the installed binaries, whatever `ESIM_NOTIFY_TEST_DATABASE_URL` says
+/// (that server is shared and must stay up).
+pub struct OwnServer {
+    bin: PathBuf,
+    /// The cluster's temp dir (`data/`, `log`, certificates).
+    pub dir: PathBuf,
+    pub port: u16,
+    /// `-c name=value` settings given at each start.
+    settings: Vec<String>,
+}
+
+impl OwnServer {
+    /// A new cluster, started with `settings`; `None` (and one line on
+    /// stderr) when PostgreSQL is not installed, a panic instead under
+    /// `ESIM_NOTIFY_REQUIRE_POSTGRES=1`. `prepare` runs on the temp dir
+    /// before the first start (to write certificates into it).
+    pub fn start(settings: &[&str], prepare: impl FnOnce(&std::path::Path)) -> Option<OwnServer> {
+        let made = installed_bin().and_then(|bin| Ok((init_cluster(&bin)?, bin)));
+        let (dir, bin) = match made {
+            Ok(made) => made,
+            Err(why) => {
+                if std::env::var(REQUIRE).is_ok_and(|v| v == "1") {
+                    panic!("{REQUIRE}=1 and no PostgreSQL binaries for a server of the test's own: {why}");
+                }
+                eprintln!("skipping: this test starts its own PostgreSQL and cannot: {why}");
+                return None;
+            }
+        };
+        prepare(&dir);
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap();
+        }
+        let server = OwnServer {
+            bin,
+            dir,
+            port: crate::smtp::free_port(),
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+        };
+        server.up();
+        Some(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` with `params` (e.g.
+    /// `sslmode=require`) as its query.
+    pub fn url(&self, params: &str) -> String {
+        let q = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{params}")
+        };
+        format!("postgres://postgres@127.0.0.1:{}/postgres{q}", self.port)
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        as_pg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn up(&self) {
+        let mut opts = format!(
+            "-k {} -p {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=on",
+            self.dir.display(),
+            self.port
+        );
+        for s in &self.settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        let log = self.dir.join("log");
+        let out = self.pg_ctl(&[
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server the way an operator's restart does (`-m fast`: the
+    /// open sessions are ended, their transactions rolled back).
+    pub fn down(&self) {
+        let out = self.pg_ctl(&["-w", "-t", "30", "-m", "fast", "stop"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

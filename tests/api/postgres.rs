@@ -185,3 +185,19 @@ fn the_schema_is_created_once_by_openers_that_start_together() {
         "{err}"
     );
 }
+
+/// A database whose layout is not the one this release expects (here: a
+/// queue column gone) stops the start at open, naming the statement that
+/// does not prepare, instead of failing the first webhook that needs it.
+#[test]
+fn a_schema_that_does_not_fit_fails_at_open_naming_the_statement() {
+    let Some(db) = test_db() else { return };
+    drop(PgStorage::open(&db.url, 1).expect("a fresh database opens"));
+    crate::pg::admin(&db.url, "ALTER TABLE queue DROP COLUMN recheck").unwrap();
+    let err = PgStorage::open(&db.url, 1)
+        .err()
+        .expect("a statement no longer prepares");
+    let msg = err.to_string();
+    assert!(msg.contains("does not prepare"), "{msg}");
+    assert!(msg.contains("recheck"), "the server's reason: {msg}");
+}

@@ -12,9 +12,11 @@
 
 mod backup;
 mod bulk;
+mod health;
 mod outbox;
 mod pool;
 mod schema;
+mod sql;
 mod unit;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,7 +27,6 @@ use tokio_postgres::Row;
 
 use super::{Entry, Group, QueueIndexer, Space, Storage, StoreError, Work};
 use pool::{wait, Connections};
-use schema::table;
 use unit::{PgUnit, UNIT_LOCK};
 
 /// How many times a unit PostgreSQL aborted (deadlock, serialisation) runs again.
@@ -65,19 +66,9 @@ async fn scan_page(
     limit: Option<i64>,
 ) -> Result<Vec<Entry>, tokio_postgres::Error> {
     let end = prefix_end(prefix);
-    let mut sql = format!("SELECT key, value FROM {} WHERE key >= $1", table(space));
-    if end.is_some() {
-        sql.push_str(" AND key < $2");
-    }
-    sql.push_str(" ORDER BY key");
-    if limit.is_some() {
-        sql.push_str(if end.is_some() {
-            " LIMIT $3"
-        } else {
-            " LIMIT $2"
-        });
-    }
-    let s = client.prepare_cached(&sql).await?;
+    let s = client
+        .prepare_cached(&sql::scan(space, end.is_some(), limit.is_some()))
+        .await?;
     let rows: Vec<Row> = match (&end, &limit) {
         (Some(e), Some(l)) => client.query(&s, &[&from, e, l]).await?,
         (Some(e), None) => client.query(&s, &[&from, e]).await?,
@@ -96,15 +87,18 @@ pub struct PgStorage {
     failed: watch::Sender<Option<String>>,
     /// The engine's reader of queue values (set once at engine start).
     indexer: std::sync::OnceLock<QueueIndexer>,
+    /// Whether the database answered the last call (SPEC §10).
+    health: health::Health,
 }
 
 impl PgStorage {
     /// Connects, creates or upgrades the schema, and checks the pool works.
     /// Errors name `store.url` as it may be shown (no password).
     pub fn open(url: &str, pool_size: usize) -> Result<PgStorage, StoreError> {
-        let config = pool::parse(url).map_err(|e| StoreError::Io(format!("store.url: {e}")))?;
-        let shown = pool::shown(&config);
-        let conns = Connections::new(config, pool_size.max(1)).map_err(StoreError::Io)?;
+        let url = pool::parse(url).map_err(|e| StoreError::Io(format!("store.url: {e}")))?;
+        let shown = pool::shown(&url.config);
+        let conns = Connections::new(url, pool_size.max(1))
+            .map_err(|e| StoreError::Io(format!("store.url: {e}")))?;
         let client = conns.get().map_err(|e| {
             StoreError::Io(format!(
                 "cannot connect to the database of store.url ({shown}): {e}"
@@ -112,7 +106,10 @@ impl PgStorage {
         })?;
         let migrated = conns
             .on_runtime(async move {
-                let r = schema::migrate(&client).await;
+                let r = match schema::migrate(&client).await {
+                    Ok(()) => sql::check(&client).await,
+                    Err(e) => Err(e),
+                };
                 drop(client);
                 r
             })
@@ -123,6 +120,7 @@ impl PgStorage {
             shown,
             failed: watch::channel(None).0,
             indexer: std::sync::OnceLock::new(),
+            health: health::Health::default(),
         })
     }
 
@@ -131,10 +129,40 @@ impl PgStorage {
         &self.shown
     }
 
+    /// A connection of the pool; failing to get one means the database
+    /// cannot be reached (the pool connects anew when its connections were
+    /// lost).
     fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.conns
-            .get()
-            .map_err(|e| StoreError::Io(format!("database: {e}")))
+        self.conns.get().map_err(|e| {
+            let e = format!("database: {e}");
+            self.health.down(&e);
+            StoreError::Io(e)
+        })
+    }
+
+    /// A statement on `client` failed: when it did not reach the server
+    /// (or the connection is gone since), the database is down.
+    fn lost(&self, client: &deadpool_postgres::Object, e: tokio_postgres::Error) -> StoreError {
+        if health::unreachable(&e) || client.is_closed() {
+            self.health.down(&e.to_string());
+        }
+        db_error(e)
+    }
+
+    /// Runs one statement's future on a checked-out client, noting whether
+    /// the database answered.
+    fn answered<T>(
+        &self,
+        client: &deadpool_postgres::Object,
+        r: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
+        match r {
+            Ok(v) => {
+                self.health.up();
+                Ok(v)
+            }
+            Err(e) => Err(self.lost(client, e)),
+        }
     }
 
     /// One attempt of a unit; `Err((why, retry))`.
@@ -147,7 +175,7 @@ impl PgStorage {
         )))
         .map_err(|e| {
             let retry = unit::retryable(&e);
-            (db_error(e), retry)
+            (self.lost(client, e), retry)
         })?;
         let mut u = PgUnit {
             client,
@@ -165,11 +193,16 @@ impl PgStorage {
         let retry = u.retry;
         match result {
             Ok(()) => {
+                self.health.up();
                 guard.done();
                 Ok(())
             }
             Err(e) => {
-                if wait(client.batch_execute("ROLLBACK")).is_ok() {
+                if client.is_closed() {
+                    // The connection went away mid-unit: the server rolls
+                    // the transaction back whole (or never saw its COMMIT).
+                    self.health.down(&e.to_string());
+                } else if wait(client.batch_execute("ROLLBACK")).is_ok() {
                     guard.done();
                 }
                 Err((e, retry))
@@ -222,7 +255,7 @@ impl Storage for PgStorage {
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.client()?;
-        wait(unit::value_of(&client, space, key)).map_err(db_error)
+        self.answered(&client, wait(unit::value_of(&client, space, key)))
     }
 
     fn scan<'a>(
@@ -253,6 +286,10 @@ impl Storage for PgStorage {
 
     fn failed(&self) -> watch::Receiver<Option<String>> {
         self.failed.subscribe()
+    }
+
+    fn unreachable(&self) -> bool {
+        self.health.is_down()
     }
 
     fn backup(&self, dir: &Path) -> Result<(), StoreError> {
@@ -293,15 +330,16 @@ impl Iterator for Scan<'_> {
             Ok(c) => c,
             Err(e) => return Some(Err(e)),
         };
-        let rows = match wait(scan_page(
+        let page = wait(scan_page(
             &client,
             self.space,
             &self.prefix,
             &from,
             Some(PAGE),
-        )) {
+        ));
+        let rows = match self.store.answered(&client, page) {
             Ok(rows) => rows,
-            Err(e) => return Some(Err(db_error(e))),
+            Err(e) => return Some(Err(e)),
         };
         if rows.len() as i64 == PAGE {
             // The smallest key after the last one: the key with a 0 byte added.

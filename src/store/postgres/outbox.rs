@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use super::pool::wait;
-use super::{db_error, PgStorage};
+use super::{sql, PgStorage};
 use crate::store::{Claim, Group, QueueColumns, QueueIndexer, StoreError};
 
 /// Rows whose columns an older release left empty, filled per round trip.
@@ -33,29 +33,14 @@ impl Group for PgStorage {
             return Ok(Vec::new());
         }
         let client = self.client()?;
-        let rows = wait(async {
-            let s = client
-                .prepare_cached(
-                    "WITH c AS (
-                         SELECT q.key, q.owner, q.lease_until FROM queue q
-                         WHERE q.esim IS NOT NULL AND q.due <= now()
-                           AND (q.lease_until IS NULL OR q.lease_until <= now())
-                           AND NOT EXISTS (SELECT 1 FROM queue p
-                                           WHERE p.esim = q.esim AND p.key < q.key)
-                         ORDER BY q.due
-                         LIMIT $1
-                         FOR UPDATE OF q SKIP LOCKED)
-                     UPDATE queue SET lease_until = now() + make_interval(secs => $2),
-                                      owner = $3, token = queue.token + 1
-                     FROM c WHERE queue.key = c.key
-                     RETURNING queue.key, queue.token, c.owner, c.lease_until IS NOT NULL",
-                )
-                .await?;
+        let claimed = wait(async {
+            let s = client.prepare_cached(sql::CLAIM).await?;
             client
                 .query(&s, &[&(max as i64), &secs(lease), &owner])
                 .await
-        })
-        .map_err(db_error)?;
+        });
+        // The dispatcher's poll: it also notices the database is back.
+        let rows = self.answered(&client, claimed)?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -73,45 +58,30 @@ impl Group for PgStorage {
     fn renew(&self, key: &[u8], token: i64, lease: Duration) -> Result<bool, StoreError> {
         let client = self.client()?;
         let n = wait(async {
-            let s = client
-                .prepare_cached(
-                    "UPDATE queue SET lease_until = now() + make_interval(secs => $3)
-                     WHERE key = $1 AND token = $2 AND lease_until IS NOT NULL",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::RENEW).await?;
             client.execute(&s, &[&key, &token, &secs(lease)]).await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         Ok(n == 1)
     }
 
     fn release(&self, key: &[u8], token: i64) -> Result<(), StoreError> {
         let client = self.client()?;
         wait(async {
-            let s = client
-                .prepare_cached(
-                    "UPDATE queue SET lease_until = NULL, owner = NULL
-                     WHERE key = $1 AND token = $2",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::RELEASE).await?;
             client.execute(&s, &[&key, &token]).await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 
     fn next_due(&self) -> Result<Option<Duration>, StoreError> {
         let client = self.client()?;
         let row = wait(async {
-            let s = client
-                .prepare_cached(
-                    "SELECT greatest(extract(epoch FROM min(greatest(due, lease_until)) - now()), 0)::float8
-                     FROM queue WHERE esim IS NOT NULL",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::NEXT_DUE).await?;
             client.query_one(&s, &[]).await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         let wait_s: Option<f64> = row.get(0);
         Ok(wait_s.map(|s| Duration::from_secs_f64(s.clamp(0.0, 86_400.0))))
     }
@@ -123,17 +93,10 @@ impl Group for PgStorage {
         let ids: Vec<i64> = esims.iter().map(|e| *e as i64).collect();
         let client = self.client()?;
         wait(async {
-            let s = client
-                .prepare_cached(
-                    "UPDATE queue SET due = now()
-                     WHERE recheck AND due > now() AND key IN (
-                         SELECT DISTINCT ON (esim) key FROM queue
-                         WHERE esim = ANY($1) ORDER BY esim, key)",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::RECHECK_HEADS).await?;
             client.execute(&s, &[&ids]).await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 
@@ -147,26 +110,12 @@ impl Group for PgStorage {
         let row = wait(async {
             // Taken: the row's new arrival time, and no wait. Refused: the
             // row unchanged, and how long until a cell is free.
-            let s = client
-                .prepare_cached(
-                    "WITH taken AS (
-                         INSERT INTO rates AS r (key, tat)
-                         VALUES ($1, now() + make_interval(secs => $2))
-                         ON CONFLICT (key) DO UPDATE
-                             SET tat = greatest(r.tat, now()) + make_interval(secs => $2)
-                             WHERE greatest(r.tat, now()) - make_interval(secs => $3) <= now()
-                         RETURNING 1)
-                     SELECT (SELECT count(*) FROM taken)::int8,
-                            coalesce((SELECT extract(epoch FROM
-                                         tat - make_interval(secs => $3) - now())::float8
-                                      FROM rates WHERE key = $1), 0)",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::TAKE).await?;
             client
                 .query_one(&s, &[&key, &secs(interval), &secs(tolerance)])
                 .await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         let taken: i64 = row.get(0);
         if taken == 1 {
             return Ok(Ok(()));
@@ -179,20 +128,16 @@ impl Group for PgStorage {
     fn give_back(&self, key: &[u8], interval: Duration) -> Result<(), StoreError> {
         let client = self.client()?;
         wait(async {
-            let s = client
-                .prepare_cached(
-                    "UPDATE rates SET tat = tat - make_interval(secs => $2) WHERE key = $1",
-                )
-                .await?;
+            let s = client.prepare_cached(sql::GIVE_BACK).await?;
             client.execute(&s, &[&key, &secs(interval)]).await
         })
-        .map_err(db_error)?;
+        .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 
     fn forget_full(&self) -> Result<(), StoreError> {
         let client = self.client()?;
-        wait(client.execute("DELETE FROM rates WHERE tat < now()", &[])).map_err(db_error)?;
+        wait(client.execute(sql::FORGET_FULL, &[])).map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 }
@@ -201,11 +146,8 @@ impl Group for PgStorage {
 pub fn index_existing(store: &PgStorage, indexer: QueueIndexer) -> Result<(), StoreError> {
     let client = store.client()?;
     loop {
-        let rows = wait(client.query(
-            "SELECT key, value FROM queue WHERE esim IS NULL AND due IS NULL ORDER BY key LIMIT $1",
-            &[&INDEX_BATCH],
-        ))
-        .map_err(db_error)?;
+        let rows = wait(client.query(sql::UNINDEXED, &[&INDEX_BATCH]))
+            .map_err(|e| store.lost(&client, e))?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -224,11 +166,8 @@ pub fn index_existing(store: &PgStorage, indexer: QueueIndexer) -> Result<(), St
                 }) => (Some(esim as i64), due, recheck_on_arrival),
                 None => (None, chrono::Utc::now(), false),
             };
-            filled += wait(client.execute(
-                "UPDATE queue SET esim = $2, due = $3, recheck = $4 WHERE key = $1",
-                &[&key, &esim, &due, &recheck],
-            ))
-            .map_err(db_error)? as usize;
+            filled += wait(client.execute(sql::INDEX_ONE, &[&key, &esim, &due, &recheck]))
+                .map_err(|e| store.lost(&client, e))? as usize;
         }
         if filled == 0 {
             return Ok(());

@@ -30,10 +30,60 @@ fn normalise(url: &str) -> String {
         .replace("sslmode=verify-ca", "sslmode=require")
 }
 
+/// A URL as this backend reads it: tokio-postgres's settings, and the CA
+/// file of libpq's `sslrootcert` (which tokio-postgres does not parse):
+/// managed databases (Amazon RDS, Cloud SQL, Azure) sign their servers'
+/// certificates with a CA of their own that no public root list holds.
+pub struct Url {
+    pub config: tokio_postgres::Config,
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+/// Takes `sslrootcert=…` out of a URL (`?…&sslrootcert=/path`) or a
+/// key=value string (`… sslrootcert=/path …`).
+fn take_root_cert(url: &str) -> (String, Option<String>) {
+    if let Some((base, query)) = url.split_once('?') {
+        let mut cert = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| match p.strip_prefix("sslrootcert=") {
+                Some(v) => {
+                    cert = Some(
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    );
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, cert);
+    }
+    let mut cert = None;
+    let kept: Vec<&str> = url
+        .split_whitespace()
+        .filter(|p| match p.strip_prefix("sslrootcert=") {
+            Some(v) => {
+                cert = Some(v.trim_matches('\'').to_string());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (kept.join(" "), cert)
+}
+
 /// The parsed URL, or why it is not one (without echoing it: it may hold a
 /// password).
-pub fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut config: tokio_postgres::Config = normalise(url)
+pub fn parse(url: &str) -> Result<Url, String> {
+    let (url, root_cert) = take_root_cert(url);
+    let mut config: tokio_postgres::Config = normalise(&url)
         .parse()
         .map_err(|e: tokio_postgres::Error| format!("not a PostgreSQL URL ({e})"))?;
     if config.get_hosts().is_empty() {
@@ -45,7 +95,17 @@ pub fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
     if config.get_application_name().is_none() {
         config.application_name("esim-notify");
     }
-    Ok(config)
+    if root_cert.is_some() && matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+        return Err(
+            "sslrootcert is set but sslmode is not require, verify-ca or verify-full: \
+                    the certificate would never be checked"
+                .into(),
+        );
+    }
+    Ok(Url {
+        config,
+        root_cert: root_cert.map(std::path::PathBuf::from),
+    })
 }
 
 /// The URL as it may be logged: user, hosts, ports and database, never the
@@ -75,11 +135,28 @@ pub fn shown(config: &tokio_postgres::Config) -> String {
     format!("postgres://{user}{}/{db}", hosts.join(","))
 }
 
-/// TLS for `sslmode=require`: rustls with ring and the webpki roots,
-/// the stack the SMTP client already uses.
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+/// TLS for `sslmode=require`: rustls with ring, the stack the SMTP client
+/// already uses; trusting the webpki roots, or only the certificates of
+/// `sslrootcert` when it is given (as libpq does).
+fn tls(
+    root_cert: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let roots = match root_cert {
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+        Some(path) => {
+            let why = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| why(&e))? {
+                roots.add(cert.map_err(|e| why(&e))?).map_err(|e| why(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(why(&"no certificate in the file"));
+            }
+            roots
+        }
     };
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -88,7 +165,7 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
     .expect("ring supports the default TLS versions")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The runtime and the pool on it.
@@ -99,7 +176,8 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(config: tokio_postgres::Config, size: usize) -> Result<Connections, String> {
+    pub fn new(url: Url, size: usize) -> Result<Connections, String> {
+        let Url { config, root_cert } = url;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("store-postgres")
@@ -120,7 +198,7 @@ impl Connections {
             ),
             _ => Manager::from_config(
                 config,
-                tls(),
+                tls(root_cert.as_deref())?,
                 ManagerConfig {
                     recycling_method: RecyclingMethod::Fast,
                 },

@@ -18,7 +18,8 @@ use tokio_postgres::error::SqlState;
 
 use super::db_error;
 use super::pool::wait;
-use super::schema::{table, ID_BLOCK};
+use super::schema::ID_BLOCK;
+use super::sql;
 use crate::store::{Entry, QueueIndexer, Space, StoreError, Unit};
 
 /// The advisory lock every unit holds until it ends ("esimunit").
@@ -92,34 +93,15 @@ impl PgUnit<'_> {
         let sent = wait(async {
             let mut statements = Vec::new();
             for space in deletes.keys() {
-                statements.push(
-                    client
-                        .prepare_cached(&format!(
-                            "DELETE FROM {} WHERE key = ANY($1::bytea[])",
-                            table(*space)
-                        ))
-                        .await?,
-                );
+                statements.push(client.prepare_cached(&sql::delete(*space)).await?);
             }
             for space in upserts.keys() {
-                let sql = if *space == Space::Queue && indexer.is_some() {
-                    // The lease columns are not touched: a notice rewritten
-                    // while an instance sends it (a re-address) stays held.
-                    "INSERT INTO queue (key, value, esim, due, recheck) \
-                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], \
-                                          $4::timestamptz[], $5::bool[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
-                         esim = EXCLUDED.esim, due = EXCLUDED.due, recheck = EXCLUDED.recheck"
-                        .to_string()
+                let text = if *space == Space::Queue && indexer.is_some() {
+                    sql::QUEUE_UPSERT.to_string()
                 } else {
-                    format!(
-                        "INSERT INTO {} (key, value) \
-                         SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                        table(*space)
-                    )
+                    sql::upsert(*space)
                 };
-                statements.push(client.prepare_cached(&sql).await?);
+                statements.push(client.prepare_cached(&text).await?);
             }
             // Every statement is sent before the first answer is awaited.
             type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
@@ -184,9 +166,7 @@ impl Unit for PgUnit<'_> {
     fn holds(&mut self, key: &[u8], token: i64) -> Result<bool, StoreError> {
         let client = self.client;
         let row = wait(async {
-            let s = client
-                .prepare_cached("SELECT token FROM queue WHERE key = $1 FOR UPDATE")
-                .await?;
+            let s = client.prepare_cached(sql::HOLDS).await?;
             client.query_opt(&s, &[&key]).await
         })
         .map_err(|e| self.db(e))?;
@@ -201,7 +181,7 @@ impl Unit for PgUnit<'_> {
             }
         }
         let client = self.client;
-        match wait(client.query_one("SELECT nextval('ids')", &[])) {
+        match wait(client.query_one(sql::NEXT_IDS, &[])) {
             Ok(row) => {
                 let start = row.get::<_, i64>(0) as u64;
                 self.ids = Some((start + 1, start + ID_BLOCK as u64));
@@ -224,11 +204,6 @@ pub(super) async fn value_of(
     space: Space,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
-    let s = client
-        .prepare_cached(&format!(
-            "SELECT value FROM {} WHERE key = $1",
-            table(space)
-        ))
-        .await?;
+    let s = client.prepare_cached(&sql::value_of(space)).await?;
     Ok(client.query_opt(&s, &[&key]).await?.map(|r| r.get(0)))
 }

@@ -1,0 +1,63 @@
+//! Whether the database answers, as the rest of the process needs to know
+//! it (SPEC §10, "the database down"): `/readyz` says 503 at once, webhooks
+//! answer 503, the dispatcher waits, and the log says why ONCE when the
+//! database goes away and once when it is back, not once per request.
+//!
+//! Nothing polls: every unit, read and claim reports here whether it
+//! reached the server, so the flag follows the traffic, and the first call
+//! that works again (a webhook the provider retries, the dispatcher's next
+//! claim a poll later) clears it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_postgres::error::SqlState;
+
+/// The flag and its two log lines.
+#[derive(Default)]
+pub struct Health {
+    down: AtomicBool,
+}
+
+impl Health {
+    /// True while the last call could not reach the database.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// A call reached the database.
+    pub fn up(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::warn!("the database answers again: webhooks are accepted and sending resumes");
+        }
+    }
+
+    /// A call could not reach the database (`why` names no secret: errors
+    /// of tokio-postgres and the pool never carry the URL's password).
+    pub fn down(&self, why: &str) {
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                error = %why,
+                "the database cannot be reached: webhooks answer 503 (the provider retries them), \
+                 sending waits, /readyz answers 503; all of it resumes by itself once it is back"
+            );
+        }
+    }
+}
+
+/// Whether an error means the server was not reached (or went away), as
+/// opposed to an answer it gave.
+pub fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // No SQLSTATE: an I/O or protocol error on the connection.
+        None => true,
+        Some(c) => {
+            c.code().starts_with("08") // connection exception
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        }
+    }
+}
