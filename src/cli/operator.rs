@@ -78,12 +78,12 @@ impl Operator {
     /// the server holds it.
     ///
     /// PostgreSQL has no lock that says a server runs (any number of
-    /// processes may open the database), and a running server keeps its
-    /// queue's plan and pause in memory (issue 19's first step), so a change
-    /// written to the database behind its back would go unseen until its
-    /// next start. So on PostgreSQL the CLI goes through the admin API
-    /// whenever a server answers on `admin.listen`, and works on the
-    /// database directly only when none does.
+    /// processes may open the database). A group's servers read their queue
+    /// and pause from the database, but one on this VM still keeps its
+    /// template cache and transport state, and its admin API logs the
+    /// change as an operator's; so on PostgreSQL the CLI goes through the
+    /// admin API whenever a server answers on `admin.listen`, and works on
+    /// the database directly only when none does.
     pub fn connect(config: &Config) -> Result<Operator, OpError> {
         if config.store.backend == crate::config::StoreBackend::Postgres {
             let remote = Remote::new(config)?;

@@ -1,14 +1,16 @@
-//! The PostgreSQL implementation of [`Storage`] (issue 19, first step).
+//! The PostgreSQL implementation of [`Storage`] (issue 19): the store any
+//! number of instances share (SPEC §10).
 //!
 //! One table per [`Space`] (`key bytea primary key, value bytea`), created
-//! and upgraded at open by [`schema`]; a unit of work is one transaction
-//! ([`unit`]); connections come from a pool on a runtime of the backend's
-//! own ([`pool`]), so the synchronous trait works from any thread.
+//! and upgraded at open by [`schema`], every statement in [`sql`] and
+//! prepared at open; a unit of work is one transaction ([`unit`]);
+//! connections come from a pool on a runtime of the backend's own
+//! ([`pool`]), so the synchronous trait works from any thread. The group's
+//! queue leases and rate buckets are [`outbox`]; whether the database
+//! answers is [`health`].
 //!
-//! What this step does NOT do yet: units are serialised globally by one
-//! advisory lock (not per eSIM), and the dispatcher's schedule, pause and
-//! rate limits stay in the process's memory, so ONE instance may use a
-//! database at a time (README "PostgreSQL (first step)").
+//! Not yet: units are serialised across the group by one advisory lock
+//! (correct, one at a time), not per eSIM (README "More than one VM").
 
 mod backup;
 mod bulk;
