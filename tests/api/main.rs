@@ -32,6 +32,7 @@ mod postgres;
 mod provider;
 mod ready;
 mod sequences;
+mod stats;
 mod storage;
 mod store_copy;
 mod suppression_reasons;
