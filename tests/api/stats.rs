@@ -414,13 +414,13 @@ async fn the_overview_chart_shows_what_was_sent_and_bounced() {
     let total = between(&html, "id=\"sent-total\"", "</p>").unwrap();
     assert!(
         total.contains(
-            "<strong>3</strong> sent, <strong>1</strong> bounced, <strong>1</strong> complaints"
+            "<strong>3</strong> sent, <strong>1</strong> bounced, <strong>1</strong> complaint in"
         ),
         "{total}"
     );
     let bounce = between(&html, "id=\"bounce-rate\"", "</div>").unwrap();
     assert!(
-        bounce.contains("33.3 %") && bounce.contains("1 bounced of 3 sent"),
+        bounce.contains("33.3 %") && bounce.contains("1 of 3 sent bounced"),
         "{bounce}"
     );
     assert!(bounce.contains("rate-warn"), "a third bounced: warned");

@@ -105,7 +105,8 @@ pub fn overview(rows: &[DayStats], today: NaiveDate) -> Value {
         "first": label(first),
         "middle": label(back(today, CHART_DAYS / 2)),
         "last": label(today),
-        "total": {"sent": total.sent, "bounced": total.bounced, "complained": total.complained},
+        "total": {"sent": total.sent, "bounced": total.bounced, "complained": total.complained,
+                  "complaints_word": if total.complained == 1 { "complaint" } else { "complaints" }},
         "table": table,
         "week": {
             "sent": week.sent,
