@@ -128,7 +128,7 @@ impl<'u> Tx<'u> {
     /// with an id taken inside the unit, so that of two units finishing at
     /// once the later one's counts win in memory (ids increase in the order
     /// units run; the threads that report them may not).
-    pub fn finish(mut self) -> Result<(Vec<LogEntry>, Option<(u64, Counts)>), StoreError> {
+    pub fn finish(mut self) -> Result<Finished, StoreError> {
         std::mem::take(&mut self.stats).write(&mut self)?;
         let changed = match self.counts {
             Some((before, after)) if before != after => Some(after),
@@ -141,6 +141,10 @@ impl<'u> Tx<'u> {
         Ok((self.written, stamped))
     }
 }
+
+/// What a finished unit reports: the log lines it wrote, and its new counts
+/// stamped with an id taken inside it (`None` when they did not change).
+pub type Finished = (Vec<LogEntry>, Option<(u64, Counts)>);
 
 /// An eSIM id as stored in an alias.
 pub fn alias_value(esim: EsimId) -> Vec<u8> {
