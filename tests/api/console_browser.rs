@@ -220,17 +220,7 @@ async fn the_console_in_a_real_browser() {
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let c = start_browser(&driver, profile.path()).await;
-    let base = format!("http://127.0.0.1:{}", server.admin);
-
-    // The browser asks for the token once (here: in the URL), then keeps it
-    // for the console's pages and its fetch calls.
-    c.goto(&format!(
-        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
-        server.admin
-    ))
-    .await
-    .unwrap();
-    c.goto(&format!("{base}/admin/")).await.unwrap();
+    let base = log_in(&c, &server).await;
     until(
         &c,
         "the overview",
@@ -613,40 +603,16 @@ fn filled_day(k: i64) -> (u64, u64, u64) {
 /// bounce or complaint appended to the decision log), each at its own time,
 /// before the server opens the store.
 fn fill_thirty_days(store: &Path) {
-    use esim_notify::customers::Recipient;
-    use esim_notify::engine::{IngestOutcome, LogEntry, LogKind, SendOutcome};
-    use esim_notify::event::{Event, Identifiers};
+    use esim_notify::engine::{LogEntry, LogKind, SendOutcome};
 
     let engine = open_engine(store, Duration::from_secs(86_400)).unwrap();
-    let rules = esim_notify::policy::Rules::default();
     let now = chrono::Utc::now() - chrono::Duration::minutes(1);
     for k in 0..30 {
         let at = now - chrono::Duration::days(k);
         let (sent, bounced, complained) = filled_day(k);
         for i in 0..sent {
             let tran = format!("H{k}x{i}");
-            let ids = Identifiers {
-                esim_tran_no: Some(tran.clone()),
-                ..Identifiers::default()
-            };
-            let who = Recipient {
-                email: format!("{}@example.com", tran.to_lowercase()),
-                name: None,
-                locale: None,
-                timezone: None,
-            };
-            engine
-                .bind(&who, &ids, Duration::from_secs(3600), at)
-                .unwrap();
-            let body = json!({"notifyType": "DATA_USAGE", "notifyId": format!("h-{tran}"),
-                "content": {"esimTranNo": tran, "totalVolume": 1000, "orderUsage": 900, "remain": 100}});
-            let event = Event::from_value(&body).unwrap();
-            let IngestOutcome::Accepted { queued, esim, .. } =
-                engine.ingest(&event, &body, &rules, at).unwrap()
-            else {
-                panic!("accepted")
-            };
-            let q = &queued[0];
+            let (esim, q) = queue_one(&engine, &tran, at);
             let message_id = format!("<{tran}@example.com>");
             engine
                 .record(q.id, &SendOutcome::Sent { message_id }, at)
@@ -659,11 +625,26 @@ fn fill_thirty_days(store: &Path) {
             if let Some(what) = report {
                 let line =
                     LogEntry::new(at, what, Some(&q.notice.template), "reported").about(q.id);
-                engine.append_log(esim.unwrap(), line).unwrap();
+                engine.append_log(esim, line).unwrap();
             }
         }
     }
     engine.flush().unwrap();
+}
+
+/// Opens the console's overview as the operator: the browser asks for the
+/// token once (here: in the URL), then keeps it for the console's pages and
+/// its fetch calls. Returns the admin listener's base URL.
+async fn log_in(c: &Client, server: &Binary) -> String {
+    c.goto(&format!(
+        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
+        server.admin
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.admin);
+    c.goto(&format!("{base}/admin/")).await.unwrap();
+    base
 }
 
 /// Scrolls the chart's panel to the top of the window, below the sticky header.
@@ -677,25 +658,28 @@ async fn show_the_chart(c: &Client) {
     .unwrap();
 }
 
-/// Chromedriver's door to the DevTools protocol: `cmd` with `params` in the
-/// session's page (here: which colour scheme the page is told to prefer).
-async fn devtools(driver: &Driver, c: &Client, cmd: &str, params: Value) {
+/// Tells the page which colour scheme to prefer (`light` or `dark`),
+/// through chromedriver's door to the DevTools protocol, and waits until it
+/// does.
+async fn prefer_scheme(driver: &Driver, c: &Client, scheme: &str) {
     let session = c.session_id().await.unwrap().expect("a session");
     let r = reqwest::Client::new()
         .post(format!(
             "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
             driver.port
         ))
-        .json(&json!({"cmd": cmd, "params": params}))
+        .json(&json!({"cmd": "Emulation.setEmulatedMedia", "params":
+            {"features": [{"name": "prefers-color-scheme", "value": scheme}]}}))
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{cmd}: {}",
-        r.text().await.unwrap()
-    );
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    until(
+        c,
+        scheme,
+        &format!("return matchMedia('(prefers-color-scheme: {scheme})').matches"),
+    )
+    .await;
 }
 
 /// The overview's chart at a phone's width, light and dark (issue 20):
@@ -759,14 +743,7 @@ async fn the_overview_chart_at_a_phone_s_width_light_and_dark() {
     let profile = tempfile::tempdir().unwrap();
     let c = start_browser(&driver, profile.path()).await;
     c.set_window_size(400, 1000).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", server.admin);
-    c.goto(&format!(
-        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
-        server.admin
-    ))
-    .await
-    .unwrap();
-    c.goto(&format!("{base}/admin/")).await.unwrap();
+    log_in(&c, &server).await;
     until(
         &c,
         "the chart",
@@ -828,29 +805,11 @@ async fn the_overview_chart_at_a_phone_s_width_light_and_dark() {
 
     show_the_chart(&c).await;
     screenshot(&c, "overview-chart-light").await;
-    devtools(
-        &driver,
-        &c,
-        "Emulation.setEmulatedMedia",
-        json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
-    )
-    .await;
-    until(
-        &c,
-        "the dark scheme",
-        "return matchMedia('(prefers-color-scheme: dark)').matches",
-    )
-    .await;
+    prefer_scheme(&driver, &c, "dark").await;
     show_the_chart(&c).await;
     screenshot(&c, "overview-chart-dark").await;
     // And on a desktop's width, light.
-    devtools(
-        &driver,
-        &c,
-        "Emulation.setEmulatedMedia",
-        json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
-    )
-    .await;
+    prefer_scheme(&driver, &c, "light").await;
     c.set_window_size(1440, 1100).await.unwrap();
     show_the_chart(&c).await;
     // The chart's panel alone: the picture the README shows.

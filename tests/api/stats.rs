@@ -17,6 +17,7 @@ use esim_notify::engine::{LogEntry, LogKind};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use crate::suppression_reasons::decisions;
 
 const LIMIT: Duration = Duration::from_secs(20);
 const GIB: u64 = 1 << 30;
@@ -66,11 +67,23 @@ fn totals(rows: &Value) -> Value {
     out
 }
 
-async fn decisions(app: &TestApp, tran: &str) -> Vec<Value> {
-    let (_, v) = app
-        .get_json(&app.admin_url(&format!("/admin/esims/{tran}")))
+/// Binds `<who>@example.com` to eSIM `tran` and posts a DATA_USAGE at 10 %
+/// left for it (answered 200): one notice queued for that address.
+async fn deliver(app: &TestApp, who: &str, tran: &str, iccid: &str) {
+    let (s, v) = app
+        .bind(json!({"email": format!("{who}@example.com"), "esimTranNo": tran}))
         .await;
-    v["decisions"].as_array().cloned().unwrap_or_default()
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .post(&data_usage(
+            &format!("n-{tran}"),
+            tran,
+            iccid,
+            10 * GIB,
+            GIB,
+        ))
+        .await;
+    assert_eq!(s, 200, "{v}");
 }
 
 /// Appends a line of kind `what` about eSIM `tran`'s sent notice, through
@@ -126,18 +139,7 @@ async fn stats_equal_what_was_queued_sent_failed_dead_suppressed_and_bounced() {
     assert_eq!(rows, json!([]));
 
     // Ana: queued, one failed attempt, sent.
-    app.bind(json!({"email": "ana@example.com", "esimTranNo": "S1"}))
-        .await;
-    let (s, _) = app
-        .post(&data_usage(
-            "s-1",
-            "S1",
-            "8900000000000000101",
-            10 * GIB,
-            GIB,
-        ))
-        .await;
-    assert_eq!(s, 200);
+    deliver(&app, "ana", "S1", "8900000000000000101").await;
     assert!(eventually(LIMIT, || async { smtp.received().len() == 1 }).await);
 
     // Bob: queued, refused for good (user unknown): a dead letter.
@@ -146,16 +148,7 @@ async fn stats_equal_what_was_queued_sent_failed_dead_suppressed_and_bounced() {
         .unwrap()
         .rcpt
         .push_back((550, "5.1.1 user unknown"));
-    app.bind(json!({"email": "bob@example.com", "esimTranNo": "S2"}))
-        .await;
-    app.post(&data_usage(
-        "s-2",
-        "S2",
-        "8900000000000000102",
-        10 * GIB,
-        GIB,
-    ))
-    .await;
+    deliver(&app, "bob", "S2", "8900000000000000102").await;
     assert!(
         eventually(LIMIT, || async {
             let (_, dead) = app.get_json(&app.admin_url("/admin/dead")).await;
@@ -173,16 +166,7 @@ async fn stats_equal_what_was_queued_sent_failed_dead_suppressed_and_bounced() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.status());
-    app.bind(json!({"email": "cy@example.com", "esimTranNo": "S3"}))
-        .await;
-    app.post(&data_usage(
-        "s-3",
-        "S3",
-        "8900000000000000103",
-        10 * GIB,
-        GIB,
-    ))
-    .await;
+    deliver(&app, "cy", "S3", "8900000000000000103").await;
     assert!(
         eventually(LIMIT, || async {
             decisions(&app, "S3")
@@ -273,16 +257,7 @@ async fn retention_drops_the_days_history_no_longer_keeps() {
         smtp.clone(),
     )
     .await;
-    app.bind(json!({"email": "dee@example.com", "esimTranNo": "R1"}))
-        .await;
-    app.post(&data_usage(
-        "r-1",
-        "R1",
-        "8900000000000000201",
-        10 * GIB,
-        GIB,
-    ))
-    .await;
+    deliver(&app, "dee", "R1", "8900000000000000201").await;
     assert!(eventually(LIMIT, || async { smtp.received().len() == 1 }).await);
     let engine = app.engine.clone();
     let today = today_in(chrono_tz::UTC);
@@ -339,32 +314,21 @@ async fn retention_drops_the_days_history_no_longer_keeps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_chart_shows_what_was_sent_and_bounced() {
     let (port, smtp) = smtp::mailin_server();
-    let app = spawn_app_with_smtp("[admin]\ntoken = \"chart-t0ken\"\n", port, smtp.clone()).await;
-    let admin = |path: &str| app.http.get(app.admin_url(path)).bearer_auth("chart-t0ken");
+    let app = spawn_app_with_smtp("", port, smtp.clone()).await;
     for (i, who) in ["ana", "bob", "cy"].iter().enumerate() {
-        let r = app
-            .http
-            .put(app.admin_url("/admin/customers"))
-            .bearer_auth("chart-t0ken")
-            .json(&json!({"email": format!("{who}@example.com"), "esimTranNo": format!("C{i}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        app.post(&data_usage(
-            &format!("c-{i}"),
+        deliver(
+            &app,
+            who,
             &format!("C{i}"),
             &format!("890000000000000030{i}"),
-            10 * GIB,
-            GIB,
-        ))
+        )
         .await;
     }
     assert!(eventually(LIMIT, || async { smtp.received().len() == 3 }).await);
     report(&app, "C0", LogKind::Bounced).await;
     report(&app, "C1", LogKind::Complained).await;
 
-    let r = admin("/admin/").send().await.unwrap();
+    let r = app.http.get(app.admin_url("/admin/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let csp = r.headers()["content-security-policy"]
         .to_str()

@@ -458,10 +458,7 @@ both!(daily_counters_are_exact_under_concurrent_units_on_the_zone_s_days);
 /// `store.history`.
 fn daily_counters_are_exact_under_concurrent_units_on_the_zone_s_days(kind: Kind) {
     use chrono::{NaiveDate, TimeZone, Utc};
-    use esim_notify::customers::Recipient;
-    use esim_notify::engine::{Ages, Engine, IngestOutcome, SendOutcome};
-    use esim_notify::event::{Event, Identifiers};
-    use serde_json::json;
+    use esim_notify::engine::{Ages, Engine, SendOutcome};
     use std::time::Duration;
 
     let Some(p) = place(kind) else { return };
@@ -476,39 +473,13 @@ fn daily_counters_are_exact_under_concurrent_units_on_the_zone_s_days(kind: Kind
     let before = Utc.with_ymd_and_hms(2026, 12, 4, 22, 59, 59).unwrap();
     let after = Utc.with_ymd_and_hms(2026, 12, 4, 23, 0, 1).unwrap();
     let (threads, per_thread) = (8u64, 3u64);
-    let rules = esim_notify::policy::Rules::default();
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (engine, rules) = (engine.clone(), rules.clone());
+            let engine = engine.clone();
             s.spawn(move || {
                 for i in 0..per_thread {
                     let tran = format!("DC{t}x{i}");
-                    let ids = Identifiers {
-                        esim_tran_no: Some(tran.clone()),
-                        ..Identifiers::default()
-                    };
-                    let who = Recipient {
-                        email: format!("{tran}@example.com"),
-                        name: None,
-                        locale: None,
-                        timezone: None,
-                    };
-                    engine
-                        .bind(&who, &ids, Duration::from_secs(3600), before)
-                        .unwrap();
-                    let body = json!({
-                        "notifyType": "DATA_USAGE", "notifyId": format!("dc-{tran}"),
-                        "content": {"esimTranNo": tran, "totalVolume": 1000,
-                                    "orderUsage": 900, "remain": 100}
-                    });
-                    let event = Event::from_value(&body).unwrap();
-                    let IngestOutcome::Accepted { queued, .. } =
-                        engine.ingest(&event, &body, &rules, before).unwrap()
-                    else {
-                        panic!("accepted")
-                    };
-                    assert_eq!(queued.len(), 1, "{tran}: one notice queued");
-                    let id = queued[0].id;
+                    let id = crate::helpers::queue_one(&engine, &tran, before).1.id;
                     let retry = SendOutcome::Retry {
                         error: "451 try later".into(),
                         next_attempt: before,
