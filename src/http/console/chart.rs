@@ -303,7 +303,7 @@ mod tests {
         let v = overview(&rows, today);
         assert_eq!(
             v["total"],
-            json!({"sent": 140, "bounced": 52, "complained": 1})
+            json!({"sent": 140, "bounced": 52, "complained": 1, "complaints_word": "complaint"})
         );
         // The last 7 days: 2 bounced and 1 complaint of 40 sent.
         assert_eq!(v["week"]["sent"], 40);
