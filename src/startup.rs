@@ -289,6 +289,7 @@ async fn retention_loop(state: web::Data<AppState>) {
                 esims_removed = r.esims_removed,
                 dead_removed = r.dead_removed,
                 parked_expired = r.parked_expired,
+                stats_removed = r.stats_removed,
                 "retention"
             ),
             Ok(Ok(_)) => {}

@@ -24,6 +24,7 @@ mod records;
 mod resolve;
 mod retention;
 pub mod set_aside;
+mod stats;
 mod suppression;
 mod tx;
 mod views;
@@ -39,6 +40,7 @@ use tokio::sync::oneshot;
 pub use leases::{Held, POLL};
 pub use model::*;
 pub use retention::{event_past_history, Ages};
+pub use stats::{DayCounts, DayStats};
 
 use crate::customers::{IdKind, Recipient};
 use crate::event::{Event, Identifiers};
@@ -65,6 +67,9 @@ pub struct EnginePolicy {
     /// `email.essential`: the service emails an `unsubscribed` address still
     /// gets (SPEC §6 "Suppressed address").
     pub essential: Vec<String>,
+    /// `templates.default_timezone`: whose calendar days the daily counters
+    /// count in (`stats`).
+    pub zone: chrono_tz::Tz,
 }
 
 impl Engine {
@@ -77,6 +82,7 @@ impl Engine {
             policy: EnginePolicy {
                 dedup_window,
                 essential: Vec::new(),
+                zone: chrono_tz::UTC,
             },
         };
         migrate::migrate(&engine)?;
@@ -94,12 +100,20 @@ impl Engine {
     pub fn open(config: &crate::config::Config) -> Result<Engine, StoreError> {
         let storage = crate::store::open(config)?;
         Ok(Engine::new(storage, config.store.delivery_dedup.0)?
-            .with_essential(config.email.essential.clone()))
+            .with_essential(config.email.essential.clone())
+            .counting_days_in(config.default_tz()))
     }
 
     /// The templates an `unsubscribed` address still gets (`email.essential`).
     pub fn with_essential(mut self, essential: Vec<String>) -> Engine {
         self.policy.essential = essential;
+        self
+    }
+
+    /// The daily counters count calendar days in `zone`
+    /// (`templates.default_timezone`; UTC until said).
+    pub fn counting_days_in(mut self, zone: chrono_tz::Tz) -> Engine {
+        self.policy.zone = zone;
         self
     }
 
@@ -121,9 +135,9 @@ impl Engine {
         work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
     ) -> Result<(R, Vec<LogEntry>), StoreError> {
         let (r, written, counts) = self.storage.run(|unit| {
-            let mut tx = Tx::new(unit);
+            let mut tx = Tx::new(unit).counting_days_in(self.policy.zone);
             let r = work(&mut tx)?;
-            let (written, counts) = tx.finish();
+            let (written, counts) = tx.finish()?;
             Ok((r, written, counts))
         })?;
         if let Some((stamp, c)) = counts {
@@ -558,6 +572,38 @@ impl Engine {
     /// Writes a consistent copy of the store into `dir` (which must not hold one yet).
     pub fn backup(&self, dir: &Path) -> Result<(), StoreError> {
         self.storage.backup(dir)
+    }
+
+    // ------------------------------------------------------- daily counters
+
+    /// The zone whose calendar days the daily counters count.
+    pub fn stats_zone(&self) -> chrono_tz::Tz {
+        self.policy.zone
+    }
+
+    /// The daily counters from `from` to `to` (inclusive), per day and
+    /// template with any count, oldest first (see `stats`).
+    pub fn daily_stats(
+        &self,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<DayStats>, StoreError> {
+        stats::read(self, from, to)
+    }
+
+    /// The first day whose counters `history` keeps at `now`.
+    pub fn first_kept_day(&self, now: DateTime<Utc>, history: Duration) -> chrono::NaiveDate {
+        stats::first_kept_day(self.policy.zone, now, history)
+    }
+
+    /// Appends one line to an eSIM's decision log in a unit of its own,
+    /// counted like every other line (a note from outside the engine's own
+    /// decisions, such as a mail provider's report about a sent notice).
+    pub fn append_log(&self, esim: EsimId, entry: LogEntry) -> Result<(), StoreError> {
+        self.unit(|tx| {
+            tx.log(esim, entry);
+            Ok(())
+        })
     }
 
     /// Removes what has aged out; expires parked notices older than `park_for`.

@@ -411,6 +411,8 @@ pub struct RetentionReport {
     pub esims_removed: usize,
     pub dead_removed: usize,
     pub parked_expired: usize,
+    /// Rows of daily counters of days past `history` (`stats`).
+    pub stats_removed: usize,
 }
 
 #[cfg(test)]

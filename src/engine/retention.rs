@@ -1,6 +1,7 @@
 //! Keeping the store bounded (SPEC §9): notifyIds past `delivery_dedup`,
 //! events, idle eSIMs (with their aliases and decision logs) and dead letters
-//! past `history`, parked notices past `park_for`.
+//! past `history`, parked notices past `park_for`, the daily counters of
+//! days before `history`.
 //!
 //! Candidates are found by scans outside any unit of work and removed in
 //! small units that re-check them, so intake is never held up for a whole
@@ -126,6 +127,8 @@ pub fn retain(
             Ok(n)
         })?;
     }
+    let first_kept = super::stats::first_kept_day(engine.policy.zone, now, ages.history);
+    report.stats_removed = super::stats::remove_before(engine, first_kept)?;
     Ok(report)
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::codec::{self, decode, encode};
 use super::model::{Counts, LogEntry};
 use super::records::{log_key, meta};
+use super::stats;
 use super::EsimId;
 use crate::store::{Space, StoreError, Unit};
 
@@ -20,6 +21,10 @@ pub struct Tx<'u> {
     counts: Option<(Counts, Counts)>,
     /// Decision-log lines this unit wrote (for metrics and logs).
     pub written: Vec<LogEntry>,
+    /// What those lines add to the daily counters, and the zone whose
+    /// calendar days they count in (`templates.default_timezone`).
+    stats: stats::Pending,
+    zone: chrono_tz::Tz,
 }
 
 impl<'u> Tx<'u> {
@@ -28,7 +33,15 @@ impl<'u> Tx<'u> {
             unit,
             counts: None,
             written: Vec::new(),
+            stats: stats::Pending::default(),
+            zone: chrono_tz::UTC,
         }
+    }
+
+    /// Counts this unit's log lines on the calendar days of `zone`.
+    pub fn counting_days_in(mut self, zone: chrono_tz::Tz) -> Tx<'u> {
+        self.zone = zone;
+        self
     }
 
     pub fn get<R: DeserializeOwned>(
@@ -91,10 +104,12 @@ impl<'u> Tx<'u> {
         self.unit.next_id()
     }
 
-    /// Appends a line to an eSIM's decision log.
+    /// Appends a line to an eSIM's decision log, and counts it in the daily
+    /// counters (written at [`Tx::finish`], in this unit).
     pub fn log(&mut self, esim: EsimId, entry: LogEntry) {
         let seq = self.next_id();
         self.put(Space::Log, &log_key(esim, seq), &entry);
+        self.stats.note(self.zone, esim, &entry);
         self.written.push(entry);
     }
 
@@ -107,13 +122,14 @@ impl<'u> Tx<'u> {
         Ok(&mut self.counts.as_mut().expect("read just above").1)
     }
 
-    /// Writes the counts back if they changed (every key written costs
-    /// log space, so only then), and hands back what the caller reports:
-    /// the new counts stamped with an id taken inside the unit, so that of
-    /// two units finishing at once the later one's counts win in memory
-    /// (ids increase in the order units run; the threads that report them
-    /// may not).
-    pub fn finish(mut self) -> (Vec<LogEntry>, Option<(u64, Counts)>) {
+    /// Adds the unit's log lines to the daily counters, writes the counts
+    /// back if they changed (every key written costs log space, so only
+    /// then), and hands back what the caller reports: the new counts stamped
+    /// with an id taken inside the unit, so that of two units finishing at
+    /// once the later one's counts win in memory (ids increase in the order
+    /// units run; the threads that report them may not).
+    pub fn finish(mut self) -> Result<Finished, StoreError> {
+        std::mem::take(&mut self.stats).write(&mut self)?;
         let changed = match self.counts {
             Some((before, after)) if before != after => Some(after),
             _ => None,
@@ -122,9 +138,13 @@ impl<'u> Tx<'u> {
             self.put(Space::Meta, meta::COUNTS, &c);
             (self.next_id(), c)
         });
-        (self.written, stamped)
+        Ok((self.written, stamped))
     }
 }
+
+/// What a finished unit reports: the log lines it wrote, and its new counts
+/// stamped with an id taken inside it (`None` when they did not change).
+pub type Finished = (Vec<LogEntry>, Option<(u64, Counts)>);
 
 /// An eSIM id as stored in an alias.
 pub fn alias_value(esim: EsimId) -> Vec<u8> {

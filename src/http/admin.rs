@@ -59,6 +59,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/backup", web::post().to(backup))
             .route("/set-aside", web::get().to(list_set_aside))
             .route("/esims/{id}", web::get().to(esim))
+            .route("/stats", web::get().to(crate::http::stats::stats))
             .route("/reload", web::post().to(reload))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("not found"))

@@ -11,5 +11,6 @@ pub mod csrf;
 pub mod error;
 pub mod host_guard;
 pub mod state;
+pub mod stats;
 pub mod unsubscribe;
 pub mod webhook;

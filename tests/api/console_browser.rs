@@ -220,17 +220,7 @@ async fn the_console_in_a_real_browser() {
     let driver = start_driver().await;
     let profile = tempfile::tempdir().unwrap();
     let c = start_browser(&driver, profile.path()).await;
-    let base = format!("http://127.0.0.1:{}", server.admin);
-
-    // The browser asks for the token once (here: in the URL), then keeps it
-    // for the console's pages and its fetch calls.
-    c.goto(&format!(
-        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
-        server.admin
-    ))
-    .await
-    .unwrap();
-    c.goto(&format!("{base}/admin/")).await.unwrap();
+    let base = log_in(&c, &server).await;
     until(
         &c,
         "the overview",
@@ -593,4 +583,242 @@ async fn a_cross_site_form_is_refused(c: &Client, server: &Binary) {
     screenshot(c, "cross-site-refused").await;
     let (_, ready) = admin_json(server, reqwest::Method::GET, "/readyz", None).await;
     assert_eq!(ready["paused"], false, "the forged pause did nothing");
+}
+
+// ---------------------------------------------------------------- the chart
+
+/// Sent, bounced and complained `k` days ago in the history the chart test
+/// fills: a pattern with some shape, bounces on two days in three and a
+/// complaint now and then.
+fn filled_day(k: i64) -> (u64, u64, u64) {
+    (
+        20 + (k * 37 % 29) as u64,
+        (k % 3) as u64,
+        u64::from(k % 9 == 4),
+    )
+}
+
+/// Thirty days of history made through the engine as the server makes it
+/// (a customer bound, a delivery queued, the send recorded, the provider's
+/// bounce or complaint appended to the decision log), each at its own time,
+/// before the server opens the store.
+fn fill_thirty_days(store: &Path) {
+    use esim_notify::engine::{LogEntry, LogKind, SendOutcome};
+
+    let engine = open_engine(store, Duration::from_secs(86_400)).unwrap();
+    let now = chrono::Utc::now() - chrono::Duration::minutes(1);
+    for k in 0..30 {
+        let at = now - chrono::Duration::days(k);
+        let (sent, bounced, complained) = filled_day(k);
+        for i in 0..sent {
+            let tran = format!("H{k}x{i}");
+            let (esim, q) = queue_one(&engine, &tran, at);
+            let message_id = format!("<{tran}@example.com>");
+            engine
+                .record(q.id, &SendOutcome::Sent { message_id }, at)
+                .unwrap();
+            let report = match i {
+                i if i < bounced => Some(LogKind::Bounced),
+                i if i < bounced + complained => Some(LogKind::Complained),
+                _ => None,
+            };
+            if let Some(what) = report {
+                let line =
+                    LogEntry::new(at, what, Some(&q.notice.template), "reported").about(q.id);
+                engine.append_log(esim, line).unwrap();
+            }
+        }
+    }
+    engine.flush().unwrap();
+}
+
+/// Opens the console's overview as the operator: the browser asks for the
+/// token once (here: in the URL), then keeps it for the console's pages and
+/// its fetch calls. Returns the admin listener's base URL.
+async fn log_in(c: &Client, server: &Binary) -> String {
+    c.goto(&format!(
+        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
+        server.admin
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.admin);
+    c.goto(&format!("{base}/admin/")).await.unwrap();
+    base
+}
+
+/// Scrolls the chart's panel to the top of the window, below the sticky header.
+async fn show_the_chart(c: &Client) {
+    c.execute(
+        "const top = document.getElementById('sent').getBoundingClientRect().top; \
+         window.scrollBy(0, top - document.querySelector('header.top').offsetHeight - 8)",
+        vec![],
+    )
+    .await
+    .unwrap();
+}
+
+/// Tells the page which colour scheme to prefer (`light` or `dark`),
+/// through chromedriver's door to the DevTools protocol, and waits until it
+/// does.
+async fn prefer_scheme(driver: &Driver, c: &Client, scheme: &str) {
+    let session = c.session_id().await.unwrap().expect("a session");
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/session/{session}/goog/cdp/execute",
+            driver.port
+        ))
+        .json(&json!({"cmd": "Emulation.setEmulatedMedia", "params":
+            {"features": [{"name": "prefers-color-scheme", "value": scheme}]}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    until(
+        c,
+        scheme,
+        &format!("return matchMedia('(prefers-color-scheme: {scheme})').matches"),
+    )
+    .await;
+}
+
+/// The overview's chart at a phone's width, light and dark (issue 20):
+/// thirty days of history, three emails sent through the server today; the
+/// drawing holds today's numbers and the week's rates name the thresholds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_chart_at_a_phone_s_width_light_and_dark() {
+    if std::env::var("ESIM_NOTIFY_BROWSER").as_deref() != Ok("1") {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "console_browser: chart skipped; set ESIM_NOTIFY_BROWSER=1 (see the module doc)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("data");
+    tokio::task::spawn_blocking({
+        let store = store.clone();
+        move || fill_thirty_days(&store)
+    })
+    .await
+    .unwrap();
+    let (smtp_port, smtp) = smtp::mailin_server();
+    let server = Binary::serve_smtp(
+        dir.path(),
+        smtp_port,
+        &format!("[admin]\ntoken = \"{TOKEN}\"\n"),
+    )
+    .await;
+    for i in 0..3 {
+        let tran = format!("T{i}");
+        let (s, _) = admin_json(
+            &server,
+            reqwest::Method::PUT,
+            "/admin/customers",
+            Some(json!({"email": format!("today{i}@example.com"), "esimTranNo": tran})),
+        )
+        .await;
+        assert_eq!(s, 200);
+        post_webhook(
+            &server,
+            &data_usage(
+                &format!("t-{i}"),
+                &tran,
+                &format!("89000000000000009{i:02}"),
+                5 * GB,
+                GB / 2,
+            ),
+        )
+        .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            smtp.received().len() == 3
+        })
+        .await
+    );
+
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = start_browser(&driver, profile.path()).await;
+    c.set_window_size(400, 1000).await.unwrap();
+    log_in(&c, &server).await;
+    until(
+        &c,
+        "the chart",
+        "return !!document.querySelector('svg.chart-svg g.day.today')",
+    )
+    .await;
+
+    // What the page shows is what was filled and sent.
+    let today = c
+        .execute(
+            "const g = document.querySelector('svg.chart-svg g.day.today'); \
+             return [g.dataset.sent, g.dataset.bounced, g.dataset.complained].map(Number)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (sent0, bounced0, complained0) = filled_day(0);
+    assert_eq!(today, json!([sent0 + 3, bounced0, complained0]));
+    let week: (u64, u64, u64) = (0..7)
+        .map(filled_day)
+        .fold((3, 0, 0), |a, d| (a.0 + d.0, a.1 + d.1, a.2 + d.2));
+    let bounce = text_of(&c, "#bounce-rate").await;
+    let pct = format!("{:.1} %", week.1 as f64 * 100.0 / week.0 as f64);
+    assert!(bounce.contains(&pct), "{pct} in {bounce}");
+    assert!(
+        bounce.contains(&format!("{} of {} sent bounced", week.1, week.0)),
+        "{bounce}"
+    );
+    let complaint = text_of(&c, "#complaint-rate").await;
+    assert!(
+        complaint.contains("0.3 %") && complaint.contains("0.1 %"),
+        "{complaint}"
+    );
+    // The drawing fits the phone's width (no sideways scrolling).
+    let fits = c
+        .execute(
+            "const r = document.querySelector('svg.chart-svg').getBoundingClientRect(); \
+             return r.width > 150 && r.right <= document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true));
+    let label = c
+        .execute(
+            "const s = document.querySelector('svg.chart-svg'); \
+             return s.getAttribute('role') + ': ' + document.getElementById('chart-title').textContent",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        label
+            .as_str()
+            .unwrap()
+            .starts_with("img: Emails sent per day"),
+        "{label}"
+    );
+
+    show_the_chart(&c).await;
+    screenshot(&c, "overview-chart-light").await;
+    prefer_scheme(&driver, &c, "dark").await;
+    show_the_chart(&c).await;
+    screenshot(&c, "overview-chart-dark").await;
+    // And on a desktop's width, light.
+    prefer_scheme(&driver, &c, "light").await;
+    c.set_window_size(1440, 1100).await.unwrap();
+    show_the_chart(&c).await;
+    // The chart's panel alone: the picture the README shows.
+    let panel = c.find(Locator::Css("#sent")).await.unwrap();
+    let png = panel.screenshot().await.expect("a screenshot of the panel");
+    std::fs::write(artefacts().join("overview-chart-wide.png"), png).unwrap();
+
+    c.close().await.unwrap();
+    drop(driver);
+    let log = server.kill();
+    assert!(!log.contains("panicked"), "{log}");
 }

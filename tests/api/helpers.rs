@@ -591,3 +591,47 @@ pub fn open_engine(
 ) -> Result<esim_notify::engine::Engine, esim_notify::store::StoreError> {
     esim_notify::engine::Engine::new(open_storage(path)?, dedup)
 }
+
+/// Through the engine alone, at `at`: binds `<tran>@example.com` to the
+/// eSIM `esimTranNo = tran` and ingests a DATA_USAGE at 10 % left, which
+/// queues one notice; returns the eSIM's id and that notice.
+pub fn queue_one(
+    engine: &Engine,
+    tran: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (
+    esim_notify::engine::EsimId,
+    esim_notify::engine::QueuedNotice,
+) {
+    use esim_notify::customers::Recipient;
+    use esim_notify::engine::IngestOutcome;
+    use esim_notify::event::{Event, Identifiers};
+
+    let ids = Identifiers {
+        esim_tran_no: Some(tran.to_string()),
+        ..Identifiers::default()
+    };
+    let who = Recipient {
+        email: format!("{}@example.com", tran.to_lowercase()),
+        name: None,
+        locale: None,
+        timezone: None,
+    };
+    engine
+        .bind(&who, &ids, Duration::from_secs(3600), at)
+        .unwrap();
+    let body = serde_json::json!({
+        "notifyType": "DATA_USAGE", "notifyId": format!("q1-{tran}"),
+        "content": {"esimTranNo": tran, "totalVolume": 1000, "orderUsage": 900, "remain": 100}
+    });
+    let event = Event::from_value(&body).unwrap();
+    let rules = esim_notify::policy::Rules::default();
+    match engine.ingest(&event, &body, &rules, at).unwrap() {
+        IngestOutcome::Accepted {
+            esim: Some(esim),
+            mut queued,
+            ..
+        } if queued.len() == 1 => (esim, queued.remove(0)),
+        other => panic!("{tran}: one notice queued, not {other:?}"),
+    }
+}

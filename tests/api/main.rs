@@ -34,6 +34,7 @@ mod postgres_tls;
 mod provider;
 mod ready;
 mod sequences;
+mod stats;
 mod storage;
 mod store_copy;
 mod suppression_reasons;

@@ -448,3 +448,83 @@ fn what_was_acknowledged_survives_a_kill(kind: Kind) {
         );
     }
 }
+
+both!(daily_counters_are_exact_under_concurrent_units_on_the_zone_s_days);
+/// The daily counters (issue 20), engine-level on both backends: counted
+/// in the unit that appends each decision-log line, so exact when units
+/// about many eSIMs run from many threads at once (a backend that ran them
+/// side by side on a shared counter row without a lock would lose some);
+/// on the calendar day of the configured zone; and removed with
+/// `store.history`.
+fn daily_counters_are_exact_under_concurrent_units_on_the_zone_s_days(kind: Kind) {
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use esim_notify::engine::{Ages, Engine, SendOutcome};
+    use std::time::Duration;
+
+    let Some(p) = place(kind) else { return };
+    let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let engine = Arc::new(
+        Engine::new(p.open(), Duration::from_secs(86_400))
+            .unwrap()
+            .counting_days_in(berlin),
+    );
+    // Midnight in Berlin (UTC+1 in December) is 23:00 UTC: queued and
+    // failed the second before it, on the 4th; sent after it, on the 5th.
+    let before = Utc.with_ymd_and_hms(2026, 12, 4, 22, 59, 59).unwrap();
+    let after = Utc.with_ymd_and_hms(2026, 12, 4, 23, 0, 1).unwrap();
+    let (threads, per_thread) = (8u64, 3u64);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let engine = engine.clone();
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let tran = format!("DC{t}x{i}");
+                    let id = crate::helpers::queue_one(&engine, &tran, before).1.id;
+                    let retry = SendOutcome::Retry {
+                        error: "451 try later".into(),
+                        next_attempt: before,
+                    };
+                    engine.record(id, &retry, before).unwrap();
+                    let sent = SendOutcome::Sent {
+                        message_id: format!("<{tran}@test>"),
+                    };
+                    engine.record(id, &sent, after).unwrap();
+                }
+            });
+        }
+    });
+    let n = threads * per_thread;
+    let d4 = NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+    let d5 = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+    let on = |day: NaiveDate, rows: &[esim_notify::engine::DayStats]| {
+        let mut sum = esim_notify::engine::DayCounts::default();
+        for r in rows.iter().filter(|r| r.day == day) {
+            sum.queued += r.counts.queued;
+            sum.failed += r.counts.failed;
+            sum.sent += r.counts.sent;
+        }
+        (sum.queued, sum.failed, sum.sent)
+    };
+    let rows = engine.daily_stats(d4, d5).unwrap();
+    assert_eq!(
+        on(d4, &rows),
+        (n, n, 0),
+        "queued and failed before midnight: {rows:?}"
+    );
+    assert_eq!(on(d5, &rows), (0, 0, n), "sent after it: {rows:?}");
+    assert!(rows.iter().all(|r| r.template.is_some()), "{rows:?}");
+
+    // Two days of history at 01:00 on the 7th (Berlin): the 5th is kept,
+    // the 4th goes.
+    let now = Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, 0).unwrap();
+    let ages = Ages {
+        delivery_dedup: Duration::from_secs(86_400),
+        history: Duration::from_secs(2 * 86_400),
+        park_for: Duration::from_secs(3600),
+    };
+    let report = engine.retain(now, &ages).unwrap();
+    assert!(report.stats_removed > 0, "{report:?}");
+    let rows = engine.daily_stats(d4, d5).unwrap();
+    assert!(rows.iter().all(|r| r.day == d5), "{rows:?}");
+    assert_eq!(on(d5, &rows), (0, 0, n));
+}

@@ -52,7 +52,7 @@ pub fn one_click_link(raw: &str) -> String {
         .to_string()
 }
 
-async fn decisions(app: &TestApp, id: &str) -> Vec<Value> {
+pub async fn decisions(app: &TestApp, id: &str) -> Vec<Value> {
     let (_, view) = app
         .get_json(&app.admin_url(&format!("/admin/esims/{id}")))
         .await;

@@ -5,7 +5,7 @@
 //!
 //! | path | page |
 //! |---|---|
-//! | `GET /admin/` | overview (`overview.rs`) |
+//! | `GET /admin/` | overview (`overview.rs`), with what was sent (`chart.rs`) |
 //! | `GET /admin/preview` | templates × locales, live preview (`templates.rs`, `preview.js`) |
 //! | `POST /admin/preview/render`, `GET /admin/preview/frame`, `POST /admin/preview/send` | its endpoints (`preview_api.rs`) |
 //! | `GET /admin/esims?q=` | one eSIM and its decision timeline (`esims.rs`) |
@@ -15,6 +15,7 @@
 //! The template folder is read once and kept until a file in it changes
 //! ([`DiskCache`], registered by `startup` as app data of the admin app).
 
+mod chart;
 mod disk;
 mod disk_cache;
 mod esims;
@@ -44,7 +45,7 @@ pub fn routes(scope: &mut web::ServiceConfig) {
         .route("/assets/{file}", web::get().to(asset));
 }
 
-const ASSETS: [(&str, &str, &str); 3] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     (
         "console.css",
         "text/css; charset=utf-8",
@@ -54,6 +55,11 @@ const ASSETS: [(&str, &str, &str); 3] = [
         "console.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/console.js"),
+    ),
+    (
+        "chart.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/chart.css"),
     ),
     (
         "preview.js",

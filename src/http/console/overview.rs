@@ -1,17 +1,35 @@
 //! `GET /admin/`: the console's front page. The sender's state, how much
-//! waits where, and the way to each page; counts come from the store's
-//! counters (as the metrics do), never from a scan.
+//! waits where, what was sent (`chart`), and the way to each page; counts
+//! come from the store's counters (as the metrics do), never from a scan.
 
 use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde_json::json;
 
+use super::chart;
 use super::page::{self, relative, Nav};
 use crate::http::state::AppState;
 
 pub async fn page(app: web::Data<AppState>) -> HttpResponse {
     let counts = app.store.counts();
     let now = Utc::now();
+    let history = app.config.store.history.0;
+    let stats = app
+        .on_store(move |s| {
+            let rows = crate::http::stats::last_days(s, chart::CHART_DAYS, history, now)?;
+            let today = now.with_timezone(&s.stats_zone()).date_naive();
+            Ok((rows, today, s.stats_zone().name()))
+        })
+        .await;
+    let sent = match stats {
+        Ok((rows, today, zone)) => {
+            let mut v = chart::overview(&rows, today);
+            v["zone"] = json!(zone);
+            v["error"] = json!(null);
+            v
+        }
+        Err(e) => json!({"error": format!("the store cannot answer: {e}")}),
+    };
     let oldest = app
         .store
         .oldest_queued()
@@ -29,6 +47,7 @@ pub async fn page(app: web::Data<AppState>) -> HttpResponse {
         "oldest": oldest,
         "last_webhook": last_webhook,
         "templates_dir": app.config.templates.dir.display().to_string(),
+        "sent": sent,
     });
     page::render(&app, Nav::Overview, "Overview", "overview", data)
 }
