@@ -31,6 +31,7 @@ mod operations;
 mod postgres;
 mod provider;
 mod ready;
+mod resend;
 mod sequences;
 mod storage;
 mod store_copy;
