@@ -150,7 +150,10 @@ pub fn fill_install(
             now,
             LogKind::Note,
             Some(&q.notice.template),
-            format!("{}: activation code looked up again from the provider", q.identity),
+            format!(
+                "{}: activation code looked up again from the provider",
+                q.identity
+            ),
         )
         .about(qid),
     );

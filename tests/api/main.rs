@@ -15,6 +15,7 @@ mod brand;
 mod cli;
 mod console;
 mod console_browser;
+mod console_support;
 mod data_words;
 mod dispatch;
 mod durability;

@@ -106,7 +106,10 @@ async fn a_lost_install_email_is_resent_with_the_code_the_provider_gives_now() {
     let again = app.received()[1].clone();
     assert!(again.contains("To: Ana <ana@example.com>"), "{again}");
     check_install_email(&again, AC_NOW);
-    assert!(!again.contains("11111111111111111111111111111111"), "not the old code");
+    assert!(
+        !again.contains("11111111111111111111111111111111"),
+        "not the old code"
+    );
     // A new Message-ID: a mailbox that kept (or deleted) the first takes it.
     assert_ne!(header(&first, "Message-ID"), header(&again, "Message-ID"));
     // The provider was asked about this eSIM, not about its order.
@@ -138,7 +141,13 @@ async fn a_data_email_is_resent_as_it_stands_to_the_address_bound_now() {
     app.bind(json!({"email": "old@example.com", "esimTranNo": "RS1"}))
         .await;
     let (s, _) = app
-        .post(&data_usage("r-10", "RS1", "8900000000000001201", 5 * GB, GB / 2))
+        .post(&data_usage(
+            "r-10",
+            "RS1",
+            "8900000000000001201",
+            5 * GB,
+            GB / 2,
+        ))
         .await;
     assert_eq!(s, 200);
     assert!(eventually(LIMIT, || async { app.received().len() == 1 }).await);
@@ -167,22 +176,59 @@ async fn refusals_say_why_and_queue_nothing() {
     let app = spawn_app("").await;
     app.bind(json!({"email": "bo@example.com", "esimTranNo": "RS2"}))
         .await;
-    app.post(&data_usage("r2-10", "RS2", "8900000000000001202", 5 * GB, GB / 2))
-        .await;
+    app.post(&data_usage(
+        "r2-10",
+        "RS2",
+        "8900000000000001202",
+        5 * GB,
+        GB / 2,
+    ))
+    .await;
     assert!(eventually(LIMIT, || async { app.received().len() == 1 }).await);
     // Parked: a known eSIM nobody is bound to.
-    app.post(&data_usage("r3-10", "RS3", "8900000000000001203", 5 * GB, GB / 2))
-        .await;
+    app.post(&data_usage(
+        "r3-10",
+        "RS3",
+        "8900000000000001203",
+        5 * GB,
+        GB / 2,
+    ))
+    .await;
 
     let cases = [
-        ("NOPE", json!({"template": "data_usage"}), 404, "no eSIM known"),
-        ("RS2", json!({"template": "nonsense"}), 400, "unknown template"),
+        (
+            "NOPE",
+            json!({"template": "data_usage"}),
+            404,
+            "no eSIM known",
+        ),
+        (
+            "RS2",
+            json!({"template": "nonsense"}),
+            400,
+            "unknown template",
+        ),
         ("RS2", json!({}), 400, "template"),
-        ("RS2", json!({"template": "esim_activated"}), 400, "never queued"),
-        ("RS2", json!({"template": "validity_usage"}), 400, "nothing to resend"),
+        (
+            "RS2",
+            json!({"template": "esim_activated"}),
+            400,
+            "never queued",
+        ),
+        (
+            "RS2",
+            json!({"template": "validity_usage"}),
+            400,
+            "nothing to resend",
+        ),
         // Without the provider, no activation code can be looked up.
         ("RS2", json!({"template": "esim_ready"}), 400, "access_code"),
-        ("RS3", json!({"template": "data_usage"}), 400, "no customer is bound"),
+        (
+            "RS3",
+            json!({"template": "data_usage"}),
+            400,
+            "no customer is bound",
+        ),
     ];
     for (esim, body, status, reason) in cases {
         let (s, v) = resend(&app, esim, body.clone()).await;
@@ -203,7 +249,10 @@ async fn refusals_say_why_and_queue_nothing() {
     let (s, v) = resend(&app, "RS2", json!({"template": "data_usage"})).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["suppression"]["reason"], "operator");
-    assert!(v["error"].as_str().unwrap().contains("asked by phone"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("asked by phone"),
+        "{v}"
+    );
 
     // Unsubscribed: a reminder stays stopped (409) …
     let r = app
