@@ -237,7 +237,7 @@ fn notice_to_resend(
     let status = s
         .esim_status
         .clone()
-        .filter(|st| statuses.iter().any(|x| *x == st))
+        .filter(|st| statuses.contains(&st))
         .or_else(|| statuses.first().map(|s| s.to_string()));
     Ok(notice(NoticeKind::Status, None, "once".into(), status))
 }

@@ -98,7 +98,7 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         let now = Utc::now();
         let store = state.store.as_ref();
         let mut all = store.suppressions()?;
-        all.sort_by(|a, b| b.since.cmp(&a.since));
+        all.sort_by_key(|s| std::cmp::Reverse(s.since));
         let total = all.len();
         let rows: Vec<Value> = all
             .iter()
