@@ -12,26 +12,15 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::console::{page, TOKEN};
 use crate::helpers::*;
 
-const TOKEN: &str = "supp0rt";
 const CONSOLE: (&str, &str) = ("X-Esim-Notify-Console", "1");
 const GB: u64 = 1024 * 1024 * 1024;
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn app() -> TestApp {
     spawn_app(&format!("[admin]\ntoken = \"{TOKEN}\"\n")).await
-}
-
-async fn page(app: &TestApp, path: &str) -> (u16, String) {
-    let r = app
-        .http
-        .get(app.admin_url(path))
-        .basic_auth("operator", Some(TOKEN))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }
 
 /// A request as the console's browser sends it: HTTP Basic, with or without

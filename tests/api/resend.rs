@@ -52,6 +52,18 @@ async fn resend(app: &TestApp, esim: &str, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `PUT /admin/suppressions/{email}` with a reason, as a script sends it.
+async fn suppress(app: &TestApp, email: &str, reason: &str) {
+    let r = app
+        .http
+        .put(app.admin_url(&format!("/admin/suppressions/{email}")))
+        .json(&json!({ "reason": reason }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 fn order_status() -> String {
     json!({
         "notifyType": "ORDER_STATUS", "notifyId": "o-1",
@@ -238,14 +250,7 @@ async fn refusals_say_why_and_queue_nothing() {
     }
 
     // Suppressed by the operator: stops every email, so 409 with the why.
-    let r = app
-        .http
-        .put(app.admin_url("/admin/suppressions/bo@example.com"))
-        .json(&json!({"reason": "asked by phone"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    suppress(&app, "bo@example.com", "asked by phone").await;
     let (s, v) = resend(&app, "RS2", json!({"template": "data_usage"})).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["suppression"]["reason"], "operator");
@@ -255,14 +260,7 @@ async fn refusals_say_why_and_queue_nothing() {
     );
 
     // Unsubscribed: a reminder stays stopped (409) …
-    let r = app
-        .http
-        .put(app.admin_url("/admin/suppressions/bo@example.com"))
-        .json(&json!({"reason": "unsubscribed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    suppress(&app, "bo@example.com", "unsubscribed").await;
     let (s, _) = resend(&app, "RS2", json!({"template": "data_usage"})).await;
     assert_eq!(s, 409);
 
@@ -282,27 +280,13 @@ async fn an_unsubscribed_customer_still_gets_a_resent_install_email() {
         .await;
     app.post(&order_status()).await;
     assert!(eventually(LIMIT, || async { app.received().len() == 1 }).await);
-    let r = app
-        .http
-        .put(app.admin_url("/admin/suppressions/cy@example.com"))
-        .json(&json!({"reason": "unsubscribed"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    suppress(&app, "cy@example.com", "unsubscribed").await;
     // esim_ready is a service email (email.essential): it still goes.
     let (s, v) = resend(&app, ICCID, json!({"template": "esim_ready"})).await;
     assert_eq!(s, 202, "{v}");
     assert!(eventually(LIMIT, || async { app.received().len() == 2 }).await);
     // Bounced: the provider may close the account; nothing goes.
-    let r = app
-        .http
-        .put(app.admin_url("/admin/suppressions/cy@example.com"))
-        .json(&json!({"reason": "bounced"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    suppress(&app, "cy@example.com", "bounced").await;
     let (s, v) = resend(&app, ICCID, json!({"template": "esim_ready"})).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["suppression"]["reason"], "bounced");

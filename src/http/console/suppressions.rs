@@ -116,25 +116,38 @@ pub async fn page(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     })
     .await;
     data["q"] = json!(q);
-    for key in ["error", "rows", "total"] {
-        if data.get(key).is_none() {
-            data[key] = Value::Null;
-        }
-    }
-    page::render_status(
+    show(
         &app,
         status,
-        Nav::Suppressions,
         "Suppressions",
         "suppressions",
         data,
+        &["error", "rows", "total"],
     )
+}
+
+/// Renders one of this file's views; the keys a view tests that the data
+/// lacks are null (the views are strict).
+fn show(
+    app: &AppState,
+    status: StatusCode,
+    title: &str,
+    view: &str,
+    mut data: Value,
+    keys: &[&str],
+) -> HttpResponse {
+    for key in keys {
+        if data.get(*key).is_none() {
+            data[*key] = Value::Null;
+        }
+    }
+    page::render_status(app, status, Nav::Suppressions, title, view, data)
 }
 
 pub async fn lift(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let email = query(&req).email.unwrap_or_default().trim().to_string();
     let (state, address) = (app.clone(), email.clone());
-    let (status, mut data) = page::read_blocking(move || {
+    let (status, data) = page::read_blocking(move || {
         let store = state.store.as_ref();
         Ok(match store.suppression(&address)? {
             Some(s) => {
@@ -150,17 +163,12 @@ pub async fn lift(app: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
         })
     })
     .await;
-    for key in ["error", "s"] {
-        if data.get(key).is_none() {
-            data[key] = Value::Null;
-        }
-    }
-    page::render_status(
+    show(
         &app,
         status,
-        Nav::Suppressions,
         "Lift a suppression",
         "lift",
         data,
+        &["error", "s"],
     )
 }
