@@ -21,7 +21,7 @@ use super::resolve::find;
 use super::suppression::active_suppression;
 use super::tx::Tx;
 use crate::customers::mask_email;
-use crate::policy::{EsimState, Notice, NoticeKind, Rules, USED_UP};
+use crate::policy::{overtaken, EsimState, Notice, NoticeKind, Rules, USED_UP};
 use crate::store::StoreError;
 use crate::vars::capture_now;
 
@@ -61,7 +61,7 @@ pub fn resend(
         return Ok(Resend::NotFound);
     };
     let resend_no = tx.next_id();
-    let notice = match notice_to_resend(&rec.state, template, rules, resend_no) {
+    let notice = match notice_to_resend(&rec.state, template, rules, resend_no, now) {
         Ok(n) => n,
         Err(why) => return Ok(Resend::Refused(why)),
     };
@@ -116,22 +116,40 @@ pub fn resend(
 
 /// The templates a resend can send for an eSIM in `state` now, the install
 /// email first (what the console offers; the same rule as [`resend`]).
-pub fn resendable(state: &EsimState, rules: &Rules) -> Vec<String> {
+pub fn resendable(state: &EsimState, rules: &Rules, now: DateTime<Utc>) -> Vec<String> {
     let mut names: Vec<&String> = rules.order_status.values().collect();
     names.push(&rules.data_template);
     names.push(&rules.validity_template);
     names.extend(rules.esim_status.values());
     let mut out: Vec<String> = Vec::new();
     for t in names {
-        if !out.contains(t) && notice_to_resend(state, t, rules, 0).is_ok() {
+        if !out.contains(t) && notice_to_resend(state, t, rules, 0, now).is_ok() {
             out.push(t.clone());
         }
     }
     out
 }
 
-/// The notice a resend of `template` is for this eSIM now, or why there is none.
+/// The notice a resend of `template` is for this eSIM now, or why there is
+/// none: the dispatcher's own check (`policy::overtaken`) is made here too,
+/// so a resend it would only drop as superseded is refused with its reason.
 fn notice_to_resend(
+    s: &EsimState,
+    template: &str,
+    rules: &Rules,
+    resend_no: u64,
+    now: DateTime<Utc>,
+) -> Result<Notice, String> {
+    let notice = what_to_resend(s, template, rules, resend_no)?;
+    match overtaken(s, &notice, now) {
+        Some(why) => Err(format!(
+            "{template} is no longer true for this eSIM ({why}): there is nothing to resend"
+        )),
+        None => Ok(notice),
+    }
+}
+
+fn what_to_resend(
     s: &EsimState,
     template: &str,
     rules: &Rules,

@@ -291,3 +291,40 @@ async fn an_unsubscribed_customer_still_gets_a_resent_install_email() {
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["suppression"]["reason"], "bounced");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_no_longer_true_is_refused_not_queued_to_be_dropped() {
+    let app = spawn_app("").await;
+    app.bind(json!({"email": "di@example.com", "esimTranNo": "RS4"}))
+        .await;
+    app.post(&data_usage(
+        "r4-10",
+        "RS4",
+        "8900000000000001204",
+        5 * GB,
+        GB / 2,
+    ))
+    .await;
+    assert!(eventually(LIMIT, || async { app.received().len() == 1 }).await);
+    let (s, _) = resend(&app, "RS4", json!({"template": "data_usage"})).await;
+    assert_eq!(s, 202, "true while the plan runs");
+    assert!(eventually(LIMIT, || async { app.received().len() == 2 }).await);
+    // Cancelled: the data email is no longer true; the cancellation is.
+    app.post(&crate::helpers::esim_status(
+        "r4-c",
+        "RS4",
+        "8900000000000001204",
+        "CANCEL",
+    ))
+    .await;
+    assert!(eventually(LIMIT, || async { app.received().len() == 3 }).await);
+    let (s, v) = resend(&app, "RS4", json!({"template": "data_usage"})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no longer true"),
+        "{v}"
+    );
+    let (s, v) = resend(&app, "RS4", json!({"template": "esim_cancelled"})).await;
+    assert_eq!(s, 202, "{v}");
+    assert!(eventually(LIMIT, || async { app.received().len() == 4 }).await);
+}

@@ -201,7 +201,7 @@ fn esim_json(app: &AppState, v: EsimView) -> Result<Value, StoreError> {
         None => None,
     };
     let mut resend = Vec::new();
-    for t in resendable(s, &app.rules()) {
+    for t in resendable(s, &app.rules(), now) {
         let words = super::timeline::template_words(&t);
         // The engine's own rule: what this suppression stops.
         let blocked = match &v.recipient {
