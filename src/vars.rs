@@ -60,7 +60,29 @@ pub enum Figures {
 
 /// What to keep of an event for one of the notices it caused.
 pub fn capture(event: &Event, notice: &Notice, state: &EsimState) -> Captured {
-    let figures = match notice.kind {
+    Captured {
+        notify_type: Some(event.notify_type.as_str().to_string()),
+        notify_id: event.notify_id.clone(),
+        generated_at: event.generated_at,
+        figures: figures(notice, state),
+    }
+}
+
+/// The figures of a notice decided with no event (an operator's resend):
+/// what the eSIM's state says now; `event` is null in its email.
+pub fn capture_now(notice: &Notice, state: &EsimState) -> Captured {
+    Captured {
+        notify_type: None,
+        notify_id: None,
+        generated_at: None,
+        figures: figures(notice, state),
+    }
+}
+
+/// The group of variables of `notice`'s class, from the eSIM's state (the
+/// install data comes later, from the provider).
+fn figures(notice: &Notice, state: &EsimState) -> Figures {
+    match notice.kind {
         NoticeKind::Data => {
             let u = &state.usage;
             let total = u.total_volume.filter(|t| *t > 0);
@@ -86,12 +108,6 @@ pub fn capture(event: &Event, notice: &Notice, state: &EsimState) -> Captured {
             short_url: None,
             apn: None,
         },
-    };
-    Captured {
-        notify_type: Some(event.notify_type.as_str().to_string()),
-        notify_id: event.notify_id.clone(),
-        generated_at: event.generated_at,
-        figures,
     }
 }
 

@@ -13,7 +13,7 @@
 use chrono::{DateTime, Utc};
 
 use super::send::Ctx;
-use crate::engine::QueuedNotice;
+use crate::engine::{is_resent_install, QueuedNotice};
 use crate::event::Identifiers;
 use crate::policy::NoticeKind;
 use crate::provider::{EsimQuery, Plan, ProviderError};
@@ -48,6 +48,9 @@ pub async fn enrich(
         }
         return Enriched::Send { plan: None };
     };
+    if needs_code && is_resent_install(q) {
+        return refresh(ctx, q, ids, now).await;
+    }
     if needs_code {
         return expand(ctx, q, ids, now).await;
     }
@@ -137,6 +140,55 @@ async fn expand(ctx: &Ctx, q: &QueuedNotice, ids: &Identifiers, now: DateTime<Ut
         Err(ProviderError::NotReady) => "profiles still being allocated".to_string(),
         Err(e) => e.to_string(),
     };
+    not_yet(ctx, q, now, reason)
+}
+
+/// An operator's resend of one eSIM's install email (`engine::resend`): its
+/// activation code asked again, for this eSIM only (its order may hold
+/// others, whose customers asked for nothing).
+async fn refresh(ctx: &Ctx, q: &QueuedNotice, ids: &Identifiers, now: DateTime<Utc>) -> Enriched {
+    let provider = ctx.provider.as_ref().expect("checked by the caller");
+    let query = match (&ids.esim_tran_no, &ids.iccid) {
+        (Some(t), _) => EsimQuery::EsimTranNo(t),
+        (None, Some(i)) => EsimQuery::Iccid(i),
+        (None, None) => {
+            return Enriched::Dead("no esimTranNo or ICCID to ask the provider with".into())
+        }
+    };
+    let reason = match provider.query(query).await {
+        Ok(esims) => {
+            let this = esims.into_iter().find(|e| {
+                e.ac.is_some()
+                    && match &ids.esim_tran_no {
+                        Some(t) => e.esim_tran_no.as_ref() == Some(t),
+                        None => e.iccid == ids.iccid,
+                    }
+            });
+            match this {
+                Some(esim) => {
+                    return match ctx.store.fill_install(q.id, &esim, now) {
+                        Ok(Some(filled)) => Enriched::Replaced(vec![filled]),
+                        Ok(None) => Enriched::Superseded("no longer queued".into()),
+                        Err(e) => {
+                            tracing::error!(notice = q.id, error = %e, "cannot keep the activation code");
+                            Enriched::Wait {
+                                until: now + later(ctx, q, now),
+                                why: "store error".into(),
+                            }
+                        }
+                    };
+                }
+                None => "the provider lists this eSIM without an activation code".to_string(),
+            }
+        }
+        Err(ProviderError::NotReady) => "profiles still being allocated".to_string(),
+        Err(e) => e.to_string(),
+    };
+    not_yet(ctx, q, now, reason)
+}
+
+/// No activation code yet: wait and ask again, within `retry.max_age`.
+fn not_yet(ctx: &Ctx, q: &QueuedNotice, now: DateTime<Utc>, reason: String) -> Enriched {
     if now >= q.queued_at + ctx.config.retry.max_age.0 {
         return Enriched::Dead(format!(
             "no activation code from the provider within retry.max_age: {reason}"

@@ -21,6 +21,7 @@ mod outcomes;
 mod readdress;
 mod ready;
 mod records;
+mod resend;
 mod resolve;
 mod retention;
 pub mod set_aside;
@@ -39,6 +40,7 @@ use tokio::sync::oneshot;
 
 pub use leases::{Held, POLL};
 pub use model::*;
+pub use resend::{is_resent_install, resendable, Resend};
 pub use retention::{event_past_history, Ages};
 pub use stats::{DayCounts, DayStats};
 
@@ -467,6 +469,31 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<(Vec<QueuedNotice>, Vec<LogEntry>), StoreError> {
         self.unit_logged(|tx| ready::expand_order(tx, id, esims, &self.policy.essential, now))
+    }
+
+    /// Queues `template` again for the eSIM known as `label`, for the
+    /// recipient bound to it now, as the operator asked (`resend.rs`).
+    pub fn resend(
+        &self,
+        label: &str,
+        template: &str,
+        rules: &Rules,
+        now: DateTime<Utc>,
+    ) -> Result<(Resend, Vec<LogEntry>), StoreError> {
+        self.unit_logged(|tx| {
+            resend::resend(tx, label, template, rules, &self.policy.essential, now)
+        })
+    }
+
+    /// Fills a resent install notice with the install data the provider
+    /// gave now; the notice as it now stands.
+    pub fn fill_install(
+        &self,
+        id: u64,
+        esim: &crate::provider::Esim,
+        now: DateTime<Utc>,
+    ) -> Result<Option<QueuedNotice>, StoreError> {
+        self.unit(|tx| ready::fill_install(tx, id, esim, now))
     }
 
     /// Keeps the plan the provider described for an eSIM.

@@ -121,6 +121,45 @@ pub fn expand_order(
     Ok(queued)
 }
 
+/// Puts the install data the provider gave now for one eSIM into its
+/// queued install notice (an operator's resend, `resend.rs`); keeps the
+/// plan. Returns the notice as it now stands, `None` when it is no longer
+/// queued (cancelled meanwhile).
+pub fn fill_install(
+    tx: &mut Tx,
+    qid: u64,
+    esim: &Esim,
+    now: DateTime<Utc>,
+) -> Result<Option<QueuedNotice>, StoreError> {
+    let Some(mut q) = tx.get::<QueuedNotice>(Space::Queue, &id(qid))? else {
+        return Ok(None);
+    };
+    q.vars.figures = Figures::Install {
+        ac: esim.ac.clone(),
+        qr_code_url: esim.qr_code_url.clone(),
+        short_url: esim.short_url.clone(),
+        apn: esim.apn.clone(),
+    };
+    tx.put(Space::Queue, &id(qid), &q);
+    if let Some(plan) = &esim.plan {
+        cache_plan(tx, q.esim, plan.clone(), esim.total_volume, now)?;
+    }
+    tx.log(
+        q.esim,
+        LogEntry::new(
+            now,
+            LogKind::Note,
+            Some(&q.notice.template),
+            format!(
+                "{}: activation code looked up again from the provider",
+                q.identity
+            ),
+        )
+        .about(qid),
+    );
+    Ok(Some(q))
+}
+
 /// Keeps the plan the provider described for one eSIM.
 pub fn cache_plan(
     tx: &mut Tx,

@@ -60,6 +60,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/set-aside", web::get().to(list_set_aside))
             .route("/esims/{id}", web::get().to(esim))
             .route("/stats", web::get().to(crate::http::stats::stats))
+            .route(
+                "/esims/{id}/resend",
+                web::post().to(crate::http::resend::resend),
+            )
             .route("/reload", web::post().to(reload))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("not found"))
@@ -175,7 +179,7 @@ pub fn identifier_from_query(query: &str) -> Result<(IdKind, String), String> {
 type Answer = Result<HttpResponse, ApiError>;
 
 /// Waits until every change committed so far is on disk.
-async fn durable(app: &AppState) -> Result<(), ApiError> {
+pub(crate) async fn durable(app: &AppState) -> Result<(), ApiError> {
     match app.store.durable().await {
         Ok(result) => result.map_err(ApiError::unavailable),
         Err(_) => Err(ApiError::unavailable("the store flusher has stopped")),
@@ -184,7 +188,7 @@ async fn durable(app: &AppState) -> Result<(), ApiError> {
 
 /// Reads a JSON body ourselves so that a bad one is a 400 with serde's
 /// reason rather than actix's plain-text default.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
 }
 

@@ -10,6 +10,7 @@ pub mod conventions;
 pub mod csrf;
 pub mod error;
 pub mod host_guard;
+pub mod resend;
 pub mod state;
 pub mod stats;
 pub mod unsubscribe;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-const TOKEN: &str = "adm1n";
+pub const TOKEN: &str = "adm1n";
 const CONSOLE: (&str, &str) = ("X-Esim-Notify-Console", "1");
 
 /// An app whose templates are a copy of the shipped ones, to edit on disk.
@@ -39,7 +39,8 @@ async fn render(app: &TestApp, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn page(app: &TestApp, path: &str) -> (u16, String) {
+/// A console page as a browser gets it (HTTP Basic with [`TOKEN`]).
+pub async fn page(app: &TestApp, path: &str) -> (u16, String) {
     let r = app
         .http
         .get(app.admin_url(path))

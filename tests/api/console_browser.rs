@@ -822,3 +822,332 @@ async fn the_overview_chart_at_a_phone_s_width_light_and_dark() {
     let log = server.kill();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+
+// --- Support from the console (issue 21) ------------------------------------
+//
+// A test of its own (its own server, with the fake provider for the install
+// email), so it merges apart from the steps above. At a phone's width
+// (400 px): support answers customers from anywhere.
+
+const SUPPORT_TRAN: &str = "26050112000001";
+const SUPPORT_ICCID: &str = "8943108170000775691";
+const SUPPORT_ORDER: &str = "B26050112000001";
+const AC_LOST: &str = "LPA:1$rsp-eu.redteamobile.com$33333333333333333333333333333333";
+const AC_FRESH: &str = "LPA:1$rsp-eu.redteamobile.com$44444444444444444444444444444444";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn support_actions_in_a_real_browser() {
+    if std::env::var("ESIM_NOTIFY_BROWSER").as_deref() != Ok("1") {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "console_browser (support): skipped; set ESIM_NOTIFY_BROWSER=1 with Debian's chromium and \
+             chromium-driver installed to run it"
+        );
+        return;
+    }
+    use crate::fake_provider::{self as fake, FakeProvider};
+    use std::sync::{Arc, Mutex};
+
+    let ac = Arc::new(Mutex::new(AC_LOST.to_string()));
+    let code = ac.clone();
+    let provider = FakeProvider::start_with(vec![], move |_| {
+        let ac = code.lock().unwrap().clone();
+        fake::page(
+            vec![fake::esim(SUPPORT_TRAN, SUPPORT_ICCID, SUPPORT_ORDER, &ac)],
+            1,
+            1,
+        )
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp_port, smtp) = smtp::mailin_server();
+    let server = Binary::serve_smtp(
+        dir.path(),
+        smtp_port,
+        &format!(
+            "[admin]\ntoken = \"{TOKEN}\"\n[provider]\naccess_code = \"fake\"\nbase_url = \"{}\"\ntimeout = \"2s\"\n",
+            provider.base_url
+        ),
+    )
+    .await;
+    // The customer bought at the shop (bound by its order's transactionId)
+    // and got the install email, then lost it.
+    let (s, _) = admin_json(
+        &server,
+        reqwest::Method::PUT,
+        "/admin/customers",
+        Some(
+            json!({"email": "lost.mail@example.com", "name": "Lu", "transactionId": "tx-support"}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 200);
+    post_webhook(
+        &server,
+        &json!({
+            "notifyType": "ORDER_STATUS", "notifyId": "sup-order",
+            "content": {"orderNo": SUPPORT_ORDER, "orderStatus": "GOT_RESOURCE", "transactionId": "tx-support"}
+        })
+        .to_string(),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            smtp.received().len() == 1
+        })
+        .await,
+        "the first install email"
+    );
+
+    let driver = start_driver().await;
+    let profile = tempfile::tempdir().unwrap();
+    let c = start_browser(&driver, profile.path()).await;
+    c.set_window_size(400, 1000).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", server.admin);
+    c.goto(&format!(
+        "http://operator:{TOKEN}@127.0.0.1:{}/admin/",
+        server.admin
+    ))
+    .await
+    .unwrap();
+
+    correcting_the_address_in_the_browser(&c, &base, &server).await;
+    resending_the_install_email_in_the_browser(&c, &base, &smtp, &ac).await;
+    lifting_a_suppression_in_the_browser(&c, &base, &server, &smtp).await;
+
+    c.close().await.unwrap();
+    drop(driver);
+    let log = server.kill();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(
+        !log.contains("lost.mail@example.com") && !log.contains("right.mail@example.com"),
+        "no full address in the log"
+    );
+}
+
+/// A screenshot with the element `css` scrolled to the top of the window.
+async fn screenshot_at(c: &Client, css: &str, name: &str) {
+    c.execute(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'start'}); return true",
+        vec![json!(css)],
+    )
+    .await
+    .unwrap();
+    screenshot(c, name).await;
+}
+
+/// Waits for the console's flash message to say `text`.
+async fn flash_says(c: &Client, text: &str) -> String {
+    until(
+        c,
+        &format!("the flash to say {text:?}"),
+        &format!(
+            "const f = document.getElementById('flash'); return !!f && !f.hidden && f.textContent.includes({})",
+            json!(text)
+        ),
+    )
+    .await;
+    text_of(c, "#flash").await
+}
+
+async fn correcting_the_address_in_the_browser(c: &Client, base: &str, server: &Binary) {
+    c.goto(&format!("{base}/admin/esims?q={SUPPORT_TRAN}"))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the bind form",
+        "return !!document.getElementById('bind-form')",
+    )
+    .await;
+    assert!(text_of(c, "#bind-form")
+        .await
+        .contains("lost.mail@example.com"));
+    screenshot(c, "support-esim").await;
+    screenshot_at(c, "#bind-form", "support-bind-form").await;
+    let email = c
+        .find(Locator::Css("#bind-form input[name=email]"))
+        .await
+        .unwrap();
+    email.clear().await.unwrap();
+    email.send_keys("right.mail@example.com").await.unwrap();
+    let locale = c
+        .find(Locator::Css("#bind-form input[name=locale]"))
+        .await
+        .unwrap();
+    locale.clear().await.unwrap();
+    locale.send_keys("es").await.unwrap();
+    click(c, "#bind-submit").await;
+    // The binding by esimTranNo comes first; nothing was bound to it before.
+    let said = flash_says(c, "Customer bound").await;
+    assert!(said.contains("replaced no other address"), "{said}");
+    until(
+        c,
+        "the page to show the corrected customer",
+        "return document.getElementById('recipient').textContent.includes('right.mail@example.com')",
+    )
+    .await;
+    screenshot_at(c, "#bind-form", "support-esim-corrected").await;
+    let (s, v) = admin_json(
+        server,
+        reqwest::Method::GET,
+        &format!("/admin/customers?esimTranNo={SUPPORT_TRAN}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["email"], "right.mail@example.com");
+    assert_eq!(v["locale"], "es");
+    assert_eq!(v["name"], "Lu", "the form kept the name it showed");
+
+    // Correcting it again says what it replaced.
+    let email = c
+        .find(Locator::Css("#bind-form input[name=email]"))
+        .await
+        .unwrap();
+    email.clear().await.unwrap();
+    email.send_keys("right.mail@example.com").await.unwrap();
+    click(c, "#bind-submit").await;
+    let said = flash_says(c, "Customer bound").await;
+    assert!(
+        said.contains("replaced no other address"),
+        "same address: {said}"
+    );
+}
+
+async fn resending_the_install_email_in_the_browser(
+    c: &Client,
+    base: &str,
+    smtp: &smtp::Mailin,
+    ac: &std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    // The provider re-issued the profile: a resend must carry the new code.
+    *ac.lock().unwrap() = AC_FRESH.to_string();
+    c.goto(&format!("{base}/admin/esims?q={SUPPORT_TRAN}"))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the resend buttons",
+        "return !!document.querySelector('#resend button')",
+    )
+    .await;
+    let first = c
+        .execute(
+            "return document.querySelector('#resend button').dataset.template",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, json!("esim_ready"), "the install email comes first");
+    let before = smtp.received().len();
+    click(c, "#resend button[data-template=esim_ready]").await;
+    let question = c.get_alert_text().await.unwrap();
+    assert!(question.contains("right.mail@example.com"), "{question}");
+    c.accept_alert().await.unwrap();
+    let said = flash_says(c, "queued again").await;
+    assert!(said.contains("r***@example.com"), "{said}");
+    let delivered = eventually(Duration::from_secs(20), || async {
+        smtp.received().iter().skip(before).any(|m| {
+            m.contains("right.mail@example.com") && m.contains("44444444444444444444444444444444")
+        })
+    })
+    .await;
+    assert!(delivered, "the resent install email with the fresh code");
+    c.goto(&format!("{base}/admin/esims?q={SUPPORT_TRAN}"))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the timeline",
+        "return !!document.getElementById('timeline')",
+    )
+    .await;
+    let timeline = text_of(c, "#timeline").await;
+    assert!(
+        timeline.contains("resend requested by the operator"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("install email (QR code) (resent)"),
+        "{timeline}"
+    );
+    assert!(!timeline.contains("/ready/esim_ready/"), "{timeline}");
+    screenshot_at(c, "#resend", "support-resend").await;
+    screenshot_at(c, "#timeline", "support-resent-timeline").await;
+}
+
+async fn lifting_a_suppression_in_the_browser(
+    c: &Client,
+    base: &str,
+    server: &Binary,
+    smtp: &smtp::Mailin,
+) {
+    // The corrected address bounced once (the provider reported it).
+    let (s, _) = admin_json(
+        server,
+        reqwest::Method::PUT,
+        "/admin/suppressions/right.mail@example.com",
+        Some(json!({"reason": "bounced"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    c.goto(&format!("{base}/admin/esims?q={SUPPORT_TRAN}"))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the suppressed box",
+        "return !!document.getElementById('suppressed')",
+    )
+    .await;
+    assert!(text_of(c, "#suppressed").await.contains("bounced"));
+    c.goto(&format!("{base}/admin/suppression-list?q=right.mail"))
+        .await
+        .unwrap();
+    until(
+        c,
+        "the list",
+        "return document.querySelectorAll('tr.sup-row').length === 1",
+    )
+    .await;
+    screenshot(c, "support-suppressions").await;
+    click(c, "tr.sup-row a.btn").await;
+    until(
+        c,
+        "the lift step",
+        "return !!document.getElementById('lift-confirm')",
+    )
+    .await;
+    let means = text_of(c, "#lift-means").await;
+    assert!(means.contains("close the account"), "{means}");
+    screenshot(c, "support-lift").await;
+    click(c, "#lift-confirm").await;
+    let said = flash_says(c, "lifted").await;
+    assert!(said.contains("right.mail@example.com"), "{said}");
+    let (s, _) = admin_json(
+        server,
+        reqwest::Method::GET,
+        "/admin/suppressions/right.mail@example.com",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "lifted");
+    // And the next email reaches the address.
+    let before = smtp.received().len();
+    post_webhook(
+        server,
+        &esim_status("sup-act", SUPPORT_TRAN, SUPPORT_ICCID, "IN_USE"),
+    )
+    .await;
+    let delivered = eventually(Duration::from_secs(20), || async {
+        smtp.received()
+            .iter()
+            .skip(before)
+            .any(|m| m.contains("right.mail@example.com"))
+    })
+    .await;
+    assert!(delivered, "the activation email after the lift");
+}

@@ -334,7 +334,13 @@ pub fn render(
         )));
     };
     let live = current(live);
-    let vars = vars_for(req, class, &live.config.brand)?;
+    let mut vars = vars_for(req, class, &live.config.brand)?;
+    // As the sender does: no unsubscribe link unless `list_unsubscribe` is
+    // configured, and none in a service email (`email.essential`).
+    let email = &live.config.email;
+    if email.list_unsubscribe.trim().is_empty() || email.essential.iter().any(|e| e == name) {
+        vars["unsubscribe_url"] = Value::Null;
+    }
     let locale = req
         .locale
         .as_deref()

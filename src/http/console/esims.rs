@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::page::{self, bytes, percent, url_encode, when, Nav};
 use crate::customers::{mask_email, IdKind};
-use crate::engine::{EsimView, LogEntry, LogKind};
+use crate::engine::{resendable, EsimView};
 use crate::http::state::AppState;
 use crate::store::StoreError;
 
@@ -159,55 +159,6 @@ fn choice(v: &EsimView) -> Value {
     })
 }
 
-fn kind_label(k: LogKind) -> (&'static str, &'static str) {
-    match k {
-        LogKind::Event => ("event", "Event received"),
-        LogKind::Queued => ("queued", "Queued"),
-        LogKind::Parked => ("parked", "Parked"),
-        LogKind::Released => ("released", "Released"),
-        LogKind::Sent => ("sent", "Sent"),
-        LogKind::Suppressed => ("suppressed", "Suppressed"),
-        LogKind::Superseded => ("superseded", "Superseded"),
-        LogKind::Failed => ("failed", "Attempt failed"),
-        LogKind::Dead => ("dead", "Dead letter"),
-        LogKind::Expired => ("expired", "Parked notice expired"),
-        LogKind::Cancelled => ("cancelled", "Cancelled"),
-        LogKind::Requeued => ("requeued", "Requeued"),
-        LogKind::Note => ("note", "Note"),
-        LogKind::Bounced => ("bounced", "Bounced"),
-        LogKind::Complained => ("complained", "Complained"),
-    }
-}
-
-/// The decision log as the timeline shows it: an event, then what it
-/// decided (written at the same instant) indented beneath it.
-fn timeline(decisions: &[LogEntry], now: chrono::DateTime<Utc>) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut event_at = None;
-    for e in decisions {
-        let (class, label) = kind_label(e.what);
-        let decided_by_event = e.what != LogKind::Event && event_at == Some(e.at);
-        if e.what == LogKind::Event {
-            event_at = Some(e.at);
-        }
-        let (detail, message_id) = match e.detail.split_once(", Message-ID ") {
-            Some((d, id)) if e.what == LogKind::Sent => (d.to_string(), Some(id.to_string())),
-            _ => (e.detail.clone(), None),
-        };
-        out.push(json!({
-            "class": class,
-            "label": label,
-            "when": when(e.at, now),
-            "template": e.template,
-            "notice": e.notice,
-            "detail": detail,
-            "message_id": message_id,
-            "child": decided_by_event,
-        }));
-    }
-    out
-}
-
 fn esim_json(app: &AppState, v: EsimView) -> Result<Value, StoreError> {
     let now = Utc::now();
     let s = &v.state;
@@ -245,6 +196,39 @@ fn esim_json(app: &AppState, v: EsimView) -> Result<Value, StoreError> {
     let recipient = v.recipient.as_ref().map(
         |r| json!({"email": r.email, "name": r.name, "locale": r.locale, "timezone": r.timezone}),
     );
+    let suppressed = match &v.recipient {
+        Some(r) => app.store.suppression(&r.email)?,
+        None => None,
+    };
+    let mut resend = Vec::new();
+    for t in resendable(s, &app.rules(), now) {
+        let words = super::timeline::template_words(&t);
+        // The engine's own rule: what this suppression stops.
+        let blocked = match &v.recipient {
+            Some(r) => app.store.suppression_stopping(&r.email, &t)?.is_some(),
+            None => true,
+        };
+        let to = v.recipient.as_ref().map_or("nobody", |r| r.email.as_str());
+        resend.push(json!({
+            "template": t,
+            "words": words,
+            "body": json!({"template": t}).to_string(),
+            "blocked": blocked,
+            "confirm": format!("Send the {words} email ({t}) again to {to}?"),
+        }));
+    }
+    let suppression =
+        suppressed.map(|sup| super::suppressions::row(&sup, &app.config.email.essential, now));
+    // The form binds the eSIM by its most precise identifier, which comes
+    // first in the look-up (SPEC §6), so it overrides an order-wide binding.
+    let bind_by = [
+        ("esimTranNo", &v.ids.esim_tran_no),
+        ("iccid", &v.ids.iccid),
+        ("orderNo", &v.ids.order_no),
+        ("transactionId", &v.ids.transaction_id),
+    ]
+    .into_iter()
+    .find_map(|(k, val)| val.as_ref().map(|val| json!({"kind": k, "value": val})));
     let park_for = chrono::Duration::from_std(app.config.customers.park_for.0)
         .unwrap_or(chrono::Duration::MAX);
     let parked: Vec<Value> = v
@@ -299,7 +283,11 @@ fn esim_json(app: &AppState, v: EsimView) -> Result<Value, StoreError> {
         "parked": parked,
         "waiting": waiting,
         "dead": dead,
-        "timeline": timeline(&v.decisions, now),
+        "timeline": super::timeline::timeline(&v.decisions, now),
+        "suppression": suppression,
+        "resend": resend,
+        "resend_url": format!("/admin/esims/{}/resend", url_encode(&label_of(&v))),
+        "bind_by": bind_by,
         "json_href": format!("/admin/esims/{}", url_encode(&label_of(&v))),
     }))
 }

@@ -10,6 +10,7 @@
 //! | `POST /admin/preview/render`, `GET /admin/preview/frame`, `POST /admin/preview/send` | its endpoints (`preview_api.rs`) |
 //! | `GET /admin/esims?q=` | one eSIM and its decision timeline (`esims.rs`) |
 //! | `GET /admin/queue` | outbox, parked, dead letters (`queue.rs`) |
+//! | `GET /admin/suppression-list`, `…/lift?email=` | the suppression list, search, lift with its warning (`suppressions.rs`) |
 //! | `GET /admin/assets/{file}` | the stylesheet and scripts |
 //!
 //! The template folder is read once and kept until a file in it changes
@@ -23,7 +24,9 @@ mod overview;
 mod page;
 mod preview_api;
 mod queue;
+mod suppressions;
 mod templates;
+mod timeline;
 
 use actix_web::{web, HttpResponse};
 
@@ -42,6 +45,8 @@ pub fn routes(scope: &mut web::ServiceConfig) {
         .route("/preview/send", web::post().to(preview_api::send))
         .route("/esims", web::get().to(esims::page))
         .route("/queue", web::get().to(queue::page))
+        .route("/suppression-list", web::get().to(suppressions::page))
+        .route("/suppression-list/lift", web::get().to(suppressions::lift))
         .route("/assets/{file}", web::get().to(asset));
 }
 

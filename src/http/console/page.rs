@@ -21,12 +21,14 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; frame-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-const VIEWS: [(&str, &str); 5] = [
+const VIEWS: [(&str, &str); 7] = [
     ("layout", include_str!("views/layout.hbs")),
     ("overview", include_str!("views/overview.hbs")),
     ("templates", include_str!("views/templates.hbs")),
     ("esims", include_str!("views/esims.hbs")),
     ("queue", include_str!("views/queue.hbs")),
+    ("suppressions", include_str!("views/suppressions.hbs")),
+    ("lift", include_str!("views/lift.hbs")),
 ];
 
 fn views() -> &'static Handlebars<'static> {
@@ -51,6 +53,7 @@ pub enum Nav {
     Templates,
     Esims,
     Queue,
+    Suppressions,
 }
 
 /// Renders `view` inside the layout. `data` is the page's own object; the
@@ -93,6 +96,7 @@ pub fn render_status(
         "templates": nav == Nav::Templates,
         "esims": nav == Nav::Esims,
         "queue": nav == Nav::Queue,
+        "suppressions": nav == Nav::Suppressions,
     });
     data["sending"] = sending(app);
     match views().render(view, &data) {

@@ -49,16 +49,50 @@ window.Console = (function () {
         const question = btn.dataset.confirm;
         if (question && !window.confirm(question)) return;
         btn.disabled = true;
-        const r = await call(btn.dataset.method, btn.dataset.url);
+        const body = btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined;
+        const r = await call(btn.dataset.method, btn.dataset.url, body);
         if (r.ok) {
           let done = btn.dataset.done || "Done";
           if (r.body && r.body.lifted_suppression) {
             done += " (the automatic suppression of its address was lifted)";
           }
+          if (r.body && r.body.notice !== undefined && r.body.recipient) {
+            done += ": notice " + r.body.notice + " to " + r.body.recipient;
+          }
+          sessionStorage.setItem("console-flash", done);
+          if (btn.dataset.then) window.location.assign(btn.dataset.then);
+          else window.location.reload();
+        } else {
+          btn.disabled = false;
+          flash((r.body && r.body.error) || ("failed with HTTP " + r.status), true);
+        }
+      });
+    });
+    // Forms with data-api-method/data-api-url: their filled fields as a JSON
+    // body to the admin API (an empty field is left out), then the page again
+    // with what the answer says it replaced.
+    document.querySelectorAll("form[data-api-method][data-api-url]").forEach((form) => {
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const body = {};
+        new FormData(form).forEach((v, k) => {
+          if (typeof v === "string" && v.trim() !== "") body[k] = v.trim();
+        });
+        const submit = form.querySelector("[type=submit]");
+        if (submit) submit.disabled = true;
+        const r = await call(form.dataset.apiMethod, form.dataset.apiUrl, body);
+        if (r.ok) {
+          let done = form.dataset.done || "Done";
+          const replaced = (r.body && r.body.replaced) || [];
+          if (replaced.length) {
+            done += "; replaced: " + replaced.map((x) => x.identifier + " " + x.value + " was " + x.email).join(", ");
+          } else {
+            done += "; it replaced no other address";
+          }
           sessionStorage.setItem("console-flash", done);
           window.location.reload();
         } else {
-          btn.disabled = false;
+          if (submit) submit.disabled = false;
           flash((r.body && r.body.error) || ("failed with HTTP " + r.status), true);
         }
       });
