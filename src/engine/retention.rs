@@ -1,6 +1,6 @@
 //! Keeping the store bounded (SPEC §9): notifyIds past `delivery_dedup`,
-//! events, idle eSIMs (with their aliases and decision logs) and dead letters
-//! past `history`, parked notices past `park_for`.
+//! events, idle eSIMs (with their aliases and decision logs), dead letters
+//! and the records of sent messages (`sent`) past `history`, parked notices past `park_for`.
 //!
 //! Candidates are found by scans outside any unit of work and removed in
 //! small units that re-check them, so intake is never held up for a whole
@@ -126,6 +126,8 @@ pub fn retain(
             Ok(n)
         })?;
     }
+    // What reports find sent messages by, and the reports already taken.
+    super::sent::retain(engine, now, ages.history)?;
     Ok(report)
 }
 

@@ -112,11 +112,16 @@ impl SenderPolicy {
         if self.token.is_empty() {
             return true;
         }
-        let Some(given) = given else { return false };
-        let a = Sha256::digest(given.as_bytes());
-        let b = Sha256::digest(self.token.as_bytes());
-        a.ct_eq(&b).into()
+        given.is_some_and(|given| same_secret(given, &self.token))
     }
+}
+
+/// Whether `given` is `expected`, in a time that depends on neither where
+/// they differ nor their lengths (digests are compared).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.ct_eq(&b).into()
 }
 
 /// IPv4-mapped IPv6 peers (`::ffff:1.2.3.4`) are matched as IPv4.
@@ -384,14 +389,17 @@ fn esim_name(event: &Event, esim: Option<crate::engine::EsimId>, store: &Engine)
     escape(name.as_deref().unwrap_or("-")).into_owned()
 }
 
-enum BodyError {
+pub(super) enum BodyError {
     TooLarge,
     Unreadable,
 }
 
 /// Reads the body up to `limit` bytes (a chunked body has no Content-Length
 /// to refuse up front).
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, BodyError> {
+pub(super) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, BodyError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| BodyError::Unreadable)?;

@@ -19,6 +19,7 @@ mod data_words;
 mod dispatch;
 mod durability;
 mod failed_sync;
+mod feedback;
 mod group;
 mod install_email;
 mod intake_props;
