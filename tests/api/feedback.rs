@@ -141,6 +141,28 @@ async fn post_raw(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// How many reports of a 200 answer did `what` (recorded, unknown, repeated, ignored).
+fn answered((status, answer): (u16, Value), what: &str) -> u64 {
+    assert_eq!(status, 200, "{answer}");
+    answer[what]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {what} in {answer}"))
+}
+
+/// The report about `sent` was taken once: the address suppressed for
+/// `what`, one `what` line about its notice in the decision log, counted in
+/// both metrics. Returns that line.
+async fn recorded_once(app: &TestApp, sent: &Sent, what: &str, provider: &str) -> Value {
+    let s = suppression(app, EMAIL).await.expect("suppressed");
+    assert_eq!(s["reason"], what);
+    let lines = lines_of(app, what).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["notice"].as_u64(), Some(sent.notice));
+    assert_eq!(notices_metric(app, what).await, 1.0);
+    assert_eq!(feedback_metric(app, provider, what).await, 1.0);
+    lines[0].clone()
+}
+
 /// Nothing was recorded for jane: no suppression, no report line, no count.
 async fn nothing_changed(app: &TestApp) {
     assert!(suppression(app, EMAIL).await.is_none(), "not suppressed");
@@ -235,19 +257,13 @@ async fn mailgun_permanent_failure_suppresses_is_logged_counted_and_stops_the_ne
         (200, Some(1)),
         "{body}"
     );
-    let s = suppression(&app, EMAIL).await.expect("suppressed");
-    assert_eq!(s["reason"], "bounced");
-    let bounced = lines_of(&app, "bounced").await;
-    assert_eq!(bounced.len(), 1);
-    assert_eq!(bounced[0]["notice"].as_u64(), Some(sent.notice));
-    let detail = bounced[0]["detail"].as_str().unwrap();
+    let bounced = recorded_once(&app, &sent, "bounced", "mailgun").await;
+    let detail = bounced["detail"].as_str().unwrap();
     assert!(
         detail.contains("user unknown") && detail.contains("mailgun"),
         "{detail}"
     );
     assert!(!detail.contains(EMAIL), "addresses masked: {detail}");
-    assert_eq!(notices_metric(&app, "bounced").await, 1.0);
-    assert_eq!(feedback_metric(&app, "mailgun", "bounced").await, 1.0);
 
     // Mailgun retries with a fresh signature: the same event changes nothing twice.
     let (status, body) = post_raw(
@@ -328,11 +344,12 @@ async fn mailgun_temporary_failure_is_recorded_only_and_unknown_messages_are_ack
         &token50(),
         mailgun_failed("t1", "temporary", EMAIL, Some(&sent)),
     );
-    let (status, answer) = post_raw(&app, "/feedback/mailgun", &[], &body).await;
     assert_eq!(
-        (status, answer["recorded"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        answered(
+            post_raw(&app, "/feedback/mailgun", &[], &body).await,
+            "recorded"
+        ),
+        1
     );
     let notes: Vec<Value> = lines_of(&app, "note").await;
     assert!(
@@ -351,11 +368,12 @@ async fn mailgun_temporary_failure_is_recorded_only_and_unknown_messages_are_ack
         &token50(),
         mailgun_failed("u1", "permanent", stranger, None),
     );
-    let (status, answer) = post_raw(&app, "/feedback/mailgun", &[], &body).await;
     assert_eq!(
-        (status, answer["unknown"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        answered(
+            post_raw(&app, "/feedback/mailgun", &[], &body).await,
+            "unknown"
+        ),
+        1
     );
     assert!(suppression(&app, stranger).await.is_none());
     assert_eq!(feedback_metric(&app, "mailgun", "unknown").await, 1.0);
@@ -404,27 +422,21 @@ async fn postmark_spam_complaint_suppresses_is_logged_counted_and_stops_the_next
         Some(sent.notice.to_string())
     );
     let body = postmark_complaint(4323372036, EMAIL, Some(sent.notice));
-    let (status, answer) = post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await;
     assert_eq!(
-        (status, answer["recorded"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        answered(
+            post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await,
+            "recorded"
+        ),
+        1
     );
-    assert_eq!(
-        suppression(&app, EMAIL).await.expect("suppressed")["reason"],
-        "complained"
-    );
-    let lines = lines_of(&app, "complained").await;
-    assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["notice"].as_u64(), Some(sent.notice));
-    assert_eq!(notices_metric(&app, "complained").await, 1.0);
-    assert_eq!(feedback_metric(&app, "postmark", "complained").await, 1.0);
+    recorded_once(&app, &sent, "complained", "postmark").await;
 
-    let (status, answer) = post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await;
     assert_eq!(
-        (status, answer["repeated"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        answered(
+            post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await,
+            "repeated"
+        ),
+        1
     );
     assert_eq!(lines_of(&app, "complained").await.len(), 1);
     assert_eq!(notices_metric(&app, "complained").await, 1.0);
@@ -473,11 +485,12 @@ async fn postmark_soft_bounce_is_recorded_only_and_an_unknown_address_is_acknowl
     );
 
     let body = postmark_bounce(4, "HardBounce", "nobody@elsewhere.example", None);
-    let (status, answer) = post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await;
     assert_eq!(
-        (status, answer["unknown"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        answered(
+            post_raw(&app, &postmark_path(POSTMARK_TOKEN), &[], &body).await,
+            "unknown"
+        ),
+        1
     );
     assert!(suppression(&app, "nobody@elsewhere.example")
         .await
@@ -541,6 +554,16 @@ fn sendgrid_bounce(id: &str, kind: &str, email: &str, sent: Option<&Sent>) -> Va
     e
 }
 
+async fn post_sendgrid(app: &TestApp, key: &SendGridKey, ts: &str, body: &str) -> (u16, Value) {
+    post_raw(
+        app,
+        "/feedback/sendgrid",
+        &sendgrid_headers(key, ts, body),
+        body,
+    )
+    .await
+}
+
 fn sendgrid_config(key: &SendGridKey) -> String {
     format!("[feedback]\nsendgrid_public_key = \"{}\"\n", key.public)
 }
@@ -560,13 +583,7 @@ async fn sendgrid_bounce_in_a_batch_suppresses_is_logged_counted_and_stops_the_n
         json!({"email": "bob@example.org", "event": "deferred", "response": "451 4.7.1 try later", "attempt": "3", "sg_event_id": "def-1"}),
     ]);
     let ts = now().to_string();
-    let (status, answer) = post_raw(
-        &app,
-        "/feedback/sendgrid",
-        &sendgrid_headers(&key, &ts, &body),
-        &body,
-    )
-    .await;
+    let (status, answer) = post_sendgrid(&app, &key, &ts, &body).await;
     assert_eq!(
         (
             status,
@@ -576,24 +593,10 @@ async fn sendgrid_bounce_in_a_batch_suppresses_is_logged_counted_and_stops_the_n
         (200, Some(1), Some(2)),
         "{answer}"
     );
-    assert_eq!(
-        suppression(&app, EMAIL).await.expect("suppressed")["reason"],
-        "bounced"
-    );
-    let lines = lines_of(&app, "bounced").await;
-    assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["notice"].as_u64(), Some(sent.notice));
-    assert_eq!(notices_metric(&app, "bounced").await, 1.0);
-    assert_eq!(feedback_metric(&app, "sendgrid", "bounced").await, 1.0);
+    recorded_once(&app, &sent, "bounced", "sendgrid").await;
 
     // The same batch again (SendGrid retries): nothing twice.
-    let (status, answer) = post_raw(
-        &app,
-        "/feedback/sendgrid",
-        &sendgrid_headers(&key, &ts, &body),
-        &body,
-    )
-    .await;
+    let (status, answer) = post_sendgrid(&app, &key, &ts, &body).await;
     assert_eq!(
         (status, answer["repeated"].as_u64()),
         (200, Some(1)),
@@ -654,13 +657,7 @@ async fn sendgrid_blocked_is_recorded_only_and_a_spamreport_for_nobody_is_acknow
         json!({"email": "eve@elsewhere.example", "timestamp": 1740390000, "event": "spamreport", "sg_event_id": "spam-9", "sg_message_id": "x"}),
     ]);
     let ts = now().to_string();
-    let (status, answer) = post_raw(
-        &app,
-        "/feedback/sendgrid",
-        &sendgrid_headers(&key, &ts, &body),
-        &body,
-    )
-    .await;
+    let (status, answer) = post_sendgrid(&app, &key, &ts, &body).await;
     assert_eq!(
         (
             status,
@@ -913,33 +910,15 @@ async fn ses_permanent_bounce_suppresses_is_logged_counted_and_stops_the_next_no
         (200, Some(1)),
         "{answer}"
     );
-    assert_eq!(
-        suppression(&app, EMAIL).await.expect("suppressed")["reason"],
-        "bounced"
-    );
-    let lines = lines_of(&app, "bounced").await;
-    assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["notice"].as_u64(), Some(sent.notice));
-    assert_eq!(notices_metric(&app, "bounced").await, 1.0);
-    assert_eq!(feedback_metric(&app, "ses", "bounced").await, 1.0);
+    recorded_once(&app, &sent, "bounced", "ses").await;
 
     // SNS retries keep the MessageId: nothing twice.
-    let (status, answer) = post_sns(&app, &body).await;
-    assert_eq!(
-        (status, answer["repeated"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
-    );
+    assert_eq!(answered(post_sns(&app, &body).await, "repeated"), 1);
     assert_eq!(lines_of(&app, "bounced").await.len(), 1);
 
     // Signature version 2 (SHA256withRSA), a complaint found by the message tag.
     let body = sns_notification("sns-2", &ses_complaint(EMAIL, &sent), 2, &server.cert_url());
-    let (status, answer) = post_sns(&app, &body).await;
-    assert_eq!(
-        (status, answer["recorded"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
-    );
+    assert_eq!(answered(post_sns(&app, &body).await, "recorded"), 1);
     assert_eq!(lines_of(&app, "complained").await.len(), 1);
     assert_eq!(notices_metric(&app, "complained").await, 1.0);
     // The certificate was fetched once, then taken from the cache.
@@ -1026,12 +1005,7 @@ async fn ses_transient_bounce_is_recorded_only_unknown_is_acknowledged_and_a_sub
         2,
         &server.cert_url(),
     );
-    let (status, answer) = post_sns(&app, &body).await;
-    assert_eq!(
-        (status, answer["recorded"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
-    );
+    assert_eq!(answered(post_sns(&app, &body).await, "recorded"), 1);
     assert_eq!(feedback_metric(&app, "ses", "transient").await, 1.0);
     nothing_changed(&app).await;
 
@@ -1041,12 +1015,7 @@ async fn ses_transient_bounce_is_recorded_only_unknown_is_acknowledged_and_a_sub
         2,
         &server.cert_url(),
     );
-    let (status, answer) = post_sns(&app, &body).await;
-    assert_eq!(
-        (status, answer["unknown"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
-    );
+    assert_eq!(answered(post_sns(&app, &body).await, "unknown"), 1);
     assert!(suppression(&app, "nobody@elsewhere.example")
         .await
         .is_none());
@@ -1100,4 +1069,46 @@ async fn ses_transient_bounce_is_recorded_only_unknown_is_acknowledged_and_a_sub
         "{:?}",
         server.hits()
     );
+}
+
+// ------------------------------------------- what a report finds, and how long
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_report_finds_goes_with_a_forgotten_customer_and_past_history() {
+    let complaint = |id: u64, notice: u64| postmark_complaint(id, EMAIL, Some(notice));
+    let path = postmark_path(POSTMARK_TOKEN);
+
+    // Forgotten: the sent message is no longer known by its id nor its address.
+    let app = spawn_app(POSTMARK).await;
+    let sent = send_one(&app).await;
+    let r = app
+        .http
+        .post(app.admin_url("/admin/customers/forget"))
+        .json(&json!({"email": EMAIL}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let answer = post_raw(&app, &path, &[], &complaint(20, sent.notice)).await;
+    assert_eq!(answered(answer, "unknown"), 1);
+    assert!(lines_of(&app, "complained").await.is_empty());
+
+    // Past store.history: retention removes what reports are matched against.
+    let app = spawn_app(POSTMARK).await;
+    let sent = send_one(&app).await;
+    let engine = app.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let ages = esim_notify::engine::Ages {
+            delivery_dedup: Duration::from_secs(3600),
+            history: Duration::from_secs(60),
+            park_for: Duration::from_secs(3600),
+        };
+        engine.retain(chrono::Utc::now() + chrono::Duration::seconds(120), &ages)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let answer = post_raw(&app, &path, &[], &complaint(21, sent.notice)).await;
+    assert_eq!(answered(answer, "unknown"), 1);
+    assert!(suppression(&app, EMAIL).await.is_none());
 }
