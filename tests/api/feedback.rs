@@ -1081,6 +1081,12 @@ async fn what_a_report_finds_goes_with_a_forgotten_customer_and_past_history() {
     // Forgotten: the sent message is no longer known by its id nor its address.
     let app = spawn_app(POSTMARK).await;
     let sent = send_one(&app).await;
+    let soft = postmark_bounce(19, "SoftBounce", EMAIL, Some(sent.notice));
+    assert_eq!(
+        answered(post_raw(&app, &path, &[], &soft).await, "recorded"),
+        1,
+        "found before"
+    );
     let r = app
         .http
         .post(app.admin_url("/admin/customers/forget"))
@@ -1096,6 +1102,12 @@ async fn what_a_report_finds_goes_with_a_forgotten_customer_and_past_history() {
     // Past store.history: retention removes what reports are matched against.
     let app = spawn_app(POSTMARK).await;
     let sent = send_one(&app).await;
+    let soft = postmark_bounce(18, "SoftBounce", EMAIL, Some(sent.notice));
+    assert_eq!(
+        answered(post_raw(&app, &path, &[], &soft).await, "recorded"),
+        1,
+        "found before"
+    );
     let engine = app.engine.clone();
     tokio::task::spawn_blocking(move || {
         let ages = esim_notify::engine::Ages {
