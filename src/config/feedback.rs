@@ -180,6 +180,43 @@ mod tests {
     }
 
     #[test]
+    fn problems_name_their_key_and_secrets_stay_hidden() {
+        let load = |toml: &str| crate::config::Config::from_sources(toml, std::iter::empty());
+        let err = load("[feedback]\nsendgrid_public_key = \"AAAA\"\nses_topic_arns = [\"x\"]\ntest_only_sns_cert_origin = \"http://10.0.0.1:80\"\n")
+            .unwrap_err()
+            .to_string();
+        for key in [
+            "feedback.sendgrid_public_key",
+            "feedback.ses_topic_arns[0]",
+            "feedback.test_only_sns_cert_origin",
+        ] {
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        let c = load("[feedback]\nses = true\npostmark_token = \"pm-secret-1\"\nmailgun_signing_key = \"mg-secret-2\"\n").unwrap();
+        assert!(c.feedback.ses_on() && c.feedback.postmark_on() && c.feedback.mailgun_on());
+        assert!(!c.feedback.sendgrid_on());
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("pm-secret-1") && !shown.contains("mg-secret-2"),
+            "{shown}"
+        );
+        assert!(c
+            .warnings()
+            .iter()
+            .any(|w| w.contains("feedback.ses_topic_arns")));
+        let env = [(
+            "ESIM_NOTIFY_FEEDBACK__MAILGUN_SIGNING_KEY".to_string(),
+            "from-env".to_string(),
+        )];
+        let c = crate::config::Config::from_sources("", env).unwrap();
+        assert_eq!(c.feedback.mailgun_signing_key.expose(), "from-env");
+        let off = load("").unwrap();
+        assert!(
+            !off.feedback.ses_on() && !off.feedback.postmark_on() && !off.feedback.mailgun_on()
+        );
+    }
+
+    #[test]
     fn test_origins_are_loopback_only() {
         assert_eq!(
             test_origin("http://127.0.0.1:4000").as_deref(),

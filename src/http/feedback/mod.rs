@@ -174,8 +174,19 @@ async fn take(
     let mut done = Vec::with_capacity(reports.len());
     for report in reports {
         let r = report.clone();
-        match app.on_store(move |s| s.report(&r, now)).await {
-            Ok((outcome, written)) => done.push((report, outcome, written)),
+        // The eSIM's name for the log line is read here too, off the async workers.
+        let taken = app
+            .on_store(move |s| {
+                let (outcome, written) = s.report(&r, now)?;
+                let name = match &outcome {
+                    ReportOutcome::Recorded { esim, .. } => esim_name(s, *esim),
+                    _ => "-".to_string(),
+                };
+                Ok((outcome, written, name))
+            })
+            .await;
+        match taken {
+            Ok((outcome, written, name)) => done.push((report, outcome, written, name)),
             Err(e) => return unavailable(provider, e),
         }
     }
@@ -188,7 +199,7 @@ async fn take(
         return unavailable(provider, e);
     }
     let (mut recorded, mut unknown, mut repeated) = (0, 0, 0);
-    for (report, outcome, written) in &done {
+    for (report, outcome, written, name) in &done {
         app.metrics.decisions(written);
         let to = report
             .recipient
@@ -196,9 +207,9 @@ async fn take(
             .map(mask_email)
             .unwrap_or_else(|| "-".into());
         let label = match outcome {
-            ReportOutcome::Recorded { template, esim, .. } => {
+            ReportOutcome::Recorded { template, .. } => {
                 recorded += 1;
-                tracing::info!(provider, kind = report.kind.label(), template = %template, esim = %esim_name(app, *esim), to = %to, outcome = "recorded", "feedback report");
+                tracing::info!(provider, kind = report.kind.label(), template = %template, esim = %name, to = %to, outcome = "recorded", "feedback report");
                 report.kind.label()
             }
             ReportOutcome::Unknown => {
@@ -226,9 +237,8 @@ async fn take(
 }
 
 /// An eSIM as logs name it: esimTranNo, else iccid (SPEC §9).
-fn esim_name(app: &AppState, esim: crate::engine::EsimId) -> String {
-    let name = app
-        .store
+fn esim_name(store: &crate::engine::Engine, esim: crate::engine::EsimId) -> String {
+    let name = store
         .esim_state(esim)
         .ok()
         .flatten()
