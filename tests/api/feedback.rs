@@ -766,6 +766,11 @@ struct CertServer {
 
 impl CertServer {
     async fn start(pem: String) -> CertServer {
+        CertServer::start_redirecting(pem, String::new()).await
+    }
+
+    /// Also answers `/SimpleNotificationService-moved.pem` with a redirect to `to`.
+    async fn start_redirecting(pem: String, to: String) -> CertServer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -782,13 +787,18 @@ impl CertServer {
                 let head = String::from_utf8_lossy(&buf[..n]).to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 seen.lock().unwrap().push(path.clone());
-                let body = if path == "/SimpleNotificationService-test.pem" {
-                    pem.clone()
-                } else {
-                    "<ConfirmSubscriptionResponse/>".into()
+                let (status, body) = match path.as_str() {
+                    "/SimpleNotificationService-test.pem" => ("200 OK".to_string(), pem.clone()),
+                    "/SimpleNotificationService-moved.pem" => {
+                        (format!("302 Found\r\nlocation: {to}"), String::new())
+                    }
+                    _ => (
+                        "200 OK".to_string(),
+                        "<ConfirmSubscriptionResponse/>".into(),
+                    ),
                 };
                 let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(answer.as_bytes()).await;
@@ -930,9 +940,9 @@ async fn ses_permanent_bounce_suppresses_is_logged_counted_and_stops_the_next_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ses_forged_messages_and_certificates_from_other_hosts_are_401_and_change_nothing() {
-    let server = CertServer::start(sns_key().1.clone()).await;
     // Another loopback host serving the same certificate: not the allowed origin.
     let elsewhere = CertServer::start(sns_key().1.clone()).await;
+    let server = CertServer::start_redirecting(sns_key().1.clone(), elsewhere.cert_url()).await;
     let app = spawn_app(&ses_config(&server)).await;
     let sent = send_one(&app).await;
     let bounce = ses_bounce("Permanent", EMAIL, Some(&sent));
@@ -963,6 +973,8 @@ async fn ses_forged_messages_and_certificates_from_other_hosts_are_401_and_chang
             .to_string(),
         "https://sns.s3-eu-west-1.amazonaws.com/SimpleNotificationService-test.pem".to_string(),
         format!("{}/certs/evil.pem", server.origin()),
+        // Allowed, but it redirects elsewhere: redirects are not followed.
+        format!("{}/SimpleNotificationService-moved.pem", server.origin()),
     ] {
         let body = sns_notification("f-2", &bounce, 1, &url);
         assert_eq!(post_sns(&app, &body).await.0, 401, "{url}");
@@ -976,8 +988,8 @@ async fn ses_forged_messages_and_certificates_from_other_hosts_are_401_and_chang
         server
             .hits()
             .iter()
-            .all(|p| p.ends_with("SimpleNotificationService-test.pem")),
-        "{:?}",
+            .all(|p| p.starts_with("/SimpleNotificationService-")),
+        "only the certificate path is fetched: {:?}",
         server.hits()
     );
 
@@ -990,7 +1002,7 @@ async fn ses_forged_messages_and_certificates_from_other_hosts_are_401_and_chang
     );
 
     nothing_changed(&app).await;
-    assert_eq!(feedback_metric(&app, "ses", "rejected").await, 7.0);
+    assert_eq!(feedback_metric(&app, "ses", "rejected").await, 8.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
