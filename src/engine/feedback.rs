@@ -79,9 +79,12 @@ pub fn apply(
     report: &Report,
     now: DateTime<Utc>,
 ) -> Result<ReportOutcome, StoreError> {
-    if !sent::first_report(tx, report.provider, &report.event_id, now)? {
+    if sent::report_taken(tx, report.provider, &report.event_id)? {
         return Ok(ReportOutcome::Repeated);
     }
+    // A report about nothing we know is not remembered: its retry, perhaps
+    // once the send is recorded, is looked at afresh (and changes nothing
+    // either way until it finds a message).
     let Some(rec) = sent::find(
         tx,
         report.notice,
@@ -91,6 +94,7 @@ pub fn apply(
     else {
         return Ok(ReportOutcome::Unknown);
     };
+    sent::take_report(tx, report.provider, &report.event_id, now);
     let address = report
         .recipient
         .clone()

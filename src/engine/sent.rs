@@ -140,14 +140,20 @@ fn by_notice(tx: &mut Tx, notice: u64) -> Result<Option<SentRecord>, StoreError>
     tx.get(Space::Sent, &key(BY_NOTICE, &id(notice)))
 }
 
-/// True the first time `provider`'s report `event` is seen (and remembers it).
-pub fn first_report(
-    tx: &mut Tx,
-    provider: &str,
-    event: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    first(tx, REPORT, provider, event, now)
+/// Whether `provider`'s report `event` was taken before.
+pub fn report_taken(tx: &mut Tx, provider: &str, event: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .get_raw(
+            Space::Sent,
+            &key(REPORT, format!("{provider}/{event}").as_bytes()),
+        )?
+        .is_some())
+}
+
+/// Remembers that `provider`'s report `event` was taken.
+pub fn take_report(tx: &mut Tx, provider: &str, event: &str, now: DateTime<Utc>) {
+    let k = key(REPORT, format!("{provider}/{event}").as_bytes());
+    tx.put(Space::Sent, &k, &Seen { at: now });
 }
 
 /// True the first time `provider`'s signature `token` is used.
