@@ -16,14 +16,14 @@ pub mod postmark;
 pub mod sendgrid;
 pub mod ses;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::Utc;
 use serde_json::json;
 
 use super::error::ApiError;
 use super::state::AppState;
-use super::webhook::{read_body, BodyError};
+use super::webhook::{read_limited, BodyError};
 use crate::customers::mask_email;
 use crate::engine::{Report, ReportOutcome};
 use crate::telemetry::{escape, Throttle};
@@ -123,22 +123,12 @@ async fn body(
             format!("body is larger than {MAX_BODY} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
     let timeout = app.config.server.body_timeout.0;
-    match tokio::time::timeout(timeout, read_body(payload, MAX_BODY)).await {
-        Ok(Ok(b)) => Ok(b.freeze()),
-        Ok(Err(BodyError::TooLarge)) => Err(too_large()),
-        Ok(Err(BodyError::Unreadable)) => {
-            Err(bad_request(app, provider, "the body could not be read"))
-        }
-        Err(_) => {
+    match read_limited(req, payload, MAX_BODY, timeout).await {
+        Ok(b) => Ok(b.freeze()),
+        Err(BodyError::TooLarge) => Err(too_large()),
+        Err(BodyError::Unreadable) => Err(bad_request(app, provider, "the body could not be read")),
+        Err(BodyError::Slow) => {
             let mut r = refuse(
                 app,
                 provider,
