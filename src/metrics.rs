@@ -192,9 +192,9 @@ impl Metrics {
         }
     }
 
-    /// One mail provider's report (or a refused request), by what it did.
-    pub fn feedback(&self, provider: &'static str, outcome: &'static str) {
-        self.feedback_counter(provider, outcome).increment(1);
+    /// `n` of a mail provider's reports (or refused requests), by what they did.
+    pub fn feedback(&self, provider: &'static str, outcome: &'static str, n: u64) {
+        self.feedback_counter(provider, outcome).increment(n);
     }
 
     fn feedback_counter(&self, provider: &'static str, outcome: &'static str) -> metrics::Counter {

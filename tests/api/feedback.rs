@@ -1136,3 +1136,47 @@ async fn what_a_report_finds_goes_with_a_forgotten_customer_and_past_history() {
     assert_eq!(answered(answer, "unknown"), 1);
     assert!(suppression(&app, EMAIL).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_client_sends_is_never_a_5xx_and_bodies_are_bounded() {
+    let key = sendgrid_key();
+    let app = spawn_app(&format!(
+        "{}\nses = true\npostmark_token = \"{POSTMARK_TOKEN}\"\nmailgun_signing_key = \"{MAILGUN_KEY}\"\n",
+        sendgrid_config(&key)
+    ))
+    .await;
+    let huge = "x".repeat(1024 * 1024 + 1);
+    for path in [
+        "/feedback/ses".to_string(),
+        "/feedback/sendgrid".to_string(),
+        postmark_path(POSTMARK_TOKEN),
+        "/feedback/mailgun".to_string(),
+    ] {
+        for body in [
+            "not json",
+            "{}",
+            "[]",
+            "null",
+            "{\"Type\": 7}",
+            huge.as_str(),
+        ] {
+            let (status, answer) = post_raw(&app, &path, &[], body).await;
+            // Postmark's token is in the URL: an authenticated `{}` is no
+            // report and is acknowledged; everything else is refused.
+            assert!(status < 500, "{path} {:.20}: {status} {answer}", body);
+            if status != 200 {
+                assert!(answer["error"].is_string(), "{path}: {answer}");
+            }
+        }
+        assert_eq!(post_raw(&app, &path, &[], &huge).await.0, 413, "{path}");
+    }
+    // The body limit holds for a signed request too.
+    let big_batch = format!("[{}]", vec!["{}"; 400_000].join(","));
+    let headers = sendgrid_headers(&key, &now().to_string(), &big_batch);
+    assert_eq!(
+        post_raw(&app, "/feedback/sendgrid", &headers, &big_batch)
+            .await
+            .0,
+        413
+    );
+}

@@ -87,7 +87,7 @@ fn refuse(
     reason: impl Into<String>,
 ) -> HttpResponse {
     let reason = reason.into();
-    app.metrics.feedback(provider, "rejected");
+    app.metrics.feedback(provider, "rejected", 1);
     if let Some(left_out) = REFUSALS.allow(index(provider)) {
         tracing::warn!(
             provider,
@@ -212,11 +212,9 @@ async fn take(
                 "repeated"
             }
         };
-        app.metrics.feedback(provider, label);
+        app.metrics.feedback(provider, label, 1);
     }
-    for _ in 0..ignored {
-        app.metrics.feedback(provider, "ignored");
-    }
+    app.metrics.feedback(provider, "ignored", ignored as u64);
     HttpResponse::Ok().json(json!({
         "status": "accepted",
         "recorded": recorded,

@@ -151,7 +151,7 @@ pub async fn receive(
         "SubscriptionConfirmation" => confirm(&app, &fb, &msg, test_origin.as_deref()).await,
         "UnsubscribeConfirmation" => {
             tracing::warn!(topic = %escape(&topic), "SNS says /feedback/ses was unsubscribed from a topic");
-            app.metrics.feedback(PROVIDER, "ignored");
+            app.metrics.feedback(PROVIDER, "ignored", 1);
             HttpResponse::Ok().json(json!({"status": "ignored"}))
         }
         _ => {
