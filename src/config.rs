@@ -3,7 +3,8 @@
 //!
 //! Every problem names its key, so an operator can fix a file without reading
 //! code. Secrets (`store.url`, `admin.token`, `security.webhook_token`,
-//! `email.smtp.password`, `provider.access_code`) are never printed: the
+//! `email.smtp.password`, `provider.access_code`, `feedback.postmark_token`,
+//! `feedback.mailgun_signing_key`) are never printed: the
 //! `Debug` of [`Secret`] is redacted.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ use figment::providers::Serialized;
 use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
+
+mod feedback;
+pub use feedback::{sendgrid_point, test_origin, Feedback};
 
 /// The defaults the binary ships with; the operator's file only needs the keys it changes.
 pub const DEFAULT_TOML: &str = include_str!("config.default.toml");
@@ -48,6 +52,7 @@ pub struct Config {
     pub notify: Notify,
     pub delivery: Delivery,
     pub provider: Provider,
+    pub feedback: Feedback,
     pub log: Log,
     /// `ESIM_NOTIFY_*` variables that name no key: found while loading (the
     /// environment is gone by then), reported by [`Config::warnings`].
@@ -424,6 +429,7 @@ impl Config {
             ("[retry]", d(&self.retry, &new.retry)),
             ("[customers]", d(&self.customers, &new.customers)),
             ("[provider]", d(&self.provider, &new.provider)),
+            ("[feedback]", d(&self.feedback, &new.feedback)),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)
@@ -447,6 +453,16 @@ impl Config {
                 &new.provider.access_code,
             ),
             ("store.url", &self.store.url, &new.store.url),
+            (
+                "feedback.postmark_token",
+                &self.feedback.postmark_token,
+                &new.feedback.postmark_token,
+            ),
+            (
+                "feedback.mailgun_signing_key",
+                &self.feedback.mailgun_signing_key,
+                &new.feedback.mailgun_signing_key,
+            ),
         ] {
             if a.expose() != b.expose() {
                 out.push(key.to_string());
@@ -669,6 +685,9 @@ impl Config {
                 format!("`{base}` is not an http(s) URL such as \"https://api.esimaccess.com\""),
             );
         }
+        for (key, reason) in self.feedback.problems() {
+            p.add(key, reason);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.add(
                 "log.level",
@@ -820,6 +839,7 @@ impl Config {
             }
         }
         w.extend(crate::brand::warnings(&self.brand));
+        w.extend(self.feedback.warnings());
         w.extend(self.env_warnings.iter().cloned());
         w
     }
@@ -1021,12 +1041,14 @@ fn syntax_problem(text: &str, e: &toml::de::Error) -> ConfigProblem {
 const FREE_MAPS: [&str; 3] = ["brand", "notify.esim_status", "notify.order_status"];
 /// Free maps a file replaces as a whole: deleting a status line means "send nothing for it".
 const REPLACED_MAPS: [&str; 2] = ["notify.esim_status", "notify.order_status"];
-const SECRETS: [&str; 5] = [
+const SECRETS: [&str; 7] = [
     "store.url",
     "admin.token",
     "security.webhook_token",
     "email.smtp.password",
     "provider.access_code",
+    "feedback.postmark_token",
+    "feedback.mailgun_signing_key",
 ];
 const DURATIONS: [&str; 10] = [
     "store.lease",

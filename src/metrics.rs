@@ -68,6 +68,10 @@ impl Metrics {
                 "esim_notify_unreadable_fields_total",
                 "Webhook fields present but unreadable, by notifyType and field",
             ),
+            (
+                "esim_notify_feedback_reports_total",
+                "Mail provider bounce and complaint reports by provider and outcome",
+            ),
         ];
         for (name, help) in counters {
             self.recorder
@@ -123,7 +127,7 @@ pub const WEBHOOK_OUTCOMES: [&str; 6] = [
 ];
 
 /// The `outcome` values of `esim_notify_notices_total` (SPEC §9).
-pub const NOTICE_OUTCOMES: [&str; 8] = [
+pub const NOTICE_OUTCOMES: [&str; 10] = [
     "queued",
     "sent",
     "suppressed",
@@ -132,6 +136,26 @@ pub const NOTICE_OUTCOMES: [&str; 8] = [
     "superseded",
     "failed",
     "dead",
+    "bounced",
+    "complained",
+];
+
+/// The mail providers that report bounces and complaints (`/feedback/…`).
+pub const FEEDBACK_PROVIDERS: [&str; 4] = ["ses", "sendgrid", "postmark", "mailgun"];
+
+/// The `outcome` values of `esim_notify_feedback_reports_total`: what each
+/// report (one event of a batch) did. `unknown`: about no message we sent;
+/// `repeated`: taken before; `ignored`: an event that is no bounce nor
+/// complaint; `rejected`: a request refused (bad signature or token, stale,
+/// unreadable), counted once per request.
+pub const FEEDBACK_OUTCOMES: [&str; 7] = [
+    "bounced",
+    "transient",
+    "complained",
+    "unknown",
+    "repeated",
+    "ignored",
+    "rejected",
 ];
 
 impl Metrics {
@@ -161,6 +185,26 @@ impl Metrics {
                 self.notice_counter(template, outcome).increment(0);
             }
         }
+        for provider in FEEDBACK_PROVIDERS {
+            for outcome in FEEDBACK_OUTCOMES {
+                self.feedback_counter(provider, outcome).increment(0);
+            }
+        }
+    }
+
+    /// `n` of a mail provider's reports (or refused requests), by what they did.
+    pub fn feedback(&self, provider: &'static str, outcome: &'static str, n: u64) {
+        self.feedback_counter(provider, outcome).increment(n);
+    }
+
+    fn feedback_counter(&self, provider: &'static str, outcome: &'static str) -> metrics::Counter {
+        self.counter(
+            "esim_notify_feedback_reports_total",
+            vec![
+                Label::from_static_parts("provider", provider),
+                Label::from_static_parts("outcome", outcome),
+            ],
+        )
     }
 
     /// The text format for a scrape. The exporter prints a histogram only once

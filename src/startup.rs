@@ -15,6 +15,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::dispatch;
 use crate::engine::{Ages, Engine};
+use crate::http::feedback::{self, FeedbackState};
 use crate::http::state::AppState;
 use crate::http::webhook::SenderPolicy;
 use crate::http::{admin, conventions, host_guard, unsubscribe, webhook};
@@ -112,16 +113,20 @@ impl Application {
             config_path: config_path.clone(),
         });
 
+        let feedback =
+            web::Data::new(FeedbackState::new().context("building the client of /feedback/ses")?);
         let webhook_path = config.server.webhook_path.clone();
         let s = state.clone();
         let public = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(conventions::conventions))
                 .app_data(s.clone())
+                .app_data(feedback.clone())
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .configure(unsubscribe::routes)
+                .configure(feedback::routes)
                 .default_service(web::to(not_found))
         })
         .workers(2)

@@ -16,6 +16,7 @@ use crate::config::{parse_quiet_hours, parse_tz, Config};
 use crate::customers::mask_email;
 use crate::engine::{Engine, QueuedNotice, SendOutcome};
 use crate::live::{current, Live, SharedLive};
+use crate::mailer::relay_tags::RelayTags;
 use crate::mailer::{message_id_for, ListUnsubscribe, Mailer, OutgoingEmail, SendError};
 use crate::policy;
 use crate::unsubscribe::{self, Signer};
@@ -271,7 +272,10 @@ pub async fn turn(
         }
     }
     let started = Instant::now();
-    let result = ctx.mailer.send(&email).await;
+    // The notice's id in each configured relay's custom data, so its
+    // bounce and complaint reports find the notice (`/feedback/…`).
+    let tags = RelayTags::from_config(&ctx.config.feedback).headers(q.id);
+    let result = ctx.mailer.send_tagged(&email, &tags).await;
     let took = started.elapsed();
     ctx.metrics.send_duration(took.as_secs_f64());
     let attempt = q.attempts + 1;

@@ -198,6 +198,7 @@ pub fn forget(
 ) -> Result<ForgetReport, StoreError> {
     let mut report = ForgetReport::default();
     hash_on_forget(tx, secret, email)?;
+    super::sent::forget(tx, email)?;
     let same = |e: &str| e.eq_ignore_ascii_case(email.trim());
     for (k, b) in tx.scan::<StoredBinding>(Space::Customers, &[])? {
         if same(&b.recipient.email) {

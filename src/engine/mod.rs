@@ -6,13 +6,16 @@
 //! operation. The rules themselves are pure (`policy`); this folder applies
 //! them to stored state: which eSIM (`resolve`), one delivery (`intake`),
 //! bindings and release (`binding`), the suppression list (`suppression`),
-//! what became of a notice (`outcomes`), reads (`views`), retention
+//! what became of a notice (`outcomes`), what a sent message is found by
+//! (`sent`) and the mail provider's reports about it (`feedback`), reads
+//! (`views`), retention
 //! (`retention`) and the upgrade of older stores (`migrate`).
 //!
 //! Nothing here names sled: [`Engine::new`] takes any [`Storage`].
 
 mod binding;
 mod codec;
+mod feedback;
 mod intake;
 mod leases;
 mod migrate;
@@ -24,6 +27,7 @@ mod records;
 mod resend;
 mod resolve;
 mod retention;
+mod sent;
 pub mod set_aside;
 mod stats;
 mod suppression;
@@ -38,6 +42,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+pub use feedback::{Report, ReportKind, ReportOutcome};
 pub use leases::{Held, POLL};
 pub use model::*;
 pub use resend::{is_resent_install, resendable, Resend};
@@ -437,6 +442,30 @@ impl Engine {
     /// The group's rate buckets (SPEC §10); `None` on a store no one shares.
     pub fn shared_rates(&self) -> Option<&dyn crate::store::Group> {
         self.storage.group()
+    }
+
+    // ------------------------------------------------ the mail provider's reports
+
+    /// A bounce or complaint report (SPEC §8): finds the notice it is
+    /// about, records it in its eSIM's decision log and suppresses the
+    /// address as its kind says; returns the decision-log lines written.
+    pub fn report(
+        &self,
+        report: &Report,
+        now: DateTime<Utc>,
+    ) -> Result<(ReportOutcome, Vec<LogEntry>), StoreError> {
+        self.unit_logged(|tx| feedback::apply(tx, report, now))
+    }
+
+    /// True the first time `provider`'s signature `token` is presented
+    /// (remembered for `store.history`): a replayed signature is refused.
+    pub fn first_token(
+        &self,
+        provider: &str,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.unit(|tx| sent::first_token(tx, provider, token, now))
     }
 
     pub fn cancel(&self, id: u64, now: DateTime<Utc>) -> Result<bool, StoreError> {

@@ -52,6 +52,8 @@ pub fn record(
                 ),
             );
             tx.log(q.esim, e);
+            // What a bounce or complaint report will find it by.
+            super::sent::remember(tx, &q, message_id, now);
             true
         }
         SendOutcome::Retry {

@@ -1,7 +1,7 @@
 //! Keeping the store bounded (SPEC §9): notifyIds past `delivery_dedup`,
-//! events, idle eSIMs (with their aliases and decision logs) and dead letters
-//! past `history`, parked notices past `park_for`, the daily counters of
-//! days before `history`.
+//! events, idle eSIMs (with their aliases and decision logs), dead letters
+//! and the records of sent messages (`sent`) past `history`, parked notices
+//! past `park_for`, the daily counters of days before `history`.
 //!
 //! Candidates are found by scans outside any unit of work and removed in
 //! small units that re-check them, so intake is never held up for a whole
@@ -129,6 +129,8 @@ pub fn retain(
     }
     let first_kept = super::stats::first_kept_day(engine.policy.zone, now, ages.history);
     report.stats_removed = super::stats::remove_before(engine, first_kept)?;
+    // What reports find sent messages by, and the reports already taken.
+    super::sent::retain(engine, now, ages.history)?;
     Ok(report)
 }
 

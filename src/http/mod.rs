@@ -1,6 +1,6 @@
 //! Both HTTP listeners: the shared state, the conventions every answer
 //! follows (JSON 4xx, HEAD), the webhook and unsubscribe pages of the public
-//! listener, and the admin API, the operator console, its forgery guard
+//! listener with the mail provider's reports (`feedback`), and the admin API, the operator console, its forgery guard
 //! and its Host check (DNS rebinding) on the admin listener. Nothing here
 //! builds the app: `startup` wires these routes.
 
@@ -9,6 +9,7 @@ pub mod console;
 pub mod conventions;
 pub mod csrf;
 pub mod error;
+pub mod feedback;
 pub mod host_guard;
 pub mod resend;
 pub mod state;

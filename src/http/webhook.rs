@@ -112,11 +112,16 @@ impl SenderPolicy {
         if self.token.is_empty() {
             return true;
         }
-        let Some(given) = given else { return false };
-        let a = Sha256::digest(given.as_bytes());
-        let b = Sha256::digest(self.token.as_bytes());
-        a.ct_eq(&b).into()
+        given.is_some_and(|given| same_secret(given, &self.token))
     }
+}
+
+/// Whether `given` is `expected`, in a time that depends on neither where
+/// they differ nor their lengths (digests are compared).
+pub fn same_secret(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.ct_eq(&b).into()
 }
 
 /// IPv4-mapped IPv6 peers (`::ffff:1.2.3.4`) are matched as IPv4.
@@ -239,19 +244,11 @@ pub async fn receive(
             format!("body is larger than {limit} bytes"),
         )
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large();
-    }
     let timeout = app.config.server.body_timeout.0;
-    let body = match tokio::time::timeout(timeout, read_body(payload, limit)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(BodyError::TooLarge)) => return too_large(),
-        Ok(Err(BodyError::Unreadable)) => {
+    let body = match read_limited(&req, payload, limit, timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Unreadable) => {
             return refuse(
                 &app.metrics,
                 Refusal::Invalid,
@@ -261,7 +258,7 @@ pub async fn receive(
                 "the body could not be read".into(),
             )
         }
-        Err(_) => {
+        Err(BodyError::Slow) => {
             let mut r = refuse(
                 &app.metrics,
                 Refusal::Slow,
@@ -387,9 +384,33 @@ fn esim_name(event: &Event, esim: Option<crate::engine::EsimId>, store: &Engine)
     escape(name.as_deref().unwrap_or("-")).into_owned()
 }
 
-enum BodyError {
+pub(super) enum BodyError {
     TooLarge,
     Unreadable,
+    /// Still arriving after `server.body_timeout`.
+    Slow,
+}
+
+/// The whole body within `timeout`: a declared Content-Length over `limit`
+/// is refused before anything is read, a body that grows past it as soon
+/// as it does.
+pub(super) async fn read_limited(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<web::BytesMut, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    tokio::time::timeout(timeout, read_body(payload, limit))
+        .await
+        .unwrap_or(Err(BodyError::Slow))
 }
 
 /// Reads the body up to `limit` bytes (a chunked body has no Content-Length

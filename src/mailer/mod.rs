@@ -6,6 +6,7 @@
 //! with the notice (retry, dead-letter, suppress, pause sending).
 
 mod file;
+pub mod relay_tags;
 mod smtp;
 mod socket;
 pub mod test_send;
@@ -421,7 +422,24 @@ impl Mailer {
     /// Sends one email, bounded by `send_timeout` via `tokio::time::timeout`: lettre's own
     /// timeout only covers connect, so a server that stops answering would hang forever.
     pub async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
-        let message = self.build(email)?;
+        self.send_tagged(email, &[]).await
+    }
+
+    /// [`Mailer::send`] with further headers: the relays' custom data
+    /// ([`relay_tags`]), names and values checked by the caller to be
+    /// printable ASCII.
+    pub async fn send_tagged(
+        &self,
+        email: &OutgoingEmail,
+        headers: &[(&'static str, String)],
+    ) -> Result<(), SendError> {
+        let mut message = self.build(email)?;
+        for (name, value) in headers {
+            message.headers_mut().insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str(name),
+                value.clone(),
+            ));
+        }
         let result = self.deliver_within_timeout(&message, email).await;
         match &result {
             Ok(()) => {

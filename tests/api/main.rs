@@ -21,6 +21,7 @@ mod database_down;
 mod dispatch;
 mod durability;
 mod failed_sync;
+mod feedback;
 mod group;
 mod install_email;
 mod intake_props;
