@@ -11,6 +11,7 @@
 //!
 //! Nothing here names sled: [`Engine::new`] takes any [`Storage`].
 
+mod api_keys;
 mod binding;
 mod codec;
 mod intake;
