@@ -32,6 +32,7 @@ mod postgres;
 mod provider;
 mod ready;
 mod sequences;
+mod shop_api;
 mod storage;
 mod store_copy;
 mod suppression_reasons;
