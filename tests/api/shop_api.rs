@@ -705,3 +705,87 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() {
     two.stop().await;
     one.stop().await;
 }
+
+/// The console's key page: keys listed with a revoke button and a form
+/// (script from the binary, under the console's CSP), never a key; a
+/// browser's create call without the console's header, or from another
+/// origin, is refused like every other change on the admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_lists_keys_and_guards_their_creation() {
+    let app = spawn_app("[admin]\ntoken = \"t0ken\"\n").await;
+    let create = |headers: &'static [(&'static str, &'static str)], name: &'static str| {
+        let app = &app;
+        async move {
+            let mut r = app
+                .http
+                .post(app.admin_url("/admin/keys"))
+                .basic_auth("operator", Some("t0ken"))
+                .json(&json!({"name": name, "scopes": ["customers"]}));
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(
+        create(&[], "a").await,
+        403,
+        "a browser's call needs the console's header"
+    );
+    assert_eq!(
+        create(
+            &[
+                ("x-esim-notify-console", "1"),
+                ("origin", "http://evil.example")
+            ],
+            "a"
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        create(&[("x-esim-notify-console", "1")], "console-made").await,
+        201
+    );
+    let r = app
+        .http
+        .post(app.admin_url("/admin/keys"))
+        .json(&json!({"name": "x", "scopes": ["customers"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the admin token is needed");
+
+    let r = app
+        .http
+        .get(app.admin_url("/admin/api-keys"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<code>console-made</code>"), "{html}");
+    assert!(
+        html.contains("data-url=\"/admin/keys/console-made\""),
+        "{html}"
+    );
+    assert!(html.contains("/admin/assets/keys.js"));
+    assert!(!html.contains("esn_"), "no key in the page");
+    assert!(!html.contains("<script>"), "no inline script");
+    let js = app
+        .http
+        .get(app.admin_url("/admin/assets/keys.js"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.text().await.unwrap().contains("/admin/keys"));
+    app.stop().await;
+}

@@ -10,6 +10,7 @@
 //! | `POST /admin/preview/render`, `GET /admin/preview/frame`, `POST /admin/preview/send` | its endpoints (`preview_api.rs`) |
 //! | `GET /admin/esims?q=` | one eSIM and its decision timeline (`esims.rs`) |
 //! | `GET /admin/queue` | outbox, parked, dead letters (`queue.rs`) |
+//! | `GET /admin/api-keys` | the shop's API keys: create, revoke (`keys.rs`, `keys.js`) |
 //! | `GET /admin/assets/{file}` | the stylesheet and scripts |
 //!
 //! The template folder is read once and kept until a file in it changes
@@ -18,6 +19,7 @@
 mod disk;
 mod disk_cache;
 mod esims;
+mod keys;
 mod overview;
 mod page;
 mod preview_api;
@@ -41,10 +43,11 @@ pub fn routes(scope: &mut web::ServiceConfig) {
         .route("/preview/send", web::post().to(preview_api::send))
         .route("/esims", web::get().to(esims::page))
         .route("/queue", web::get().to(queue::page))
+        .route("/api-keys", web::get().to(keys::page))
         .route("/assets/{file}", web::get().to(asset));
 }
 
-const ASSETS: [(&str, &str, &str); 3] = [
+const ASSETS: [(&str, &str, &str); 4] = [
     (
         "console.css",
         "text/css; charset=utf-8",
@@ -59,6 +62,11 @@ const ASSETS: [(&str, &str, &str); 3] = [
         "preview.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/preview.js"),
+    ),
+    (
+        "keys.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/keys.js"),
     ),
 ];
 

@@ -21,12 +21,13 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; frame-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-const VIEWS: [(&str, &str); 5] = [
+const VIEWS: [(&str, &str); 6] = [
     ("layout", include_str!("views/layout.hbs")),
     ("overview", include_str!("views/overview.hbs")),
     ("templates", include_str!("views/templates.hbs")),
     ("esims", include_str!("views/esims.hbs")),
     ("queue", include_str!("views/queue.hbs")),
+    ("keys", include_str!("views/keys.hbs")),
 ];
 
 fn views() -> &'static Handlebars<'static> {
@@ -51,6 +52,7 @@ pub enum Nav {
     Templates,
     Esims,
     Queue,
+    Keys,
 }
 
 /// Renders `view` inside the layout. `data` is the page's own object; the
@@ -93,6 +95,7 @@ pub fn render_status(
         "templates": nav == Nav::Templates,
         "esims": nav == Nav::Esims,
         "queue": nav == Nav::Queue,
+        "keys": nav == Nav::Keys,
     });
     data["sending"] = sending(app);
     match views().render(view, &data) {
