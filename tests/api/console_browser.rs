@@ -633,20 +633,11 @@ async fn an_api_key_made_and_revoked_on_its_page(c: &Client, base: &str, server:
     .await;
     screenshot(c, "api-key-created").await;
 
-    let api = |key: String| async move {
-        reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{}/api/v1/esims/none",
-                server.public
-            ))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(api(key.clone()).await, 404, "the new key works at once");
+    assert_eq!(
+        crate::shop_api::key_status(server.public, &key).await,
+        404,
+        "the new key works at once"
+    );
 
     c.goto(&format!("{base}/admin/api-keys")).await.unwrap();
     until(
@@ -668,5 +659,9 @@ async fn an_api_key_made_and_revoked_on_its_page(c: &Client, base: &str, server:
         "const f = document.getElementById('flash'); return !!f && !f.hidden && f.textContent.includes('revoked')",
     )
     .await;
-    assert_eq!(api(key).await, 401, "a revoked key is refused at once");
+    assert_eq!(
+        crate::shop_api::key_status(server.public, &key).await,
+        401,
+        "a revoked key is refused at once"
+    );
 }

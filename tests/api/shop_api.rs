@@ -67,6 +67,20 @@ impl Shop {
         self.call_from(method, path, key, body, None).await
     }
 
+    async fn get(&self, path: &str, key: &str) -> Answer {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    async fn delete(&self, path: &str, key: &str) -> Answer {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// `PUT /customers`.
+    async fn bind(&self, key: &str, body: Value) -> Answer {
+        self.call(Method::PUT, "/customers", Some(key), Some(body))
+            .await
+    }
+
     async fn call_from(
         &self,
         method: Method,
@@ -181,17 +195,40 @@ impl Shop {
     }
 }
 
-/// Creates a key through the admin API; returns its text.
-async fn add_key(app: &TestApp, name: &str, scopes: &[&str], networks: &[&str]) -> String {
+/// What `GET /api/v1/esims/none` on the public port answers with `key`:
+/// 404 for a key that is let in, 401 for one that is not.
+pub(crate) async fn key_status(public: u16, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{public}/api/v1/esims/none"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// `POST /admin/keys` with `body`: the status and the answer.
+async fn post_key(app: &TestApp, body: Value) -> (u16, Value) {
     let r = app
         .http
         .post(app.admin_url("/admin/keys"))
-        .json(&json!({"name": name, "scopes": scopes, "networks": networks}))
+        .json(&body)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Creates a key through the admin API; returns its text.
+async fn add_key(app: &TestApp, name: &str, scopes: &[&str], networks: &[&str]) -> String {
+    let (status, v) = post_key(
+        app,
+        json!({"name": name, "scopes": scopes, "networks": networks}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
     assert_eq!(v["name"], name);
     let key = v["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("esn_"), "{key}");
@@ -215,27 +252,14 @@ async fn a_customers_key_binds_at_checkout_and_the_next_webhook_email_reaches_th
     let key = add_key(&app, "shop", &["customers"], &[]).await;
 
     // At checkout the shop ordered with transactionId tx-S1 and binds it.
-    let a = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&key),
-            Some(json!({"email": "ana@shop.example", "name": "Ana", "locale": "es", "transactionId": "tx-S1"})),
-        )
+    let a = shop.bind(&key, json!({"email": "ana@shop.example", "name": "Ana", "locale": "es", "transactionId": "tx-S1"}))
         .await;
     assert_eq!(a.status, 200, "{:?}", a.body);
     assert_eq!(
         a.body,
         json!({"status": "bound", "released": 0, "superseded": 0, "replaced": []})
     );
-    let a = shop
-        .call(
-            Method::GET,
-            "/customers?transactionId=tx-S1",
-            Some(&key),
-            None,
-        )
-        .await;
+    let a = shop.get("/customers?transactionId=tx-S1", &key).await;
     assert_eq!(a.status, 200);
     assert_eq!(a.body["email"], "ana@shop.example");
     assert_eq!(a.body["locale"], "es");
@@ -257,11 +281,9 @@ async fn a_customers_key_binds_at_checkout_and_the_next_webhook_email_reaches_th
 
     // The same answers as the admin API, `replaced` included.
     let a = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&key),
-            Some(json!({"email": "bo@shop.example", "transactionId": "tx-S1"})),
+        .bind(
+            &key,
+            json!({"email": "bo@shop.example", "transactionId": "tx-S1"}),
         )
         .await;
     assert_eq!(
@@ -269,52 +291,22 @@ async fn a_customers_key_binds_at_checkout_and_the_next_webhook_email_reaches_th
         json!([{"identifier": "transactionId", "value": "tx-S1", "email": "a***@shop.example"}])
     );
     let bad = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&key),
-            Some(json!({"email": "not an address", "transactionId": "tx-S1"})),
+        .bind(
+            &key,
+            json!({"email": "not an address", "transactionId": "tx-S1"}),
         )
         .await;
     assert_eq!(bad.status, 400);
-    let none = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&key),
-            Some(json!({"email": "bo@shop.example"})),
-        )
-        .await;
+    let none = shop.bind(&key, json!({"email": "bo@shop.example"})).await;
     assert_eq!(none.status, 400);
     assert!(none.body["error"].as_str().unwrap().contains("identifier"));
-    let a = shop
-        .call(
-            Method::DELETE,
-            "/customers?transactionId=tx-S1",
-            Some(&key),
-            None,
-        )
-        .await;
+    let a = shop.delete("/customers?transactionId=tx-S1", &key).await;
     assert_eq!(a.status, 204);
-    let a = shop
-        .call(
-            Method::GET,
-            "/customers?transactionId=tx-S1",
-            Some(&key),
-            None,
-        )
-        .await;
+    let a = shop.get("/customers?transactionId=tx-S1", &key).await;
     assert_eq!(a.status, 404);
-    let a = shop
-        .call(
-            Method::DELETE,
-            "/customers?transactionId=tx-S1",
-            Some(&key),
-            None,
-        )
-        .await;
+    let a = shop.delete("/customers?transactionId=tx-S1", &key).await;
     assert_eq!(a.status, 404);
-    let a = shop.call(Method::GET, "/customers", Some(&key), None).await;
+    let a = shop.get("/customers", &key).await;
     assert_eq!(a.status, 400);
     app.stop().await;
 }
@@ -334,9 +326,7 @@ async fn a_binding_that_arrives_after_the_webhook_releases_the_parked_email() {
         ))
         .await;
     assert_eq!(s, 200);
-    let a = shop
-        .call(Method::GET, "/esims/tx-P1", Some(&key), None)
-        .await;
+    let a = shop.get("/esims/tx-P1", &key).await;
     assert_eq!(a.status, 200);
     let emails = a.body["emails"].as_array().unwrap();
     assert_eq!(emails.len(), 1, "{}", a.body);
@@ -345,11 +335,9 @@ async fn a_binding_that_arrives_after_the_webhook_releases_the_parked_email() {
     assert!(app.received().is_empty());
 
     let a = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&key),
-            Some(json!({"email": "cy@shop.example", "transactionId": "tx-P1"})),
+        .bind(
+            &key,
+            json!({"email": "cy@shop.example", "transactionId": "tx-P1"}),
         )
         .await;
     assert_eq!(a.body["released"], 1, "{:?}", a.body);
@@ -374,33 +362,27 @@ async fn keys_are_401_when_missing_unknown_or_revoked_and_403_without_the_scope(
     let a = shop.call(Method::GET, "/esims/X", Some(""), None).await;
     assert_eq!(a.status, 401);
 
-    let a = shop.call(Method::GET, q, Some(&reader), None).await;
+    let a = shop.get(q, &reader).await;
     assert_eq!(a.status, 403);
     assert!(a.body["error"].as_str().unwrap().contains("customers"));
     let a = shop
-        .call(
-            Method::PUT,
-            "/customers",
-            Some(&reader),
-            Some(json!({"email": "a@shop.example", "iccid": "8900000000000000903"})),
+        .bind(
+            &reader,
+            json!({"email": "a@shop.example", "iccid": "8900000000000000903"}),
         )
         .await;
     assert_eq!(a.status, 403);
-    let a = shop
-        .call(Method::GET, "/esims/X", Some(&binder), None)
-        .await;
+    let a = shop.get("/esims/X", &binder).await;
     assert_eq!(a.status, 403);
 
-    let a = shop.call(Method::GET, q, Some(&binder), None).await;
+    let a = shop.get(q, &binder).await;
     assert_eq!(a.status, 404);
     assert_eq!(revoke_key(&app, "binder").await, 204);
-    let a = shop.call(Method::GET, q, Some(&binder), None).await;
+    let a = shop.get(q, &binder).await;
     assert_eq!(a.status, 401, "a revoked key is refused at once");
     assert_eq!(revoke_key(&app, "binder").await, 404);
     // The other key still works.
-    let a = shop
-        .call(Method::GET, "/esims/X", Some(&reader), None)
-        .await;
+    let a = shop.get("/esims/X", &reader).await;
     assert_eq!(a.status, 404);
     app.stop().await;
 }
@@ -410,21 +392,7 @@ async fn the_admin_api_manages_keys_and_never_shows_one_again() {
     let app = spawn_app("").await;
     let shop = Shop::of(app.public).await;
     let key = add_key(&app, "shop-1", &["customers,esims:read"], &["127.0.0.0/8"]).await;
-    let post = |body: Value| {
-        let app = &app;
-        async move {
-            let r = app
-                .http
-                .post(app.admin_url("/admin/keys"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
-    let (s, v) = post(json!({"name": "shop-1", "scopes": ["customers"]})).await;
+    let (s, v) = post_key(&app, json!({"name": "shop-1", "scopes": ["customers"]})).await;
     assert_eq!(s, 409, "{v}");
     for bad in [
         json!({"name": "x", "scopes": ["esims:write"]}),
@@ -433,14 +401,12 @@ async fn the_admin_api_manages_keys_and_never_shows_one_again() {
         json!({"name": "x", "scopes": ["customers"], "networks": ["10.0.0.0/33"]}),
         json!({"name": "x"}),
     ] {
-        let (s, v) = post(bad.clone()).await;
+        let (s, v) = post_key(&app, bad.clone()).await;
         assert_eq!(s, 400, "{bad}: {v}");
         assert!(v["error"].is_string());
     }
 
-    let a = shop
-        .call(Method::GET, "/esims/none", Some(&key), None)
-        .await;
+    let a = shop.get("/esims/none", &key).await;
     assert_eq!(a.status, 404);
     let (s, list) = app.get_json(&app.admin_url("/admin/keys")).await;
     assert_eq!(s, 200);
@@ -472,20 +438,14 @@ async fn each_key_has_its_rate_and_is_told_when_to_retry() {
     let busy = add_key(&app, "busy", &["esims:read"], &[]).await;
     let calm = add_key(&app, "calm", &["esims:read"], &[]).await;
     for _ in 0..2 {
-        let a = shop
-            .call(Method::GET, "/esims/none", Some(&busy), None)
-            .await;
+        let a = shop.get("/esims/none", &busy).await;
         assert_eq!(a.status, 404);
     }
-    let a = shop
-        .call(Method::GET, "/esims/none", Some(&busy), None)
-        .await;
+    let a = shop.get("/esims/none", &busy).await;
     assert_eq!(a.status, 429, "{:?}", a.body);
     let wait: u64 = a.retry_after.unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
-    let a = shop
-        .call(Method::GET, "/esims/none", Some(&calm), None)
-        .await;
+    let a = shop.get("/esims/none", &calm).await;
     assert_eq!(a.status, 404, "another key has its own rate");
     app.stop().await;
 }
@@ -525,11 +485,9 @@ async fn the_esim_page_shows_data_and_emails_and_nothing_internal() {
     let app = spawn_app("").await;
     let shop = Shop::of(app.public).await;
     let key = add_key(&app, "shop", &["customers", "esims:read"], &[]).await;
-    shop.call(
-        Method::PUT,
-        "/customers",
-        Some(&key),
-        Some(json!({"email": "dee@shop.example", "transactionId": "tx-E1"})),
+    shop.bind(
+        &key,
+        json!({"email": "dee@shop.example", "transactionId": "tx-E1"}),
     )
     .await;
     let iccid = "8900000000000000904";
@@ -539,14 +497,12 @@ async fn the_esim_page_shows_data_and_emails_and_nothing_internal() {
     assert!(eventually(LIMIT, || async { app.received().len() == 2 }).await);
 
     for id in ["E1", iccid, "BE1", "tx-E1"] {
-        let a = shop
-            .call(Method::GET, &format!("/esims/{id}"), Some(&key), None)
-            .await;
+        let a = shop.get(&format!("/esims/{id}"), &key).await;
         assert_eq!(a.status, 200, "{id}");
         assert_eq!(a.body["identifiers"]["esimTranNo"], "E1");
     }
     let sent_both = eventually(LIMIT, || async {
-        let a = shop.call(Method::GET, "/esims/E1", Some(&key), None).await;
+        let a = shop.get("/esims/E1", &key).await;
         a.body["emails"]
             .as_array()
             .unwrap()
@@ -556,7 +512,7 @@ async fn the_esim_page_shows_data_and_emails_and_nothing_internal() {
             == 2
     })
     .await;
-    let a = shop.call(Method::GET, "/esims/E1", Some(&key), None).await;
+    let a = shop.get("/esims/E1", &key).await;
     assert!(sent_both, "{}", a.body);
     let v = &a.body;
     assert_eq!(v["status"], "IN_USE");
@@ -586,9 +542,7 @@ async fn the_esim_page_shows_data_and_emails_and_nothing_internal() {
     ] {
         assert!(!text.contains(internal), "{internal} in {text}");
     }
-    let a = shop
-        .call(Method::GET, "/esims/NOPE", Some(&key), None)
-        .await;
+    let a = shop.get("/esims/NOPE", &key).await;
     assert_eq!(a.status, 404);
     app.stop().await;
 }
@@ -629,21 +583,7 @@ async fn the_cli_adds_lists_and_revokes_keys_with_or_without_a_server() {
     let (code, _, _) = cli(&["keys", "add", "other"]);
     assert_eq!(code, 2, "--scope is required");
 
-    let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{}/api/v1/esims/none", server.public);
-    let status = |key: String| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.get(url)
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(status(key.clone()).await, 404);
+    assert_eq!(key_status(server.public, &key).await, 404);
     let (code, out, err) = cli(&["keys", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -653,7 +593,7 @@ async fn the_cli_adds_lists_and_revokes_keys_with_or_without_a_server() {
     assert!(!out.contains(&key[4..]), "{out}");
     let (code, out, err) = cli(&["keys", "revoke", "shop"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(status(key.clone()).await, 401);
+    assert_eq!(key_status(server.public, &key).await, 401);
     let (code, _, err) = cli(&["keys", "revoke", "shop"]);
     assert_eq!(code, 1, "{err}");
     assert!(server.terminate());
@@ -664,9 +604,7 @@ async fn the_cli_adds_lists_and_revokes_keys_with_or_without_a_server() {
     assert_eq!(code, 0, "{out}{err}");
     let later = out.lines().last().unwrap().trim().to_string();
     let server = Binary::serve(dir.path(), "").await;
-    let url = format!("http://127.0.0.1:{}/api/v1/esims/none", server.public);
-    let r = http.get(&url).bearer_auth(&later).send().await.unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(key_status(server.public, &later).await, 404);
     assert!(server.terminate());
 }
 
@@ -690,17 +628,13 @@ async fn a_key_revoked_on_one_instance_is_refused_by_the_other_at_once() {
     .await;
     let key = add_key(&one, "shop", &["esims:read"], &[]).await;
     let shop_two = Shop::of(two.public).await;
-    let a = shop_two
-        .call(Method::GET, "/esims/none", Some(&key), None)
-        .await;
+    let a = shop_two.get("/esims/none", &key).await;
     assert_eq!(
         a.status, 404,
         "a key made on one instance works on the other"
     );
     assert_eq!(revoke_key(&one, "shop").await, 204);
-    let a = shop_two
-        .call(Method::GET, "/esims/none", Some(&key), None)
-        .await;
+    let a = shop_two.get("/esims/none", &key).await;
     assert_eq!(a.status, 401);
     two.stop().await;
     one.stop().await;

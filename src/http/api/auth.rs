@@ -10,8 +10,6 @@
 //! stored hash is compared with it in constant time. Refusals are logged
 //! (throttled) with the key's name when there is one and the sender.
 
-use std::net::IpAddr;
-
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -63,19 +61,6 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn sender_of(app: &AppState, req: &HttpRequest) -> Sender {
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let forwarded: Vec<&[u8]> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .map(|v| v.as_bytes())
-        .collect();
-    app.sender.sender(peer, &forwarded)
-}
-
 /// Middleware on the `/api/v1` scope (the OpenAPI document excepted).
 pub async fn require_key(
     req: ServiceRequest,
@@ -101,7 +86,7 @@ async fn admit(req: &ServiceRequest) -> Result<ApiKey, ApiError> {
         // Fail closed: without its state the listener cannot tell who calls.
         return Err(ApiError::unavailable("the API is not set up"));
     };
-    let sender = sender_of(&app, req.request());
+    let sender = app.sender.sender_of(req.request());
     let Some(presented) = bearer(req.request()) else {
         return Err(refuse(
             0,
@@ -173,7 +158,7 @@ pub fn require(req: &HttpRequest, scope: Scope) -> Result<ApiKey, ApiError> {
     };
     if !key.allows(scope) {
         let sender = match req.app_data::<web::Data<AppState>>() {
-            Some(app) => sender_of(app, req),
+            Some(app) => app.sender.sender_of(req),
             None => Sender::Unreadable("-".into()),
         };
         return Err(refuse(
