@@ -107,7 +107,18 @@ impl Shop {
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_string());
+        let cache = r
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap().to_string());
         let text = r.text().await.unwrap();
+        if (200..300).contains(&status) && key.is_some() {
+            assert_eq!(
+                cache.as_deref(),
+                Some("no-store"),
+                "{path}: a customer's data is not cached"
+            );
+        }
         let body: Value = if text.is_empty() {
             Value::Null
         } else {
@@ -300,6 +311,13 @@ async fn a_customers_key_binds_at_checkout_and_the_next_webhook_email_reaches_th
     let none = shop.bind(&key, json!({"email": "bo@shop.example"})).await;
     assert_eq!(none.status, 400);
     assert!(none.body["error"].as_str().unwrap().contains("identifier"));
+    let huge = shop
+        .bind(
+            &key,
+            json!({"email": "bo@shop.example", "name": "x".repeat(20_000), "transactionId": "tx-S1"}),
+        )
+        .await;
+    assert_eq!(huge.status, 413, "{:?}", huge.body);
     let a = shop.delete("/customers?transactionId=tx-S1", &key).await;
     assert_eq!(a.status, 204);
     let a = shop.get("/customers?transactionId=tx-S1", &key).await;

@@ -69,7 +69,13 @@ pub async fn require_key(
     match admit(&req).await {
         Ok(key) => {
             req.extensions_mut().insert(Caller(key));
-            Ok(next.call(req).await?.map_into_boxed_body())
+            let mut resp = next.call(req).await?.map_into_boxed_body();
+            // A customer's data: no proxy or browser cache keeps it.
+            resp.headers_mut().insert(
+                actix_web::http::header::CACHE_CONTROL,
+                actix_web::http::header::HeaderValue::from_static("no-store"),
+            );
+            Ok(resp)
         }
         Err(e) => {
             let resp = e.error_response();

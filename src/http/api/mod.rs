@@ -22,12 +22,17 @@ use crate::http::state::AppState;
 /// checked against every answer of the tests (`tests/api/shop_api.rs`).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// Largest request body `/api/v1` reads (413 above it).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// The routes of the public listener's `/api/v1`. Needs a [`KeyLimiter`]
 /// as app data.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/openapi.json", web::get().to(openapi))
         .service(
             web::scope("/api/v1")
+                // A binding is a few hundred bytes; the default limit (256 KiB) is far more.
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .wrap(from_fn(auth::require_key))
                 .route("/customers", web::put().to(put_customer))
                 .route("/customers", web::get().to(get_customer))
