@@ -741,3 +741,70 @@ async fn the_console_lists_keys_and_guards_their_creation() {
     assert!(js.text().await.unwrap().contains("/admin/keys"));
     app.stop().await;
 }
+
+/// With the provider configured, the install email carries the activation
+/// code and install links; the eSIM page shows the plan's name and that the
+/// email was sent, and none of those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_esim_page_names_the_plan_and_never_shows_the_activation_code() {
+    use crate::fake_provider::{self as fake, FakeProvider};
+    const ORDER: &str = "B26042217160077";
+    const TX: &str = "7544949834056-1-TR_50_30";
+    const AC: &str = "LPA:1$rsp-eu.redteamobile.com$43DE23C67EE747BCAD6B63E8B67B2677";
+    let provider = FakeProvider::start_with(vec![], |_| {
+        fake::page(
+            vec![fake::esim(
+                "26042217160077",
+                "8943108170000775677",
+                ORDER,
+                AC,
+            )],
+            1,
+            1,
+        )
+    })
+    .await;
+    let app = spawn_app(&format!(
+        "[provider]\naccess_code = \"fake-code\"\nbase_url = \"{}\"\ntimeout = \"1s\"\n",
+        provider.base_url
+    ))
+    .await;
+    let shop = Shop::of(app.public).await;
+    let key = add_key(&app, "shop", &["customers", "esims:read"], &[]).await;
+    let a = shop
+        .bind(
+            &key,
+            json!({"email": "eve@shop.example", "transactionId": TX}),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let order = json!({
+        "notifyType": "ORDER_STATUS", "notifyId": "o-77",
+        "content": {"orderNo": ORDER, "orderStatus": "GOT_RESOURCE", "transactionId": TX}
+    });
+    assert_eq!(app.post(&order.to_string()).await.0, 200);
+    assert!(eventually(LIMIT, || async { app.received().len() == 1 }).await);
+    assert!(app.received()[0].contains("43DE23C67EE747BCAD6B63E8B67B2677"));
+
+    let sent = eventually(LIMIT, || async {
+        let a = shop.get("/esims/26042217160077", &key).await;
+        a.body["emails"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["template"] == "esim_ready" && e["state"] == "sent")
+        })
+    })
+    .await;
+    let a = shop.get("/esims/26042217160077", &key).await;
+    assert!(sent, "{}", a.body);
+    assert_eq!(a.body["planName"], "Spain 5GB 30Days");
+    let text = a.body.to_string();
+    for secret in [
+        "LPA:",
+        "43DE23C67EE747BCAD6B63E8B67B2677",
+        "qrsim.net",
+        "eve@",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    app.stop().await;
+}
