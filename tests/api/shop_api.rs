@@ -11,12 +11,11 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    data_usage, esim_status, eventually, on_postgres, spawn_app, spawn_app_in, Binary, TestApp,
+    cli, data_usage, esim_status, eventually, on_postgres, spawn_app, spawn_app_in, Binary, TestApp,
 };
 
 const GIB: u64 = 1 << 30;
 const LIMIT: Duration = Duration::from_secs(20);
-const BIN: &str = env!("CARGO_BIN_EXE_esim-notify");
 
 /// One answer of `/api/v1`, already checked against the OpenAPI document.
 #[derive(Debug)]
@@ -221,15 +220,8 @@ pub(crate) async fn key_status(public: u16, key: &str) -> u16 {
 
 /// `POST /admin/keys` with `body`: the status and the answer.
 async fn post_key(app: &TestApp, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.admin_url("/admin/keys"))
-        .json(&body)
-        .send()
+    app.send_json(Method::POST, &app.admin_url("/admin/keys"), body)
         .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Creates a key through the admin API; returns its text.
@@ -574,20 +566,7 @@ async fn the_cli_adds_lists_and_revokes_keys_with_or_without_a_server() {
     // The server writes the config the CLI reads.
     let server = Binary::serve(dir.path(), "").await;
     let config = dir.path().join("config.toml");
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let cli = |args: &[&str]| cli(&config, args);
     let (code, out, err) = cli(&["keys", "add", "shop", "--scope", "customers,esims:read"]);
     assert_eq!(code, 0, "{out}{err}");
     let key = out.lines().last().unwrap().trim().to_string();
