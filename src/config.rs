@@ -46,6 +46,7 @@ pub struct Config {
     pub brand: BTreeMap<String, String>,
     pub email: Email,
     pub rate_limit: RateLimit,
+    pub api: Api,
     pub retry: Retry,
     pub customers: Customers,
     pub templates: TemplatesConfig,
@@ -168,6 +169,16 @@ pub struct RateLimit {
     pub per_second: u32,
     pub burst: u32,
     pub per_recipient_per_hour: u32,
+}
+
+/// `[api]`: the shop's `/api/v1` (SPEC §4). Each key gets its own rate.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Requests per minute one key may make, on average.
+    pub per_minute: u32,
+    /// Requests one key may make at once above that rate.
+    pub burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -623,6 +634,12 @@ impl Config {
         }
         if self.rate_limit.burst == 0 {
             p.add("rate_limit.burst", "must be at least 1");
+        }
+        if self.api.per_minute == 0 {
+            p.add("api.per_minute", "must be at least 1");
+        }
+        if self.api.burst == 0 {
+            p.add("api.burst", "must be at least 1");
         }
         if self.retry.max_attempts == 0 {
             p.add("retry.max_attempts", "must be at least 1");

@@ -7,6 +7,7 @@
 //! (SMTP or files). `live` holds what SIGHUP swaps; `startup` wires
 //! everything; `cli` and `http::admin` operate it.
 
+pub mod api_keys;
 pub mod brand;
 pub mod cli;
 pub mod config;

@@ -117,11 +117,18 @@ impl Application {
             web::Data::new(FeedbackState::new().context("building the client of /feedback/ses")?);
         let webhook_path = config.server.webhook_path.clone();
         let s = state.clone();
+        // One for all workers: a key's rate is counted once per instance.
+        let api_limiter = web::Data::new(crate::http::api::KeyLimiter::new(
+            config.api.per_minute,
+            config.api.burst,
+        ));
         let public = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(conventions::conventions))
                 .app_data(s.clone())
                 .app_data(feedback.clone())
+                .app_data(api_limiter.clone())
+                .configure(crate::http::api::routes)
                 .route(&webhook_path, web::post().to(webhook::receive))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))

@@ -52,6 +52,7 @@ pub fn operate(path: &Path, command: Command) -> u8 {
 async fn run(op: &Operator, command: Command, path: &Path, config: &Config) -> Result<u8, OpError> {
     match command {
         Command::Customers(c) => customers(op, c).await,
+        Command::Keys(c) => super::keys::run(op, c).await,
         Command::Suppress(c) => suppress(op, c).await,
         Command::Outbox {
             command,
@@ -445,7 +446,7 @@ async fn import(op: &Operator, file: &Path) -> Result<u8, OpError> {
     Ok(if rejected > 0 { FAILED } else { OK })
 }
 
-fn print_json<T: Serialize>(v: &T) {
+pub(super) fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("cannot print JSON: {e}"),
@@ -529,7 +530,7 @@ fn dead_cells(r: &DeadRow) -> Vec<String> {
     cells
 }
 
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(super) fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 mod email;
+mod keys;
 mod operator;
 mod store_copy;
 
@@ -78,6 +79,9 @@ pub enum Command {
     Resume,
     /// Write a consistent copy of the store into DIR (new or empty), even while serving
     Backup { dir: PathBuf },
+    /// API keys for the shop's /api/v1: add (prints the key once), list, revoke
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Move the store: `store copy --to URL` copies the (sled) store into an empty PostgreSQL database
     #[command(subcommand)]
     Store(StoreCommand),
@@ -170,6 +174,30 @@ pub enum SuppressCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it, this once (only its hash is stored)
+    Add {
+        /// A name for the key, e.g. the shop's (letters, digits, '.', '_', '-')
+        name: String,
+        /// What it may do: customers, esims:read (comma-separated)
+        #[arg(long = "scope", required = true, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Networks it may be used from (comma-separated CIDRs); default: anywhere
+        #[arg(long, value_delimiter = ',')]
+        networks: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the keys: name, scopes, networks, created, last used (never the key)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: refused from the next request on, on every instance
+    Revoke { name: String },
 }
 
 #[derive(Debug, Subcommand)]

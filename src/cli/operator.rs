@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use crate::api_keys::{self, KeyRequest, KeySummary, NewKey};
 use crate::config::Config;
 use crate::customers::{normalize_email, Binding, IdKind, Recipient};
 use crate::engine::{DeadRetry, Engine, ForgetReport, SuppressReason, Suppression};
@@ -335,6 +336,50 @@ impl Operator {
                     .map(PathBuf::from)
                     .unwrap_or(dir))
             }
+        }
+    }
+}
+
+/// The shop's API keys (`keys …`), through the store or the admin API.
+impl Operator {
+    pub async fn add_key(&self, request: KeyRequest) -> Result<NewKey, OpError> {
+        match self {
+            Operator::Local { store, .. } => {
+                let (key, shown) = request.issue(Utc::now()).map_err(OpError::Rejected)?;
+                if !store.add_api_key(&key)? {
+                    return Err(OpError::Failed(api_keys::name_taken(&key.name)));
+                }
+                Ok(shown)
+            }
+            Operator::Remote(r) => {
+                let body =
+                    serde_json::to_value(&request).map_err(|e| OpError::Failed(e.to_string()))?;
+                r.json(Method::POST, r.url(&["keys"]), Some(body)).await
+            }
+        }
+    }
+
+    pub async fn keys(&self) -> Result<Vec<KeySummary>, OpError> {
+        match self {
+            Operator::Local { store, .. } => {
+                Ok(store.api_keys()?.iter().map(|k| k.summary()).collect())
+            }
+            Operator::Remote(r) => r.json(Method::GET, r.url(&["keys"]), None).await,
+        }
+    }
+
+    pub async fn revoke_key(&self, name: &str) -> Result<(), OpError> {
+        let found = match self {
+            Operator::Local { store, .. } => store.revoke_api_key(name)?,
+            Operator::Remote(r) => {
+                r.call(Method::DELETE, r.url(&["keys", name]), None).await?;
+                true
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(OpError::NotFound(api_keys::no_such_key(name)))
         }
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! Nothing here names sled: [`Engine::new`] takes any [`Storage`].
 
+mod api_keys;
 mod binding;
 mod codec;
 mod feedback;

@@ -21,14 +21,16 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::customers::{mask_email, normalize_email, Binding, IdKind, Recipient};
+use crate::customers::{mask_email, normalize_email};
 use crate::engine::{DeadRetry, SuppressReason};
+use crate::http::answer::{durable, parse_json, Answer};
+use crate::http::customers::{self, recipient_json};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::live::ReloadOutcome;
 use crate::operator_views::{
-    dead_rows, outbox_rows, parked_rows, prepare_backup_target, retry_refused, BindSummary,
-    EsimLabels, RetryAnswer,
+    dead_rows, outbox_rows, parked_rows, prepare_backup_target, retry_refused, EsimLabels,
+    RetryAnswer,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,9 +40,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(crate::http::csrf::refuse_forgeries))
             .wrap(from_fn(require_token))
             .configure(crate::http::console::routes)
-            .route("/customers", web::put().to(put_customer))
-            .route("/customers", web::get().to(get_customer))
-            .route("/customers", web::delete().to(delete_customer))
+            .route("/customers", web::put().to(customers::put))
+            .route("/customers", web::get().to(customers::get))
+            .route("/customers", web::delete().to(customers::delete))
             .route("/customers/forget", web::post().to(forget_customer))
             .route("/suppressions", web::get().to(list_suppressions))
             .route("/suppressions/{email}", web::get().to(get_suppression))
@@ -65,6 +67,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::post().to(crate::http::resend::resend),
             )
             .route("/reload", web::post().to(reload))
+            .route("/keys", web::get().to(crate::http::keys::list))
+            .route("/keys", web::post().to(crate::http::keys::create))
+            .route("/keys/{name}", web::delete().to(crate::http::keys::revoke))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::not_found("not found"))
             })),
@@ -145,123 +150,12 @@ async fn metrics(app: web::Data<AppState>) -> HttpResponse {
         .body(app.metrics.render())
 }
 
-/// The one identifier of a customer query (`?iccid=…`), or why there is not
-/// exactly one.
-pub fn identifier_from_query(query: &str) -> Result<(IdKind, String), String> {
-    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|e| format!("unreadable query string: {e}"))?
-        .into_inner();
-    let mut found = None;
-    for (k, v) in pairs {
-        let kind = IdKind::from_wire_name(&k).ok_or_else(|| {
-            format!(
-                "unknown identifier `{k}`: use one of iccid, esimTranNo, orderNo, transactionId"
-            )
-        })?;
-        let v = v.trim().to_string();
-        if v.is_empty() {
-            return Err(format!("`{k}` is empty"));
-        }
-        if found.is_some() {
-            return Err("give exactly one identifier".into());
-        }
-        found = Some((kind, v));
-    }
-    found.ok_or_else(|| {
-        "no identifier given: add ?iccid=, ?esimTranNo=, ?orderNo= or ?transactionId=".into()
-    })
-}
-
 // ---------------------------------------------------------------------------
 // Handlers
-
-/// What every handler answers: a response, or the one error type.
-type Answer = Result<HttpResponse, ApiError>;
-
-/// Waits until every change committed so far is on disk.
-pub(crate) async fn durable(app: &AppState) -> Result<(), ApiError> {
-    match app.store.durable().await {
-        Ok(result) => result.map_err(ApiError::unavailable),
-        Err(_) => Err(ApiError::unavailable("the store flusher has stopped")),
-    }
-}
-
-/// Reads a JSON body ourselves so that a bad one is a 400 with serde's
-/// reason rather than actix's plain-text default.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
-}
 
 fn parse_id(raw: &str) -> Result<u64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::bad_request(format!("`{raw}` is not a notice id")))
-}
-
-async fn put_customer(app: web::Data<AppState>, body: web::Bytes) -> Answer {
-    let binding: Binding = parse_json(&body)?;
-    let (recipient, ids) = match binding.validate() {
-        Ok(v) => v,
-        Err(e) => return Err(ApiError::bad_request(e.to_string())),
-    };
-    let (who, park_for, now) = (
-        recipient.clone(),
-        app.config.customers.park_for.0,
-        Utc::now(),
-    );
-    let report = app
-        .on_store(move |s| s.bind(&who, &ids, park_for, now))
-        .await?;
-    durable(&app).await?;
-    app.metrics.decisions(&report.decisions);
-    let summary = BindSummary::of(&report);
-    tracing::info!(
-        recipient = %mask_email(&recipient.email),
-        released = report.released.len(),
-        superseded = report.superseded,
-        replaced = summary.replaced.len(),
-        moved = report.moved.len(),
-        "customer bound"
-    );
-    for line in summary.replaced_lines() {
-        tracing::warn!("{line}");
-    }
-    app.dispatch.enqueue(report.released);
-    Ok(HttpResponse::Ok().json(summary))
-}
-
-fn recipient_json(r: &Recipient) -> serde_json::Value {
-    json!({"email": r.email, "name": r.name, "locale": r.locale, "timezone": r.timezone})
-}
-
-async fn get_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
-    let (kind, value) = match identifier_from_query(req.query_string()) {
-        Ok(v) => v,
-        Err(e) => return Err(ApiError::bad_request(e)),
-    };
-    let v = value.clone();
-    match app.on_store(move |s| s.recipient_by(kind, &v)).await? {
-        Some(r) => Ok(HttpResponse::Ok().json(recipient_json(&r))),
-        None => Err(ApiError::not_found(format!(
-            "no customer bound to {} {value}",
-            kind.wire_name()
-        ))),
-    }
-}
-
-async fn delete_customer(app: web::Data<AppState>, req: HttpRequest) -> Answer {
-    let (kind, value) = match identifier_from_query(req.query_string()) {
-        Ok(v) => v,
-        Err(e) => return Err(ApiError::bad_request(e)),
-    };
-    let v = value.clone();
-    if !app.on_store(move |s| s.unbind(kind, &v)).await? {
-        return Err(ApiError::not_found(format!(
-            "no customer bound to {} {value}",
-            kind.wire_name()
-        )));
-    }
-    durable(&app).await?;
-    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Deserialize)]

@@ -15,6 +15,8 @@ pub struct ApiError {
     reason: String,
     /// Further fields of the JSON body, beside `error`.
     extra: Option<Value>,
+    /// Seconds for a `Retry-After` header (a 429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             status,
             reason: reason.into(),
             extra: None,
+            retry_after: None,
         }
     }
 
@@ -41,6 +44,12 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the store cannot answer: {e}"),
         )
+    }
+
+    /// Says, in `Retry-After`, how many seconds to wait before trying again.
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// Adds the fields of `extra` (an object) to the body.
@@ -72,7 +81,11 @@ impl ResponseError for ApiError {
         if let (Some(Value::Object(extra)), Value::Object(out)) = (&self.extra, &mut body) {
             out.extend(extra.clone());
         }
-        HttpResponse::build(self.status).json(body)
+        let mut resp = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, s.to_string()));
+        }
+        resp.json(body)
     }
 }
 

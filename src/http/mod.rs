@@ -5,12 +5,16 @@
 //! builds the app: `startup` wires these routes.
 
 pub mod admin;
+pub mod answer;
+pub mod api;
 pub mod console;
 pub mod conventions;
 pub mod csrf;
+pub mod customers;
 pub mod error;
 pub mod feedback;
 pub mod host_guard;
+pub mod keys;
 pub mod resend;
 pub mod state;
 pub mod stats;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::customers::mask_email;
 use crate::engine::Resend;
-use crate::http::admin::{durable, parse_json};
+use crate::http::answer::{durable, parse_json};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 

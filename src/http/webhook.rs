@@ -91,6 +91,21 @@ impl SenderPolicy {
         Sender::Ip(sender)
     }
 
+    /// [`SenderPolicy::sender`] of a request: its TCP peer and its
+    /// `X-Forwarded-For` headers (the webhook, and the shop API's networks).
+    pub fn sender_of(&self, req: &HttpRequest) -> Sender {
+        let peer = req
+            .peer_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let forwarded: Vec<&[u8]> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .map(|v| v.as_bytes())
+            .collect();
+        self.sender(peer, &forwarded)
+    }
+
     fn is_proxy(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
@@ -198,16 +213,7 @@ pub async fn receive(
 ) -> HttpResponse {
     use actix_web::http::StatusCode as S;
     let policy = &app.sender;
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let forwarded: Vec<&[u8]> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .map(|v| v.as_bytes())
-        .collect();
-    let sender = policy.sender(peer, &forwarded);
+    let sender = policy.sender_of(&req);
     if !policy.allows(&sender) {
         return refuse(
             &app.metrics,

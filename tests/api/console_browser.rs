@@ -235,6 +235,7 @@ async fn the_console_in_a_real_browser() {
     the_timeline_of_a_parked_then_sent_notice(&c, &base, &server, &smtp).await;
     a_dead_letter_retried_from_the_page_is_delivered(&c, &base, &server, &smtp).await;
     a_cross_site_form_is_refused(&c, &server).await;
+    an_api_key_made_and_revoked_on_its_page(&c, &base, &server).await;
 
     c.close().await.unwrap();
     drop(driver);
@@ -823,7 +824,6 @@ async fn the_overview_chart_at_a_phone_s_width_light_and_dark() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-
 // --- Support from the console (issue 21) ------------------------------------
 //
 // A test of its own (its own server, with the fake provider for the install
@@ -1150,4 +1150,74 @@ async fn lifting_a_suppression_in_the_browser(
     })
     .await;
     assert!(delivered, "the activation email after the lift");
+}
+
+/// The API keys page (issue 21): a key created in the form is shown once
+/// with a copy button, works against `/api/v1` at once, is in no page the
+/// console serves afterwards, and revoking it (after a confirmation) makes
+/// the next API request with it a 401.
+async fn an_api_key_made_and_revoked_on_its_page(c: &Client, base: &str, server: &Binary) {
+    c.goto(&format!("{base}/admin/api-keys")).await.unwrap();
+    until(
+        c,
+        "the key form",
+        "return !!document.getElementById('key-form')",
+    )
+    .await;
+    c.find(Locator::Css("#key-name"))
+        .await
+        .unwrap()
+        .send_keys("browser-shop")
+        .await
+        .unwrap();
+    click(c, "input[value='esims:read']").await;
+    click(c, "#key-create").await;
+    until(
+        c,
+        "the new key",
+        "const s = document.getElementById('key-shown'); return !!s && !s.hidden",
+    )
+    .await;
+    let key = text_of(c, "#key-text").await;
+    assert!(key.starts_with("esn_"), "{key}");
+    click(c, "#key-copy").await;
+    until(
+        c,
+        "the copy button's answer",
+        "return document.getElementById('key-copied').textContent.length > 0",
+    )
+    .await;
+    screenshot(c, "api-key-created").await;
+
+    assert_eq!(
+        crate::shop_api::key_status(server.public, &key).await,
+        404,
+        "the new key works at once"
+    );
+
+    c.goto(&format!("{base}/admin/api-keys")).await.unwrap();
+    until(
+        c,
+        "the key's row",
+        "return !!document.getElementById('key-browser-shop')",
+    )
+    .await;
+    let page = c.source().await.unwrap();
+    assert!(!page.contains(&key), "the key is shown again");
+    screenshot(c, "api-keys").await;
+    click(c, "#key-browser-shop button").await;
+    let question = c.get_alert_text().await.unwrap();
+    assert!(question.contains("Revoke the API key"), "{question}");
+    c.accept_alert().await.unwrap();
+    until(
+        c,
+        "the page to say it is revoked",
+        "const f = document.getElementById('flash'); return !!f && !f.hidden && f.textContent.includes('revoked')",
+    )
+    .await;
+    assert_eq!(
+        crate::shop_api::key_status(server.public, &key).await,
+        401,
+        "a revoked key is refused at once"
+    );
 }

@@ -278,6 +278,19 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `method url` with a JSON body; returns the status and the JSON answer.
+    pub async fn send_json(&self, method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get_json(&self, url: &str) -> (u16, Value) {
         let r = self.http.get(url).send().await.expect("request");
         let status = r.status().as_u16();
@@ -542,6 +555,23 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .find(|l| l.split(' ').next() == Some(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The built binary's command line on the config at `config`: its exit
+/// code, stdout and stderr.
+pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_esim-notify"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the built binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Polls `/readyz` on the public port until it answers 200, a bounded time.

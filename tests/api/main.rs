@@ -37,6 +37,7 @@ mod provider;
 mod ready;
 mod resend;
 mod sequences;
+mod shop_api;
 mod stats;
 mod storage;
 mod store_copy;

@@ -11,6 +11,7 @@
 //! | `GET /admin/esims?q=` | one eSIM and its decision timeline (`esims.rs`) |
 //! | `GET /admin/queue` | outbox, parked, dead letters (`queue.rs`) |
 //! | `GET /admin/suppression-list`, `…/lift?email=` | the suppression list, search, lift with its warning (`suppressions.rs`) |
+//! | `GET /admin/api-keys` | the shop's API keys: create, revoke (`keys.rs`, `keys.js`) |
 //! | `GET /admin/assets/{file}` | the stylesheet and scripts |
 //!
 //! The template folder is read once and kept until a file in it changes
@@ -20,6 +21,7 @@ mod chart;
 mod disk;
 mod disk_cache;
 mod esims;
+mod keys;
 mod overview;
 mod page;
 mod preview_api;
@@ -47,10 +49,11 @@ pub fn routes(scope: &mut web::ServiceConfig) {
         .route("/queue", web::get().to(queue::page))
         .route("/suppression-list", web::get().to(suppressions::page))
         .route("/suppression-list/lift", web::get().to(suppressions::lift))
+        .route("/api-keys", web::get().to(keys::page))
         .route("/assets/{file}", web::get().to(asset));
 }
 
-const ASSETS: [(&str, &str, &str); 4] = [
+const ASSETS: [(&str, &str, &str); 5] = [
     (
         "console.css",
         "text/css; charset=utf-8",
@@ -70,6 +73,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "preview.js",
         "text/javascript; charset=utf-8",
         include_str!("assets/preview.js"),
+    ),
+    (
+        "keys.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/keys.js"),
     ),
 ];
 

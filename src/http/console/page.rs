@@ -21,7 +21,7 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data:; connect-src 'self'; frame-src 'self'; form-action 'self'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-const VIEWS: [(&str, &str); 7] = [
+const VIEWS: [(&str, &str); 8] = [
     ("layout", include_str!("views/layout.hbs")),
     ("overview", include_str!("views/overview.hbs")),
     ("templates", include_str!("views/templates.hbs")),
@@ -29,6 +29,7 @@ const VIEWS: [(&str, &str); 7] = [
     ("queue", include_str!("views/queue.hbs")),
     ("suppressions", include_str!("views/suppressions.hbs")),
     ("lift", include_str!("views/lift.hbs")),
+    ("keys", include_str!("views/keys.hbs")),
 ];
 
 fn views() -> &'static Handlebars<'static> {
@@ -54,6 +55,7 @@ pub enum Nav {
     Esims,
     Queue,
     Suppressions,
+    Keys,
 }
 
 /// Renders `view` inside the layout. `data` is the page's own object; the
@@ -97,6 +99,7 @@ pub fn render_status(
         "esims": nav == Nav::Esims,
         "queue": nav == Nav::Queue,
         "suppressions": nav == Nav::Suppressions,
+        "keys": nav == Nav::Keys,
     });
     data["sending"] = sending(app);
     match views().render(view, &data) {
