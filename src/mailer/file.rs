@@ -57,31 +57,51 @@ fn safe(s: &str, max: usize) -> String {
 
 /// Writes `bytes` as `dir/<stem>.eml`, never over an existing file (a second
 /// message with the same name in the same millisecond gets `-2`, `-3`, …).
+///
+/// The message is written whole to a hidden `.tmp` file first and then
+/// linked under its name, so whoever watches the folder (a test, a script
+/// that picks messages up) never reads half a message; the link, like
+/// `create_new`, fails instead of replacing a file of the same name.
 pub async fn write_eml(dir: &Path, stem: &str, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::AsyncWriteExt;
-    for n in 1u32.. {
+    // Unique among this process's writes, whatever the stems.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let temp = dir.join(format!(".{stem}.{}-{n}.tmp", std::process::id()));
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .await?;
+    f.write_all(bytes).await?;
+    f.flush().await?;
+    drop(f);
+    let linked = link_free_name(dir, stem, &temp).await;
+    let _ = tokio::fs::remove_file(&temp).await;
+    linked
+}
+
+/// Links `temp` as `dir/<stem>.eml`, or the first `-N` name not taken.
+async fn link_free_name(dir: &Path, stem: &str, temp: &Path) -> std::io::Result<PathBuf> {
+    for n in 1u32..=1000 {
         let name = if n == 1 {
             format!("{stem}.eml")
         } else {
             format!("{stem}-{n}.eml")
         };
         let path = dir.join(name);
-        match tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-        {
-            Ok(mut f) => {
-                f.write_all(bytes).await?;
-                f.flush().await?;
-                return Ok(path);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => continue,
+        match tokio::fs::hard_link(temp, &path).await {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
-    unreachable!("the loop returns")
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("1000 messages named {stem} in this folder already"),
+    ))
 }
 
 #[cfg(test)]
