@@ -600,16 +600,24 @@ pub fn open_storage(
         let url = database_for(path);
         return Ok(Arc::new(esim_notify::store::PgStorage::open(&url, 2)?));
     }
-    // sled lets go of its lock file a moment after the last handle is
-    // dropped (its own threads hold the files briefly): a test that drops an
-    // engine and opens the store again at once may find it still locked.
+    Ok(Arc::new(open_sled(path, 16 << 20)?))
+}
+
+/// The sled store at `path`. sled lets go of its lock file a moment after
+/// the last handle is dropped (its own threads hold the files briefly): a
+/// test that drops a store and opens it again at once may find it still
+/// locked, so a lock is waited out for a bounded time.
+pub fn open_sled(
+    path: &Path,
+    cache_bytes: u64,
+) -> Result<esim_notify::store::SledStorage, esim_notify::store::StoreError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match esim_notify::store::SledStorage::open(path, 16 << 20) {
+        match esim_notify::store::SledStorage::open(path, cache_bytes) {
             Err(esim_notify::store::StoreError::Locked(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            other => return Ok(Arc::new(other?)),
+            other => return other,
         }
     }
 }

@@ -40,7 +40,7 @@ impl Place {
         match &self.db {
             Some(db) => Arc::new(PgStorage::open(&db.url, 8).expect("the backend opens")),
             None => Arc::new(
-                SledStorage::open(&self.dir.path().join("store"), 8 << 20)
+                crate::helpers::open_sled(&self.dir.path().join("store"), 8 << 20)
                     .expect("the backend opens"),
             ),
         }
