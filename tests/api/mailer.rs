@@ -485,6 +485,8 @@ async fn file_transport_names_say_when_what_and_whom_and_sort_by_time() {
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    // A message being written is a hidden `.tmp` until whole.
+                    .filter(|n| n.ends_with(".eml"))
                     .collect()
             })
             .unwrap_or_default();
