@@ -152,6 +152,23 @@ pub fn spawn(deps: Deps) -> anyhow::Result<(DispatchHandle, tokio::task::JoinHan
         // due, never loaded whole (SPEC §10).
         let q = SharedQueue::new(deps.store.clone(), deps.config.store.lease.0);
         tracing::info!(instance = %q.owner, "dispatcher sends from the group's shared queue");
+        // A broken transport is one instance's fact: notices an instance
+        // held for its broken transport (this one before a restart, or one
+        // that stopped) are due now, and this instance tries them.
+        let held: Vec<u64> = deps
+            .store
+            .outbox()?
+            .into_iter()
+            .filter(|q| is_transport_wait(q.waiting_for.as_deref()))
+            .map(|q| q.id)
+            .collect();
+        if !held.is_empty() {
+            deps.store.make_due(&held, Utc::now())?;
+            tracing::info!(
+                held = held.len(),
+                "notices held for a broken transport before this start are due now"
+            );
+        }
         (Source::Shared(q), None)
     } else {
         let (schedule, broken) = load_schedule(&deps.store)?;

@@ -9,6 +9,13 @@
 //! claim a poll later) clears it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long after the last failure a success counts as "back": while a
+/// server shuts down, connections still open answer for a moment after
+/// others have failed, and the flag must not flap (nor log) with them.
+const SETTLE: Duration = Duration::from_secs(1);
 
 use tokio_postgres::error::SqlState;
 
@@ -16,6 +23,8 @@ use tokio_postgres::error::SqlState;
 #[derive(Default)]
 pub struct Health {
     down: AtomicBool,
+    /// When a call last failed to reach the database.
+    last_failure: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -26,7 +35,15 @@ impl Health {
 
     /// A call reached the database.
     pub fn up(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
+        if !self.down.load(Ordering::Relaxed) {
+            return;
+        }
+        let settled = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|at| at.elapsed() >= SETTLE);
+        if settled && self.down.swap(false, Ordering::Relaxed) {
             tracing::warn!("the database answers again: webhooks are accepted and sending resumes");
         }
     }
@@ -34,6 +51,7 @@ impl Health {
     /// A call could not reach the database (`why` names no secret: errors
     /// of tokio-postgres and the pool never carry the URL's password).
     pub fn down(&self, why: &str) {
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 error = %why,

@@ -200,12 +200,12 @@ impl PgStorage {
                 Ok(())
             }
             Err(e) => {
-                if client.is_closed() {
+                if !client.is_closed() && wait(client.batch_execute("ROLLBACK")).is_ok() {
+                    guard.done();
+                } else {
                     // The connection went away mid-unit: the server rolls
                     // the transaction back whole (or never saw its COMMIT).
                     self.health.down(&e.to_string());
-                } else if wait(client.batch_execute("ROLLBACK")).is_ok() {
-                    guard.done();
                 }
                 Err((e, retry))
             }
