@@ -241,7 +241,12 @@ async fn a_data_email_names_the_plan_and_asks_for_it_once() {
     let app = app_with(&fake, "").await;
     app.bind(json!({"email": "ana@example.com", "esimTranNo": "26042217160001"}))
         .await;
-    for (nid, remain) in [("d1", 2_000_000_000u64), ("d2", 500_000_000)] {
+    // One after the other: a 10 % arriving before the 50 % went would
+    // supersede it (SPEC §6), and a group's dispatcher polls its queue.
+    for (sent, (nid, remain)) in [("d1", 2_000_000_000u64), ("d2", 500_000_000)]
+        .into_iter()
+        .enumerate()
+    {
         let body = json!({
             "notifyType": "DATA_USAGE", "notifyId": nid,
             "content": {"esimTranNo": "26042217160001", "iccid": "8943108170000775671",
@@ -249,8 +254,8 @@ async fn a_data_email_names_the_plan_and_asks_for_it_once() {
                         "remain": remain}
         });
         assert_eq!(app.post(&body.to_string()).await.0, 200);
+        assert!(eventually(LIMIT, || async { app.received().len() == sent + 1 }).await);
     }
-    assert!(eventually(LIMIT, || async { app.received().len() == 2 }).await);
     for raw in app.received() {
         let text = text(&raw);
         assert!(text.contains("Your plan: Spain 5GB 30Days"), "{text}");
