@@ -28,15 +28,8 @@ async fn app_with_template_copy(extra: &str) -> (TestApp, tempfile::TempDir) {
 
 /// `POST /admin/preview/render` as a script calls it (no token configured).
 async fn render(app: &TestApp, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.admin_url("/admin/preview/render"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let url = app.admin_url("/admin/preview/render");
+    app.send_json(reqwest::Method::POST, &url, body).await
 }
 
 /// A console page as a browser gets it (HTTP Basic with [`TOKEN`]).

@@ -41,15 +41,8 @@ async fn app_with(fake: &FakeProvider) -> TestApp {
 }
 
 async fn resend(app: &TestApp, esim: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(app.admin_url(&format!("/admin/esims/{esim}/resend")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    let url = app.admin_url(&format!("/admin/esims/{esim}/resend"));
+    app.send_json(reqwest::Method::POST, &url, body).await
 }
 
 /// `PUT /admin/suppressions/{email}` with a reason, as a script sends it.

@@ -4,9 +4,9 @@
 //! database goes away and once when it is back, not once per request.
 //!
 //! Nothing polls: every unit, read and claim reports here whether it
-//! reached the server, so the flag follows the traffic, and the first call
-//! that works again (a webhook the provider retries, the dispatcher's next
-//! claim a poll later) clears it.
+//! reached the server, so the flag follows the traffic; a call that works
+//! once [`SETTLE`] has passed since the last failure (a webhook the
+//! provider retries, the dispatcher's claim every half second) clears it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -28,7 +28,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// True while the last call could not reach the database.
+    /// True from a call that could not reach the database until one that
+    /// could, [`SETTLE`] after the last failure.
     pub fn is_down(&self) -> bool {
         self.down.load(Ordering::Relaxed)
     }
