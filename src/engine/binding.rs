@@ -91,8 +91,8 @@ pub fn bind(
         };
         expire_parked(tx, &mut rec, now, park_for)?;
         let live = std::mem::take(&mut rec.parked);
-        let counts = tx.counts()?;
-        counts.parked = counts.parked.saturating_sub(live.len() as u64);
+        let counts = tx.counts();
+        counts.parked -= live.len() as i64;
         let notices: Vec<Notice> = live.iter().map(|p| p.notice.clone()).collect();
         let verdicts = policy::release(&rec.state, &notices, now);
         for (p, verdict) in live.into_iter().zip(verdicts) {
@@ -140,8 +140,8 @@ pub fn expire_parked(
         .into_iter()
         .partition(|p| older_than(p.parked_at, now, park_for));
     rec.parked = keep;
-    let counts = tx.counts()?;
-    counts.parked = counts.parked.saturating_sub(gone.len() as u64);
+    let counts = tx.counts();
+    counts.parked -= gone.len() as i64;
     for p in &gone {
         let detail = format!(
             "{}: parked since {}, longer than customers.park_for, with no recipient",
@@ -180,8 +180,8 @@ pub fn cancel_queued(
     why: &str,
 ) -> Result<(), StoreError> {
     tx.delete(Space::Queue, &id(q.id));
-    let counts = tx.counts()?;
-    counts.outbox = counts.outbox.saturating_sub(1);
+    let counts = tx.counts();
+    counts.outbox -= 1;
     let entry = LogEntry::new(now, LogKind::Cancelled, Some(&q.notice.template), why).about(q.id);
     tx.log(q.esim, entry);
     Ok(())

@@ -86,7 +86,7 @@ pub fn ingest(
             body: serde_json::to_vec(body).unwrap_or_default(),
         },
     );
-    tx.put_raw(Space::Meta, meta::LAST_WEBHOOK, id(millis as u64).to_vec());
+    tx.put_latest(Space::Meta, meta::LAST_WEBHOOK, id(millis as u64).to_vec())?;
     Ok(IngestOutcome::Accepted {
         esim,
         queued,
@@ -118,7 +118,7 @@ fn park(
         vars,
         parked_at: now,
     });
-    tx.counts()?.parked += 1;
+    tx.counts().parked += 1;
     Ok(())
 }
 
@@ -173,7 +173,7 @@ pub fn queue_or_suppress(
         vars,
     };
     tx.put(Space::Queue, &id(qid), &q);
-    tx.counts()?.outbox += 1;
+    tx.counts().outbox += 1;
     let detail = format!(
         "{} to {}{}",
         q.identity,

@@ -60,10 +60,10 @@ use views::Snapshot;
 
 pub struct Engine {
     storage: Arc<dyn Storage>,
-    /// The counts as last committed, for readers that must not wait (metrics).
-    /// With the id that stamped them (see `Tx::finish`): an older unit's
-    /// counts, reported late by its thread, never overwrite a newer one's.
-    counts: Mutex<(u64, Counts)>,
+    /// The counts as this process committed them, for readers that must not
+    /// wait (metrics): read at open, then each unit's change added (changes
+    /// add up in any order, so threads reporting late need no ordering).
+    counts: Mutex<CountsDelta>,
     policy: EnginePolicy,
 }
 
@@ -86,7 +86,7 @@ impl Engine {
     pub fn new(storage: Arc<dyn Storage>, dedup_window: Duration) -> Result<Engine, StoreError> {
         let engine = Engine {
             storage,
-            counts: Mutex::new((0, Counts::default())),
+            counts: Mutex::new(CountsDelta::default()),
             policy: EnginePolicy {
                 dedup_window,
                 essential: Vec::new(),
@@ -96,10 +96,8 @@ impl Engine {
         migrate::migrate(&engine)?;
         set_aside::sweep(&engine, Utc::now())?;
         engine.storage.index_queue(leases::queue_columns)?;
-        let counts = engine
-            .read(|tx| tx.get::<Counts>(Space::Meta, meta::COUNTS))?
-            .unwrap_or_default();
-        engine.counts.lock().unwrap_or_else(|p| p.into_inner()).1 = counts;
+        let counts = engine.stored_counts()?;
+        *engine.counts.lock().unwrap_or_else(|p| p.into_inner()) = counts;
         Ok(engine)
     }
 
@@ -130,31 +128,51 @@ impl Engine {
     }
 
     /// Runs `work` as one unit of work; keeps the counts in step.
-    fn unit<R>(
-        &self,
-        work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    ///
+    /// `work` may run more than once: a shared store runs a unit again from
+    /// the start when the database aborted it (a deadlock between two
+    /// units) or when it must run alone (it scans); only the last run's
+    /// writes are committed, so the work must not change anything but `tx`.
+    fn unit<R>(&self, work: impl FnMut(&mut Tx) -> Result<R, StoreError>) -> Result<R, StoreError> {
         self.unit_logged(work).map(|(r, _)| r)
     }
 
     /// [`Engine::unit`], also returning the decision-log lines written.
     fn unit_logged<R>(
         &self,
-        work: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
+        mut work: impl FnMut(&mut Tx) -> Result<R, StoreError>,
     ) -> Result<(R, Vec<LogEntry>), StoreError> {
-        let (r, written, counts) = self.storage.run(|unit| {
+        let (r, written, delta) = self.storage.run(|unit| {
             let mut tx = Tx::new(unit).counting_days_in(self.policy.zone);
             let r = work(&mut tx)?;
-            let (written, counts) = tx.finish()?;
-            Ok((r, written, counts))
+            let (written, delta) = tx.finish()?;
+            Ok((r, written, delta))
         })?;
-        if let Some((stamp, c)) = counts {
-            let mut kept = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-            if stamp > kept.0 {
-                *kept = (stamp, c);
-            }
+        if !delta.is_zero() {
+            self.counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .add(&delta);
         }
         Ok((r, written))
+    }
+
+    /// The counts as the store holds them: the single record of a store
+    /// written before the counts were sharded, plus every shard.
+    fn stored_counts(&self) -> Result<CountsDelta, StoreError> {
+        let base: Counts = self
+            .read(|tx| tx.get(Space::Meta, meta::COUNTS))?
+            .unwrap_or_default();
+        let mut sum = CountsDelta {
+            outbox: base.outbox as i64,
+            parked: base.parked as i64,
+            dead: base.dead as i64,
+        };
+        for kv in self.storage.scan(Space::Meta, meta::COUNT_SHARDS) {
+            let (_, v) = kv?;
+            sum.add(&codec::decode(&v)?);
+        }
+        Ok(sum)
     }
 
     /// Runs look-ups on committed data, outside any unit of work.
@@ -534,7 +552,7 @@ impl Engine {
         total_volume: Option<u64>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.unit(|tx| ready::cache_plan(tx, esim, plan, total_volume, now))
+        self.unit(|tx| ready::cache_plan(tx, esim, plan.clone(), total_volume, now))
     }
 
     /// The plan kept for an eSIM, if it still describes its allowance.
@@ -587,15 +605,13 @@ impl Engine {
     /// instances share the store: then what the store holds now (the
     /// process's own copy when it cannot be read).
     pub fn counts(&self) -> Counts {
-        let kept = self.counts.lock().unwrap_or_else(|p| p.into_inner()).1;
-        if !self.is_shared() {
-            return kept;
-        }
-        match self.storage.get(Space::Meta, meta::COUNTS) {
-            Ok(Some(bytes)) => codec::decode(&bytes).unwrap_or(kept),
-            Ok(None) => Counts::default(),
-            Err(_) => kept,
-        }
+        let kept = *self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = if self.is_shared() {
+            self.stored_counts().unwrap_or(kept)
+        } else {
+            kept
+        };
+        counts.applied_to(Counts::default())
     }
 
     /// When the last delivery was accepted, kept across restarts (SPEC §9).
@@ -658,7 +674,7 @@ impl Engine {
     /// decisions, such as a mail provider's report about a sent notice).
     pub fn append_log(&self, esim: EsimId, entry: LogEntry) -> Result<(), StoreError> {
         self.unit(|tx| {
-            tx.log(esim, entry);
+            tx.log(esim, entry.clone());
             Ok(())
         })
     }

@@ -371,6 +371,41 @@ pub struct Counts {
     pub dead: u64,
 }
 
+/// What units changed in the [`Counts`]. Each unit adds its change to one of
+/// a few shards (`meta/counts/<n>`) instead of rewriting one record, so
+/// units running side by side on a shared store do not all wait for one
+/// row; the counts are the old single record (a store written before the
+/// shards) plus every shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountsDelta {
+    pub outbox: i64,
+    pub parked: i64,
+    pub dead: i64,
+}
+
+impl CountsDelta {
+    pub fn add(&mut self, other: &CountsDelta) {
+        self.outbox += other.outbox;
+        self.parked += other.parked;
+        self.dead += other.dead;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == CountsDelta::default()
+    }
+
+    /// `base` changed by this delta, never below zero (a count whose
+    /// decrement met a record that was never counted stays at zero).
+    pub fn applied_to(&self, base: Counts) -> Counts {
+        let apply = |n: u64, d: i64| (n as i64).saturating_add(d).max(0) as u64;
+        Counts {
+            outbox: apply(base.outbox, self.outbox),
+            parked: apply(base.parked, self.parked),
+            dead: apply(base.dead, self.dead),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForgetReport {
     pub bindings: usize,

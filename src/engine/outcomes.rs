@@ -100,7 +100,7 @@ pub fn record(
                     died_at: now,
                 },
             );
-            tx.counts()?.dead += 1;
+            tx.counts().dead += 1;
             true
         }
         SendOutcome::Superseded(reason) => {
@@ -114,8 +114,8 @@ pub fn record(
     };
     if done {
         tx.delete(Space::Queue, &id(qid));
-        let counts = tx.counts()?;
-        counts.outbox = counts.outbox.saturating_sub(1);
+        let counts = tx.counts();
+        counts.outbox -= 1;
     }
     Ok(())
 }
@@ -170,8 +170,8 @@ pub fn retry_dead(
     q.waiting_for = None;
     tx.delete(Space::Dead, &id(qid));
     tx.put(Space::Queue, &id(qid), &q);
-    let counts = tx.counts()?;
-    counts.dead = counts.dead.saturating_sub(1);
+    let counts = tx.counts();
+    counts.dead -= 1;
     counts.outbox += 1;
     let template = q.notice.template.clone();
     if let Some(s) = &lifted {

@@ -36,8 +36,8 @@ pub fn expand_order(
         return Ok(Vec::new());
     };
     tx.delete(Space::Queue, &id(qid));
-    let counts = tx.counts()?;
-    counts.outbox = counts.outbox.saturating_sub(1);
+    let counts = tx.counts();
+    counts.outbox -= 1;
     let names: Vec<&str> = esims.iter().map(Esim::name).collect();
     let template = order.notice.template.clone();
     tx.log(

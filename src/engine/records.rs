@@ -126,6 +126,16 @@ pub mod meta {
     /// The format of the whole store ([`super::super::migrate::FORMAT`]).
     pub const FORMAT: &[u8] = b"format";
 
+    /// Where the shards of the counts start ([`super::super::model::CountsDelta`]).
+    pub const COUNT_SHARDS: &[u8] = b"counts/";
+
+    /// One shard of the counts.
+    pub fn count_shard(n: u8) -> Vec<u8> {
+        let mut k = COUNT_SHARDS.to_vec();
+        k.push(n);
+        k
+    }
+
     pub fn secret(name: &str) -> Vec<u8> {
         format!("secret/{name}").into_bytes()
     }

@@ -82,8 +82,8 @@ pub fn retain(
                 return Ok((false, 0));
             };
             if older_than(rec.last_event_at, now, ages.history) && !queued.contains(&rec.id) {
-                let counts = tx.counts()?;
-                counts.parked = counts.parked.saturating_sub(rec.parked.len() as u64);
+                let counts = tx.counts();
+                counts.parked -= rec.parked.len() as i64;
                 tx.delete(Space::Esims, &super::codec::id(rec.id));
                 for kind in IdKind::LOOKUP_ORDER {
                     if let Some(v) = kind.get(&rec.state.ids) {
@@ -122,8 +122,8 @@ pub fn retain(
                     n += 1;
                 }
             }
-            let counts = tx.counts()?;
-            counts.dead = counts.dead.saturating_sub(n as u64);
+            let counts = tx.counts();
+            counts.dead -= n as i64;
             Ok(n)
         })?;
     }

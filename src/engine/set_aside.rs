@@ -80,10 +80,10 @@ pub fn sweep(engine: &Engine, now: DateTime<Utc>) -> Result<usize, StoreError> {
                 continue;
             }
             tx.delete(*space, key);
-            let counts = tx.counts()?;
+            let counts = tx.counts();
             match space {
-                Space::Queue => counts.outbox = counts.outbox.saturating_sub(1),
-                Space::Dead => counts.dead = counts.dead.saturating_sub(1),
+                Space::Queue => counts.outbox -= 1,
+                Space::Dead => counts.dead -= 1,
                 _ => {}
             }
             let record = SetAside {

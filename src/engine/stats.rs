@@ -32,7 +32,7 @@ use super::{Engine, EsimId};
 use crate::store::{Space, StoreError};
 
 /// Rows per day and template, so concurrent units rarely share one.
-pub const SHARDS: u64 = 8;
+pub const SHARDS: u64 = 32;
 
 /// Length of the day at the start of a key (`2026-12-04`).
 const DAY_LEN: usize = 10;
@@ -245,7 +245,7 @@ mod tests {
             ]
         );
         let shards: Vec<u8> = p.deltas.keys().map(|k| k[DAY_LEN + 1]).collect();
-        assert_eq!(shards, vec![1, 1, 2], "eSIM 9 and 10 in shards 1 and 2");
+        assert_eq!(shards, vec![9, 9, 10], "eSIM 9 and 10 in shards 9 and 10");
         let sent: u64 = p.deltas.values().map(|c| c.sent).sum();
         let bounced: u64 = p.deltas.values().map(|c| c.bounced).sum();
         assert_eq!((sent, bounced), (2, 1), "an event line counts nowhere");

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::codec::{self, decode, encode};
-use super::model::{Counts, LogEntry};
+use super::model::{CountsDelta, LogEntry};
 use super::records::{log_key, meta};
 use super::stats;
 use super::EsimId;
@@ -17,8 +17,8 @@ use crate::store::{Space, StoreError, Unit};
 
 pub struct Tx<'u> {
     unit: &'u mut dyn Unit,
-    /// The counts, read on first use and written back if they changed.
-    counts: Option<(Counts, Counts)>,
+    /// What this unit changes in the counts.
+    counts: CountsDelta,
     /// Decision-log lines this unit wrote (for metrics and logs).
     pub written: Vec<LogEntry>,
     /// What those lines add to the daily counters, and the zone whose
@@ -31,7 +31,7 @@ impl<'u> Tx<'u> {
     pub fn new(unit: &'u mut dyn Unit) -> Tx<'u> {
         Tx {
             unit,
-            counts: None,
+            counts: CountsDelta::default(),
             written: Vec::new(),
             stats: stats::Pending::default(),
             zone: chrono_tz::UTC,
@@ -65,6 +65,16 @@ impl<'u> Tx<'u> {
 
     pub fn put_raw(&mut self, space: Space, key: &[u8], value: Vec<u8>) {
         self.unit.put(space, key, value);
+    }
+
+    /// Raises a mark that only grows (see [`Unit::put_latest`]).
+    pub fn put_latest(
+        &mut self,
+        space: Space,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.unit.put_latest(space, key, value)
     }
 
     /// Whether this instance still holds queued notice `qid` under `token`
@@ -113,38 +123,37 @@ impl<'u> Tx<'u> {
         self.written.push(entry);
     }
 
-    /// The store's counts, to change in this unit.
-    pub fn counts(&mut self) -> Result<&mut Counts, StoreError> {
-        if self.counts.is_none() {
-            let c: Counts = self.get(Space::Meta, meta::COUNTS)?.unwrap_or_default();
-            self.counts = Some((c, c));
-        }
-        Ok(&mut self.counts.as_mut().expect("read just above").1)
+    /// What this unit changes in the store's counts (added at
+    /// [`Tx::finish`]).
+    pub fn counts(&mut self) -> &mut CountsDelta {
+        &mut self.counts
     }
 
-    /// Adds the unit's log lines to the daily counters, writes the counts
-    /// back if they changed (every key written costs log space, so only
-    /// then), and hands back what the caller reports: the new counts stamped
-    /// with an id taken inside the unit, so that of two units finishing at
-    /// once the later one's counts win in memory (ids increase in the order
-    /// units run; the threads that report them may not).
+    /// Adds the unit's log lines to the daily counters and its change of the
+    /// counts to one shard of them, picked at random (only when they changed:
+    /// every key written costs log space), and hands back what the caller
+    /// reports. The shards are written last and in one order (day counters
+    /// by key, then one count shard), so two units on a shared store that
+    /// meet on them wait for each other instead of deadlocking.
     pub fn finish(mut self) -> Result<Finished, StoreError> {
         std::mem::take(&mut self.stats).write(&mut self)?;
-        let changed = match self.counts {
-            Some((before, after)) if before != after => Some(after),
-            _ => None,
-        };
-        let stamped = changed.map(|c| {
-            self.put(Space::Meta, meta::COUNTS, &c);
-            (self.next_id(), c)
-        });
-        Ok((self.written, stamped))
+        let delta = self.counts;
+        if !delta.is_zero() {
+            let key = meta::count_shard(rand::random::<u8>() % COUNT_SHARDS);
+            let mut shard: CountsDelta = self.get(Space::Meta, &key)?.unwrap_or_default();
+            shard.add(&delta);
+            self.put(Space::Meta, &key, &shard);
+        }
+        Ok((self.written, delta))
     }
 }
 
-/// What a finished unit reports: the log lines it wrote, and its new counts
-/// stamped with an id taken inside it (`None` when they did not change).
-pub type Finished = (Vec<LogEntry>, Option<(u64, Counts)>);
+/// How many shards the counts are kept in.
+pub const COUNT_SHARDS: u8 = 32;
+
+/// What a finished unit reports: the log lines it wrote, and what it changed
+/// in the counts.
+pub type Finished = (Vec<LogEntry>, CountsDelta);
 
 /// An eSIM id as stored in an alias.
 pub fn alias_value(esim: EsimId) -> Vec<u8> {

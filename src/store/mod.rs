@@ -108,6 +108,19 @@ pub trait Unit {
     /// A number never handed out before in this store, increasing. Ids lost
     /// to a unit that fails or to a crash are skipped, never reused.
     fn next_id(&mut self) -> u64;
+    /// Raises the value at `key` to `value` when that is greater (compared
+    /// as bytes): a mark many units write and nothing decides on, such as
+    /// when the last webhook arrived. A shared store writes it apart from
+    /// the unit, after it commits, so units do not wait for each other on
+    /// one row for a gauge; it is then not part of the unit's atomic
+    /// writes (a crash between the two loses the mark, never a decision).
+    fn put_latest(&mut self, space: Space, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        match self.get(space, key)? {
+            Some(old) if old >= value => {}
+            _ => self.put(space, key, value),
+        }
+        Ok(())
+    }
     /// Whether the queued notice at `key` is still held under `token`
     /// (SPEC §10: an instance whose lease was taken over records nothing),
     /// locking it until the unit ends. A store no one shares has no leases:
@@ -124,7 +137,9 @@ pub type Work<'a> = dyn FnMut(&mut dyn Unit) -> Result<(), StoreError> + 'a;
 pub trait Storage: Send + Sync {
     /// Runs `work` as one unit: serialised with every other unit, committed
     /// atomically if it returns `Ok`, abandoned if it returns `Err`.
-    /// Committed is not yet durable: see [`Storage::durable`].
+    /// Committed is not yet durable: see [`Storage::durable`]. A backend may
+    /// abandon a run and start `work` again (a database's deadlock
+    /// detection): work changes nothing but the unit.
     fn unit(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
     /// A committed value, read outside any unit.
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
@@ -165,18 +180,16 @@ pub trait Storage: Send + Sync {
 }
 
 impl dyn Storage {
-    /// [`Storage::unit`] for work that returns a value.
+    /// [`Storage::unit`] for work that returns a value. The work may run
+    /// more than once (see [`Storage::unit`]); the value of the run that
+    /// committed is returned.
     pub fn run<R>(
         &self,
-        work: impl FnOnce(&mut dyn Unit) -> Result<R, StoreError>,
+        mut work: impl FnMut(&mut dyn Unit) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let mut work = Some(work);
         let mut out = None;
         self.unit(&mut |u| {
-            let w = work
-                .take()
-                .ok_or_else(|| StoreError::Io("a unit of work ran twice".into()))?;
-            out = Some(w(u)?);
+            out = Some(work(u)?);
             Ok(())
         })?;
         out.ok_or_else(|| StoreError::Io("a unit of work did not run".into()))

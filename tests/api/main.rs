@@ -31,6 +31,7 @@ mod mailer;
 mod metrics;
 mod notices;
 mod operations;
+mod pg_units;
 mod postgres;
 mod postgres_tls;
 mod provider;

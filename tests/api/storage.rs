@@ -105,6 +105,43 @@ fn a_unit_sees_its_own_writes_and_commits_them_all_or_none(kind: Kind) {
     assert_eq!(value(&*s, Space::Queue, b"c"), None);
 }
 
+both!(a_mark_that_only_grows_keeps_the_greatest_value_written);
+fn a_mark_that_only_grows_keeps_the_greatest_value_written(kind: Kind) {
+    // `put_latest` from several threads, values in no order: the store keeps
+    // the greatest, compared as bytes (a big-endian time sorts as one).
+    let Some(p) = place(kind) else { return };
+    let s = p.open();
+    let workers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..50u64 {
+                    let v = (i * 7 + t * 13) % 200;
+                    s.run(|u| u.put_latest(Space::Meta, b"mark", v.to_be_bytes().to_vec()))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let greatest = (0..4u64)
+        .flat_map(|t| (0..50u64).map(move |i| (i * 7 + t * 13) % 200))
+        .max()
+        .unwrap();
+    let kept = value(&*s, Space::Meta, b"mark").unwrap();
+    assert_eq!(u64::from_be_bytes(kept.try_into().unwrap()), greatest);
+    s.run(|u| u.put_latest(Space::Meta, b"mark", 0u64.to_be_bytes().to_vec()))
+        .unwrap();
+    let kept = value(&*s, Space::Meta, b"mark").unwrap();
+    assert_eq!(
+        u64::from_be_bytes(kept.try_into().unwrap()),
+        greatest,
+        "a smaller value changes nothing"
+    );
+}
+
 both!(keyspaces_are_separate_and_scans_come_in_key_order);
 fn keyspaces_are_separate_and_scans_come_in_key_order(kind: Kind) {
     let Some(p) = place(kind) else { return };

@@ -9,8 +9,8 @@
 //! queue leases and rate buckets are [`outbox`]; whether the database
 //! answers is [`health`].
 //!
-//! Not yet: units are serialised across the group by one advisory lock
-//! (correct, one at a time), not per eSIM (README "More than one VM").
+//! Units run side by side, each locking the keys it reads and writes; one
+//! that scans runs alone ([`unit`]).
 
 mod backup;
 mod bulk;
@@ -29,7 +29,7 @@ use tokio_postgres::Row;
 
 use super::{Entry, Group, QueueIndexer, Space, Storage, StoreError, Work};
 use pool::{wait, Connections};
-use unit::{PgUnit, UNIT_LOCK};
+use unit::{Again, PgUnit, UNIT_LOCK};
 
 /// How many times a unit PostgreSQL aborted (deadlock, serialisation) runs again.
 const RETRIES: u32 = 5;
@@ -167,17 +167,27 @@ impl PgStorage {
         }
     }
 
-    /// One attempt of a unit; `Err((why, retry))`.
-    fn attempt(&self, work: &mut Work<'_>) -> Result<(), (StoreError, bool)> {
-        let client = self.client().map_err(|e| (e, false))?;
+    /// One attempt of a unit, alone (holding [`UNIT_LOCK`] exclusively) or
+    /// beside others (shared, each key locked); `Err((why, again))`.
+    fn attempt(&self, work: &mut Work<'_>, alone: bool) -> Result<(), (StoreError, Again)> {
+        let client = self.client().map_err(|e| (e, Again::No))?;
         let mut guard = Open(Some(client));
         let client = guard.0.as_ref().expect("set above");
+        let lock = if alone {
+            "pg_advisory_xact_lock"
+        } else {
+            "pg_advisory_xact_lock_shared"
+        };
         wait(client.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({UNIT_LOCK})"
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {lock}({UNIT_LOCK})"
         )))
         .map_err(|e| {
-            let retry = unit::retryable(&e);
-            (self.lost(client, e), retry)
+            let again = if unit::retryable(&e) {
+                Again::Retry
+            } else {
+                Again::No
+            };
+            (self.lost(client, e), again)
         })?;
         let mut u = PgUnit {
             client,
@@ -186,17 +196,30 @@ impl PgStorage {
             failed: None,
             retry: false,
             indexer: self.indexer.get().copied(),
+            alone,
+            locked: Default::default(),
+            again_alone: false,
+            latest: BTreeMap::new(),
         };
         let worked = work(&mut u);
         let result = match worked {
             Ok(()) => u.commit(),
             Err(e) => Err(e),
         };
-        let retry = u.retry;
+        let again = if u.again_alone {
+            Again::Alone
+        } else if u.retry {
+            Again::Retry
+        } else {
+            Again::No
+        };
         match result {
             Ok(()) => {
                 self.health.up();
-                guard.done();
+                let latest = std::mem::take(&mut u.latest);
+                if self.raise_latest(client, latest) {
+                    guard.done();
+                }
                 Ok(())
             }
             Err(e) => {
@@ -207,9 +230,39 @@ impl PgStorage {
                     // the transaction back whole (or never saw its COMMIT).
                     self.health.down(&e.to_string());
                 }
-                Err((e, retry))
+                Err((e, again))
             }
         }
+    }
+
+    /// Writes a committed unit's [`Unit::put_latest`] marks, each in a
+    /// transaction of its own that does not wait for its WAL flush (the
+    /// row is one every delivery raises: its lock is held for microseconds
+    /// instead of a disk sync). A mark that fails to be written is only
+    /// logged: the unit's decisions are committed already. False when the
+    /// connection may still be inside a transaction (it is then closed).
+    fn raise_latest(
+        &self,
+        client: &deadpool_postgres::Object,
+        marks: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    ) -> bool {
+        for ((space, key), value) in marks {
+            let raised = wait(async {
+                let s = client.prepare_cached(&sql::latest(space)).await?;
+                let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off");
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &value];
+                let raise = client.execute(&s, &params);
+                let commit = client.batch_execute("COMMIT");
+                futures_util::future::try_join3(begin, raise, commit).await
+            });
+            if let Err(e) = raised {
+                tracing::debug!(error = %db_error(e), "a mark of the last delivery was not written");
+                if client.is_closed() || wait(client.batch_execute("ROLLBACK")).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 
@@ -234,21 +287,25 @@ impl Drop for Open {
 }
 
 impl Storage for PgStorage {
-    /// A unit PostgreSQL aborts with a deadlock or serialisation failure
-    /// (40P01, 40001) runs again from the start, up to [`RETRIES`] times.
-    /// Under the global unit lock of this step no unit meets either (READ
-    /// COMMITTED, one unit at a time), so today this is a guard; note that
-    /// work given through `dyn Storage::run` (an `FnOnce`) refuses to run a
-    /// second time, so the per-eSIM locking of a later step, where retries
-    /// become real, must make the engine's units re-runnable.
+    /// A unit runs beside others, locking what it reads and writes (see
+    /// [`unit`]). One PostgreSQL aborts (a deadlock between two units'
+    /// locks: 40P01, or 40001) runs again from the start, after a short
+    /// random pause, up to [`RETRIES`] times, the last ones alone so that
+    /// it ends; one that scans or locks too many keys runs again alone at
+    /// once.
     fn unit(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut tries = 0;
+        let mut alone = false;
         loop {
-            match self.attempt(work) {
+            match self.attempt(work, alone) {
                 Ok(()) => return Ok(()),
-                Err((e, true)) if tries < RETRIES => {
+                Err((_, Again::Alone)) if !alone => alone = true,
+                Err((e, Again::Retry)) if tries < RETRIES => {
                     tries += 1;
-                    tracing::debug!(error = %e, tries, "unit aborted by the database, retried");
+                    alone = tries >= 2;
+                    tracing::debug!(error = %e, tries, "unit aborted by the database, run again");
+                    let pause = rand::random::<u64>() % (5 * u64::from(tries)) + 1;
+                    std::thread::sleep(std::time::Duration::from_millis(pause));
                 }
                 Err((e, _)) => return Err(e),
             }

@@ -70,6 +70,14 @@ pub const FORGET_FULL: &str = "DELETE FROM rates WHERE tat < now()";
 /// Inside a unit: the token a queued notice is held under, locked.
 pub const HOLDS: &str = "SELECT token FROM queue WHERE key = $1 FOR UPDATE";
 
+/// Inside a unit: the advisory lock of one key ([`super::unit::key_lock`]).
+pub const KEY_LOCK: &str = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)";
+
+/// Inside a unit: the locks of the keys it writes without having read them,
+/// taken one after the other in the arrays' (sorted) order.
+pub const KEY_LOCKS: &str = "SELECT pg_advisory_xact_lock(a, b) \
+     FROM unnest($1::int4[], $2::int4[]) AS l(a, b)";
+
 /// A block of ids ([`super::schema::ID_BLOCK`] per call).
 pub const NEXT_IDS: &str = "SELECT nextval('ids')";
 
@@ -104,6 +112,16 @@ pub fn upsert(space: Space) -> String {
     )
 }
 
+/// A value that only grows, raised apart from any unit (see
+/// [`crate::store::Unit::put_latest`]).
+pub fn latest(space: Space) -> String {
+    let t = table(space);
+    format!(
+        "INSERT INTO {t} (key, value) VALUES ($1, $2) \
+         ON CONFLICT (key) DO UPDATE SET value = greatest({t}.value, EXCLUDED.value)"
+    )
+}
+
 /// One value by key.
 pub fn value_of(space: Space) -> String {
     format!("SELECT value FROM {} WHERE key = $1", table(space))
@@ -135,6 +153,8 @@ fn all() -> Vec<String> {
         GIVE_BACK,
         FORGET_FULL,
         HOLDS,
+        KEY_LOCK,
+        KEY_LOCKS,
         NEXT_IDS,
         UNINDEXED,
         INDEX_ONE,
@@ -144,7 +164,7 @@ fn all() -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     for space in Space::ALL {
-        all.extend([delete(space), upsert(space), value_of(space)]);
+        all.extend([delete(space), upsert(space), value_of(space), latest(space)]);
         for (bounded, limited) in [(false, false), (false, true), (true, false), (true, true)] {
             all.push(scan(space, bounded, limited));
         }
@@ -173,8 +193,8 @@ mod tests {
 
     #[test]
     fn every_keyspace_has_its_statements() {
-        // 13 fixed ones, and 3 + 4 scans per keyspace.
-        assert_eq!(all().len(), 13 + 7 * Space::ALL.len());
+        // 15 fixed ones, and 4 + 4 scans per keyspace.
+        assert_eq!(all().len(), 15 + 8 * Space::ALL.len());
         assert!(all().iter().any(|s| s.contains("FROM api_keys")));
     }
 }
