@@ -6,11 +6,14 @@
 #     getting half the connections; baselines: the bare actix handler and
 #     pgbench running a one-insert transaction (what the database itself
 #     does per commit on this machine);
+#   - end to end (examples/seed binds E2E_N customers, examples/paced posts
+#     their webhooks, smtp-sink counts the emails) on sled, one PostgreSQL
+#     instance and two;
 #   - bytes per eSIM in the database after the intake runs;
 #   - the claim query under CLAIM_N queued notices (EXPLAIN ANALYZE).
 #
-#   bench/postgres.sh                       # about 3 minutes after the build
-#   DURATION=3 CLAIM_N=10000 bench/postgres.sh
+#   bench/postgres.sh                       # about 5 minutes after the build
+#   DURATION=3 CLAIM_N=10000 E2E_N=2000 bench/postgres.sh
 #
 # PG_URL names a server (default: the machine's, trust auth); the script
 # makes its own databases there and drops them. Loopback only; nothing here
@@ -147,9 +150,70 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
   WORST=$(awk -v a="$WORST" -v b="$T" 'BEGIN { print (b > a) ? b : a }')
 done
 
+# ------------------------------------------------------------ end to end
+# E2E_N notices for as many bound customers (examples/seed), posted as fast
+# as they are taken (examples/paced), until smtp-sink has accepted them all:
+# on sled, on PostgreSQL with one instance, then two instances each posted
+# half (each sending what it claims; one SMTP sink for the group).
+E2E_N=${E2E_N:-10000}
+S=$(free_port)
+SINKDIR=$(mktemp -d /dev/shm/esim-sink.XXXXXX 2>/dev/null || mktemp -d "$WORK/sink.XXXXXX")
+chmod 777 "$SINKDIR"
+start_sink() {
+  rm -f "$SINKDIR"/dump* "$WORK/sink-$1.out"
+  /usr/sbin/smtp-sink -u nobody -c "127.0.0.1:$S" 1024 >"$WORK/sink-$1.out" 2>&1 &
+  SINKPID=$!; PIDS+=("$SINKPID")
+  wait_port "$S" 10 || die "smtp-sink did not start"
+}
+# e2e NAME STORE_EXTRA: seeds, serves one or two instances (E2E_TWO=1),
+# posts, waits for the sink; prints emails/s.
+e2e() {
+  local name=$1 extra=$2 p1 a1 p2 a2 t0 t1 got deadline
+  p1=$(free_port); a1=$(free_port); p2=$(free_port); a2=$(free_port)
+  STORE_EXTRA="$extra" write_config "$WORK/e2e-$name-a.toml" "$WORK/store-e2e-$name" "$p1" "$a1" "$S"
+  STORE_EXTRA="$extra" write_config "$WORK/e2e-$name-b.toml" "$WORK/store-e2e-$name" "$p2" "$a2" "$S"
+  timeout 300 "$REL/examples/seed" --config "$WORK/e2e-$name-a.toml" --prefix "e$name" --count "$E2E_N" >"$WORK/seed-$name.out" ||
+    die "seeding customers failed: $(tail -3 "$WORK/seed-$name.out")"
+  start_sink "$name"
+  serve "e2e-$name-a" "$WORK/e2e-$name-a.toml"; local sa=$LAST_PID sb=""
+  if [ -n "${E2E_TWO:-}" ]; then serve "e2e-$name-b" "$WORK/e2e-$name-b.toml"; sb=$LAST_PID; fi
+  t0=$(now_ns)
+  if [ -n "$sb" ]; then
+    local half=$((E2E_N / 2))
+    timeout 300 "$REL/examples/paced" --addr "127.0.0.1:$p1" --count "$half" --connections 16 --prefix "e$name" >"$WORK/paced-$name-a.out" &
+    local pa=$!
+    timeout 300 "$REL/examples/paced" --addr "127.0.0.1:$p2" --count "$((E2E_N - half))" --start "$half" --connections 16 --prefix "e$name" >"$WORK/paced-$name-b.out" ||
+      die "posting failed"
+    wait "$pa" || die "posting failed"
+  else
+    timeout 300 "$REL/examples/paced" --addr "127.0.0.1:$p1" --count "$E2E_N" --connections 32 --prefix "e$name" >"$WORK/paced-$name-a.out" ||
+      die "posting failed"
+  fi
+  deadline=$((SECONDS + 300)); got=0
+  while [ $SECONDS -lt $deadline ]; do
+    got=$(sink_count "$WORK/sink-$name.out")
+    [ "$got" -ge "$E2E_N" ] && break
+    sleep 0.02
+  done
+  t1=$(now_ns)
+  stop "$sa"; [ -z "$sb" ] || stop "$sb"
+  stop "$SINKPID"
+  if [ "$got" -ge "$E2E_N" ]; then calc "$E2E_N / (($t1 - $t0) / 1e9)" 0; else echo "incomplete: $got of $E2E_N"; fi
+}
+log "end to end: $E2E_N notices on sled"
+E_SLED=$(e2e sled "")
+log "end to end on PostgreSQL, one instance"
+E_ONE=$(e2e pgone "$(pg_extra "$(newdb e2eone)")")
+log "end to end on PostgreSQL, two instances"
+E_TWO=$(E2E_TWO=1 e2e pgtwo "$(pg_extra "$(newdb e2etwo)")")
+rm -rf "$SINKDIR"
+
 row "intake, sled, req/s (wrk -c32)" "$SLED" "bare actix $BARE" "$(calc "$SLED / $BARE")"
 row "intake, PostgreSQL one instance, req/s" "$ONE" "sled $SLED; pgbench one-insert tps $PGB" "$(calc "$ONE / $SLED") of sled (target ≥ 0.5); $(calc "$ONE / $PGB") of pgbench"
 row "intake, PostgreSQL two instances, req/s (sum)" "$TWO" "one instance $ONE" "$(calc "$TWO / $ONE") (target ≥ 1)"
+row "end to end, sled, emails/s ($E2E_N notices to smtp-sink)" "$E_SLED" "" ""
+row "end to end, PostgreSQL one instance, emails/s" "$E_ONE" "sled $E_SLED" "$(calc "$E_ONE / $E_SLED") of sled"
+row "end to end, PostgreSQL two instances, emails/s (together)" "$E_TWO" "one instance $E_ONE" "$(calc "$E_TWO / $E_ONE")"
 row "bytes per eSIM in the database (all tables and indexes)" "$(calc "$BYTES / $ESIMS" 0)" "$ESIMS eSIMs, $BYTES B" ""
 row "claim of 4 due heads at $CLAIM_N queued, ms" "$CLAIM_MS (worst of 10 more: $WORST)" "" "target ≤ 5 ms"
 

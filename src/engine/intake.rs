@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::codec::{id, read_id};
 use super::model::{IngestOutcome, LogEntry, LogKind, Parked, QueuedNotice};
 use super::records::{meta, EsimRecord, EventRecord};
-use super::resolve::{recipient_for, resolve};
+use super::resolve::{alias_keys, binding_keys, recipient_for, resolve};
 use super::suppression::active_suppression;
 use super::tx::Tx;
 use super::EnginePolicy;
@@ -27,6 +27,16 @@ pub fn ingest(
     now: DateTime<Utc>,
 ) -> Result<IngestOutcome, StoreError> {
     let millis = now.timestamp_millis();
+    // What a delivery reads first, fetched (and locked) together: its
+    // notifyId, the aliases of its identifiers, their customers, and the
+    // shard of the counts it will likely change.
+    let mut first = alias_keys(&event.ids);
+    first.extend(binding_keys(&event.ids));
+    first.push(tx.count_shard());
+    if let Some(nid) = &event.notify_id {
+        first.push((Space::Dedup, nid.as_bytes().to_vec()));
+    }
+    tx.prefetch(&first)?;
     if let Some(nid) = &event.notify_id {
         if let Some(seen) = tx.get_raw(Space::Dedup, nid.as_bytes())? {
             let seen = read_id(&seen).unwrap_or(0) as i64;

@@ -47,6 +47,22 @@ pub fn find(
     Ok(None)
 }
 
+/// The alias keys [`resolve`] reads for `ids`.
+pub fn alias_keys(ids: &Identifiers) -> Vec<(Space, Vec<u8>)> {
+    IdKind::LOOKUP_ORDER
+        .into_iter()
+        .filter_map(|kind| Some((Space::Aliases, ident(kind, kind.get(ids)?))))
+        .collect()
+}
+
+/// The binding keys [`recipient_for`] reads for `ids`.
+pub fn binding_keys(ids: &Identifiers) -> Vec<(Space, Vec<u8>)> {
+    IdKind::LOOKUP_ORDER
+        .into_iter()
+        .filter_map(|kind| Some((Space::Customers, ident(kind, kind.get(ids)?))))
+        .collect()
+}
+
 /// Finds the eSIM the identifiers name, or starts a new one, and records
 /// what the identifiers teach (aliases, the owner of a pre-bound ICCID).
 /// The record is not written: the caller writes it with its new state.
@@ -55,6 +71,7 @@ pub fn resolve(
     ids: &Identifiers,
     now: DateTime<Utc>,
 ) -> Result<EsimRecord, StoreError> {
+    tx.prefetch(&alias_keys(ids))?;
     let mut found: Option<EsimRecord> = None;
     let others = [IdKind::Iccid, IdKind::OrderNo, IdKind::TransactionId];
     if let Some(t) = &ids.esim_tran_no {
@@ -132,6 +149,7 @@ pub fn resolve(
 /// The recipient of an eSIM by its identifiers in SPEC §6 order. An ICCID
 /// binding counts only for the eSIM that owned the ICCID when it was bound.
 pub fn recipient_for(tx: &mut Tx, state: &EsimState) -> Result<Option<Recipient>, StoreError> {
+    tx.prefetch(&binding_keys(&state.ids))?;
     for kind in IdKind::LOOKUP_ORDER {
         let Some(v) = kind.get(&state.ids) else {
             continue;

@@ -119,6 +119,11 @@ impl Pending {
         self.deltas.entry(key).or_default().add(&delta);
     }
 
+    /// The rows [`Pending::write`] reads.
+    pub fn keys(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.deltas.keys()
+    }
+
     /// Adds the noted sums to the stored rows, inside the unit.
     pub fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         for (key, delta) in self.deltas {

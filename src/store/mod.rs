@@ -108,12 +108,22 @@ pub trait Unit {
     /// A number never handed out before in this store, increasing. Ids lost
     /// to a unit that fails or to a crash are skipped, never reused.
     fn next_id(&mut self) -> u64;
+    /// Says which keys the unit is about to read, so that a backend across a
+    /// network reads (and locks) them in one round trip instead of one
+    /// each; the reads that follow are then answered from what it fetched.
+    /// Changes nothing a unit sees. A local store ignores it.
+    fn prefetch(&mut self, keys: &[(Space, Vec<u8>)]) -> Result<(), StoreError> {
+        let _ = keys;
+        Ok(())
+    }
     /// Raises the value at `key` to `value` when that is greater (compared
     /// as bytes): a mark many units write and nothing decides on, such as
     /// when the last webhook arrived. A shared store writes it apart from
-    /// the unit, after it commits, so units do not wait for each other on
-    /// one row for a gauge; it is then not part of the unit's atomic
-    /// writes (a crash between the two loses the mark, never a decision).
+    /// the unit, after it commits, at most once a second per process, so
+    /// units do not wait for each other on one row for a gauge: it is then
+    /// not part of the unit's atomic writes and may be behind the latest
+    /// value by up to a second (a crash between the two loses a mark, never
+    /// a decision).
     fn put_latest(&mut self, space: Space, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         match self.get(space, key)? {
             Some(old) if old >= value => {}

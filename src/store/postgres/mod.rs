@@ -91,7 +91,13 @@ pub struct PgStorage {
     indexer: std::sync::OnceLock<QueueIndexer>,
     /// Whether the database answered the last call (SPEC §10).
     health: health::Health,
+    /// When this instance last wrote each [`Unit::put_latest`] mark.
+    raised: std::sync::Mutex<BTreeMap<(Space, Vec<u8>), std::time::Instant>>,
 }
+
+/// A mark is written at most this often per instance: the stored value is
+/// then behind the latest one by less than this (a gauge in seconds).
+const RAISE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PgStorage {
     /// Connects, creates or upgrades the schema, and checks the pool works.
@@ -123,6 +129,7 @@ impl PgStorage {
             failed: watch::channel(None).0,
             indexer: std::sync::OnceLock::new(),
             health: health::Health::default(),
+            raised: Default::default(),
         })
     }
 
@@ -178,21 +185,11 @@ impl PgStorage {
         } else {
             "pg_advisory_xact_lock_shared"
         };
-        wait(client.batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {lock}({UNIT_LOCK})"
-        )))
-        .map_err(|e| {
-            let again = if unit::retryable(&e) {
-                Again::Retry
-            } else {
-                Again::No
-            };
-            (self.lost(client, e), again)
-        })?;
         let mut u = PgUnit {
             client,
             writes: BTreeMap::new(),
             ids: None,
+            ids_ahead: false,
             failed: None,
             retry: false,
             indexer: self.indexer.get().copied(),
@@ -200,6 +197,11 @@ impl PgStorage {
             locked: Default::default(),
             again_alone: false,
             latest: BTreeMap::new(),
+            read: Default::default(),
+            // Sent with the unit's first statements.
+            begin: Some(format!(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT {lock}({UNIT_LOCK})"
+            )),
         };
         let worked = work(&mut u);
         let result = match worked {
@@ -238,18 +240,32 @@ impl PgStorage {
     /// Writes a committed unit's [`Unit::put_latest`] marks, each in a
     /// transaction of its own that does not wait for its WAL flush (the
     /// row is one every delivery raises: its lock is held for microseconds
-    /// instead of a disk sync). A mark that fails to be written is only
-    /// logged: the unit's decisions are committed already. False when the
-    /// connection may still be inside a transaction (it is then closed).
+    /// instead of a disk sync), and at most once per [`RAISE_EVERY`] per
+    /// instance (a round trip saved per delivery under load). A mark that
+    /// fails to be written is only logged: the unit's decisions are
+    /// committed already. False when the connection may still be inside a
+    /// transaction (it is then closed).
     fn raise_latest(
         &self,
         client: &deadpool_postgres::Object,
         marks: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
     ) -> bool {
         for ((space, key), value) in marks {
+            {
+                let mut raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
+                let now = std::time::Instant::now();
+                let id = (space, key.clone());
+                if raised
+                    .get(&id)
+                    .is_some_and(|at| now.duration_since(*at) < RAISE_EVERY)
+                {
+                    continue;
+                }
+                raised.insert(id, now);
+            }
             let raised = wait(async {
                 let s = client.prepare_cached(&sql::latest(space)).await?;
-                let begin = client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO off");
+                let begin = client.batch_execute(sql::BEGIN_NO_WAL_WAIT);
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&key, &value];
                 let raise = client.execute(&s, &params);
                 let commit = client.batch_execute("COMMIT");

@@ -27,6 +27,34 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Runs one statement in a transaction of its own that does not wait for its
+/// WAL flush (`synchronous_commit` off for it alone), in one round trip.
+/// For the writes a database crash may lose without harm, which a send
+/// makes several of: a renewed lease (lost: it runs out sooner, and the
+/// notice is sent at least once), a released one (lost: it runs out), a
+/// rate-bucket cell (lost: the bucket forgets a send), a head made due.
+/// The claim and every outcome stay synchronous: a lost claim would let two
+/// instances hold one token.
+async fn without_wal_wait(
+    client: &deadpool_postgres::Object,
+    statement: &str,
+    params: &[Param<'_>],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    // Prepared first, so the three go out in this order with nothing awaited
+    // in between.
+    let s = client.prepare_cached(statement).await?;
+    let commit = client.prepare_cached(sql::COMMIT).await?;
+    let (_, rows, _) = futures_util::future::try_join3(
+        client.batch_execute(sql::BEGIN_NO_WAL_WAIT),
+        client.query(&s, params),
+        client.execute(&commit, &[]),
+    )
+    .await?;
+    Ok(rows)
+}
+
 impl Group for PgStorage {
     fn claim(&self, max: usize, lease: Duration, owner: &str) -> Result<Vec<Claim>, StoreError> {
         if max == 0 {
@@ -57,21 +85,19 @@ impl Group for PgStorage {
 
     fn renew(&self, key: &[u8], token: i64, lease: Duration) -> Result<bool, StoreError> {
         let client = self.client()?;
-        let n = wait(async {
-            let s = client.prepare_cached(sql::RENEW).await?;
-            client.execute(&s, &[&key, &token, &secs(lease)]).await
-        })
+        let rows = wait(without_wal_wait(
+            &client,
+            sql::RENEW,
+            &[&key, &token, &secs(lease)],
+        ))
         .map_err(|e| self.lost(&client, e))?;
-        Ok(n == 1)
+        Ok(rows.len() == 1)
     }
 
     fn release(&self, key: &[u8], token: i64) -> Result<(), StoreError> {
         let client = self.client()?;
-        wait(async {
-            let s = client.prepare_cached(sql::RELEASE).await?;
-            client.execute(&s, &[&key, &token]).await
-        })
-        .map_err(|e| self.lost(&client, e))?;
+        wait(without_wal_wait(&client, sql::RELEASE, &[&key, &token]))
+            .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 
@@ -92,11 +118,8 @@ impl Group for PgStorage {
         }
         let ids: Vec<i64> = esims.iter().map(|e| *e as i64).collect();
         let client = self.client()?;
-        wait(async {
-            let s = client.prepare_cached(sql::RECHECK_HEADS).await?;
-            client.execute(&s, &[&ids]).await
-        })
-        .map_err(|e| self.lost(&client, e))?;
+        wait(without_wal_wait(&client, sql::RECHECK_HEADS, &[&ids]))
+            .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }
 
@@ -107,15 +130,17 @@ impl Group for PgStorage {
         tolerance: Duration,
     ) -> Result<Result<(), Duration>, StoreError> {
         let client = self.client()?;
-        let row = wait(async {
-            // Taken: the row's new arrival time, and no wait. Refused: the
-            // row unchanged, and how long until a cell is free.
-            let s = client.prepare_cached(sql::TAKE).await?;
-            client
-                .query_one(&s, &[&key, &secs(interval), &secs(tolerance)])
-                .await
-        })
+        // Taken: the row's new arrival time, and no wait. Refused: the row
+        // unchanged, and how long until a cell is free.
+        let rows = wait(without_wal_wait(
+            &client,
+            sql::TAKE,
+            &[&key, &secs(interval), &secs(tolerance)],
+        ))
         .map_err(|e| self.lost(&client, e))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Io("the rate bucket answered no row".into()))?;
         let taken: i64 = row.get(0);
         if taken == 1 {
             return Ok(Ok(()));
@@ -127,10 +152,11 @@ impl Group for PgStorage {
 
     fn give_back(&self, key: &[u8], interval: Duration) -> Result<(), StoreError> {
         let client = self.client()?;
-        wait(async {
-            let s = client.prepare_cached(sql::GIVE_BACK).await?;
-            client.execute(&s, &[&key, &secs(interval)]).await
-        })
+        wait(without_wal_wait(
+            &client,
+            sql::GIVE_BACK,
+            &[&key, &secs(interval)],
+        ))
         .map_err(|e| self.lost(&client, e))?;
         Ok(())
     }

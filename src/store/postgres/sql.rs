@@ -30,7 +30,8 @@ pub const CLAIM: &str = "WITH c AS (
 
 /// Extends a lease still held under its token.
 pub const RENEW: &str = "UPDATE queue SET lease_until = now() + make_interval(secs => $3)
-     WHERE key = $1 AND token = $2 AND lease_until IS NOT NULL";
+     WHERE key = $1 AND token = $2 AND lease_until IS NOT NULL
+     RETURNING 1";
 
 /// Lets go of a lease still held under its token.
 pub const RELEASE: &str = "UPDATE queue SET lease_until = NULL, owner = NULL
@@ -78,6 +79,13 @@ pub const KEY_LOCK: &str = "SELECT pg_advisory_xact_lock($1::int4, $2::int4)";
 pub const KEY_LOCKS: &str = "SELECT pg_advisory_xact_lock(a, b) \
      FROM unnest($1::int4[], $2::int4[]) AS l(a, b)";
 
+/// Ends a unit, sent in the same flight as its writes.
+pub const COMMIT: &str = "COMMIT";
+
+/// Opens a transaction whose commit does not wait for the WAL flush (the
+/// lease and rate-bucket writes a crash may lose; see `outbox`).
+pub const BEGIN_NO_WAL_WAIT: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
+
 /// A block of ids ([`super::schema::ID_BLOCK`] per call).
 pub const NEXT_IDS: &str = "SELECT nextval('ids')";
 
@@ -88,28 +96,57 @@ pub const UNINDEXED: &str =
 /// Fills one row's group columns.
 pub const INDEX_ONE: &str = "UPDATE queue SET esim = $2, due = $3, recheck = $4 WHERE key = $1";
 
-/// A unit's queue writes with their group columns. The lease columns are
-/// not touched: a notice rewritten while an instance sends it (a
-/// re-address) stays held.
-pub const QUEUE_UPSERT: &str = "INSERT INTO queue (key, value, esim, due, recheck) \
-     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], \
-                          $4::timestamptz[], $5::bool[]) \
-     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
-         esim = EXCLUDED.esim, due = EXCLUDED.due, recheck = EXCLUDED.recheck";
-
-/// A unit's deletes in one keyspace.
-pub fn delete(space: Space) -> String {
-    format!("DELETE FROM {} WHERE key = ANY($1::bytea[])", table(space))
-}
-
-/// A unit's writes in one keyspace (values only).
-pub fn upsert(space: Space) -> String {
-    format!(
-        "INSERT INTO {} (key, value) \
-         SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        table(space)
-    )
+/// A unit's writes, all keyspaces in one statement (a writable `WITH` per
+/// keyspace and kind), so that they cost the server one statement, not one
+/// per keyspace. `deletes`: keyspaces with keys to delete (`$n` an array of
+/// keys); `upserts`: keyspaces with keys and values to write (two arrays;
+/// five for the queue when `queue_columns`: its eSIM, due time and recheck
+/// flag for the group's claim). The queue's lease columns are not touched:
+/// a notice rewritten while an instance sends it (a re-address) stays held.
+/// Parameters are numbered in that order.
+pub fn writes(deletes: &[Space], upserts: &[Space], queue_columns: bool) -> String {
+    let mut parts = Vec::new();
+    let mut n = 1;
+    for space in deletes {
+        parts.push(format!(
+            "DELETE FROM {} WHERE key = ANY(${n}::bytea[])",
+            table(*space)
+        ));
+        n += 1;
+    }
+    for space in upserts {
+        if *space == Space::Queue && queue_columns {
+            parts.push(format!(
+                "INSERT INTO queue (key, value, esim, due, recheck) \
+                 SELECT * FROM unnest(${}::bytea[], ${}::bytea[], ${}::int8[], \
+                                      ${}::timestamptz[], ${}::bool[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, \
+                     esim = EXCLUDED.esim, due = EXCLUDED.due, recheck = EXCLUDED.recheck",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ));
+            n += 5;
+        } else {
+            parts.push(format!(
+                "INSERT INTO {} (key, value) \
+                 SELECT * FROM unnest(${}::bytea[], ${}::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                table(*space),
+                n,
+                n + 1
+            ));
+            n += 2;
+        }
+    }
+    let ctes: Vec<String> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("w{i} AS ({p})"))
+        .collect();
+    format!("WITH {} SELECT 1", ctes.join(", "))
 }
 
 /// A value that only grows, raised apart from any unit (see
@@ -120,6 +157,25 @@ pub fn latest(space: Space) -> String {
         "INSERT INTO {t} (key, value) VALUES ($1, $2) \
          ON CONFLICT (key) DO UPDATE SET value = greatest({t}.value, EXCLUDED.value)"
     )
+}
+
+/// The values of several keys in several keyspaces, in one statement: `$n`
+/// is the array of keys wanted from `spaces[n - 1]`; each row answers with
+/// that position (from 0), the key and the value (absent keys are missing
+/// from the answer).
+pub fn values_of(spaces: &[Space]) -> String {
+    spaces
+        .iter()
+        .enumerate()
+        .map(|(i, space)| {
+            format!(
+                "SELECT {i}::int4, key, value FROM {} WHERE key = ANY(${}::bytea[])",
+                table(*space),
+                i + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
 }
 
 /// One value by key.
@@ -155,16 +211,20 @@ fn all() -> Vec<String> {
         HOLDS,
         KEY_LOCK,
         KEY_LOCKS,
+        COMMIT,
         NEXT_IDS,
         UNINDEXED,
         INDEX_ONE,
-        QUEUE_UPSERT,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // Every part of a unit's reads and writes, in one statement each.
+    all.push(values_of(&Space::ALL));
+    all.push(writes(&Space::ALL, &Space::ALL, true));
+    all.push(writes(&Space::ALL, &Space::ALL, false));
     for space in Space::ALL {
-        all.extend([delete(space), upsert(space), value_of(space), latest(space)]);
+        all.extend([value_of(space), latest(space)]);
         for (bounded, limited) in [(false, false), (false, true), (true, false), (true, true)] {
             all.push(scan(space, bounded, limited));
         }
@@ -192,9 +252,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_writes_number_their_parameters_in_order() {
+        let w = writes(&[Space::Queue], &[Space::Dedup, Space::Queue], true);
+        assert!(w.starts_with("WITH w0 AS (DELETE FROM queue WHERE key = ANY($1::bytea[]))"));
+        assert!(w.contains("unnest($2::bytea[], $3::bytea[])"));
+        assert!(w.contains("unnest($4::bytea[], $5::bytea[], $6::int8[]"));
+        assert!(w.contains("$8::bool[]"));
+        assert!(w.ends_with(" SELECT 1"));
+    }
+
+    #[test]
     fn every_keyspace_has_its_statements() {
-        // 15 fixed ones, and 4 + 4 scans per keyspace.
-        assert_eq!(all().len(), 15 + 8 * Space::ALL.len());
+        // 15 fixed ones, the reads, the writes two ways, and 2 + 4 scans
+        // per keyspace.
+        assert_eq!(all().len(), 15 + 3 + 6 * Space::ALL.len());
         assert!(all().iter().any(|s| s.contains("FROM api_keys")));
     }
 }

@@ -90,6 +90,10 @@ pub struct PgUnit<'a> {
     pub writes: BTreeMap<(Space, Vec<u8>), Option<Vec<u8>>>,
     /// The ids block taken by this unit: next to hand out, end (exclusive).
     pub ids: Option<(u64, u64)>,
+    /// The ids block was taken ahead, with the unit's first reads, and none
+    /// of it is handed out yet: a lock taken after it makes it stale (see
+    /// [`PgUnit::locks_taken`]).
+    pub ids_ahead: bool,
     /// A failure where the trait has no `Result` (`next_id`): the unit
     /// cannot commit.
     pub failed: Option<StoreError>,
@@ -105,6 +109,12 @@ pub struct PgUnit<'a> {
     pub again_alone: bool,
     /// Values that only grow, written apart after the commit ([`Unit::put_latest`]).
     pub latest: BTreeMap<(Space, Vec<u8>), Vec<u8>>,
+    /// The transaction's `BEGIN` and unit lock, until sent in front of the
+    /// unit's first statements ([`PgUnit::flight`]).
+    pub begin: Option<String>,
+    /// What this unit read: a key it holds the lock of (or any key, alone)
+    /// cannot change under it, so a second read costs no round trip.
+    pub read: std::collections::HashMap<(Space, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl PgUnit<'_> {
@@ -113,6 +123,17 @@ impl PgUnit<'_> {
             self.retry = true;
         }
         db_error(e)
+    }
+
+    /// After a flight that took new locks. Ids increase in the order units
+    /// on one eSIM run only when they are taken after that eSIM's lock: a
+    /// block taken ahead of a lock (and not used yet) is dropped, and the
+    /// next id takes a fresh one.
+    fn locks_taken(&mut self) {
+        if self.ids_ahead {
+            self.ids = None;
+            self.ids_ahead = false;
+        }
     }
 
     /// Stops the unit: it runs again alone.
@@ -173,9 +194,8 @@ impl PgUnit<'_> {
                 None => deletes.entry(space).or_default().push(key),
             }
         }
-        let indexer = self.indexer;
         // A queue row's eSIM and due time, for the group's claim.
-        let queue_cols = match (indexer, upserts.get(&Space::Queue)) {
+        let queue_cols = match (self.indexer, upserts.get(&Space::Queue)) {
             (Some(index), Some((_, values))) => {
                 let mut cols = (Vec::new(), Vec::new(), Vec::new());
                 for v in values {
@@ -188,21 +208,37 @@ impl PgUnit<'_> {
             }
             _ => None,
         };
+        let sent = send_and_commit(
+            self.client,
+            (&lock_hi, &lock_lo),
+            &deletes,
+            &upserts,
+            &queue_cols,
+        );
+        self.flight(sent)
+    }
+
+    /// Runs `statements` (a future that sends them on its first poll), with
+    /// the unit's `BEGIN` in front when it was not sent yet: a unit's first
+    /// round trip opens its transaction too.
+    fn flight<T>(
+        &mut self,
+        statements: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let begin = self.begin.take();
         let client = self.client;
-        let sent = wait(async {
-            if !lock_hi.is_empty() {
-                // Sent first and awaited with the writes: one round trip.
-                let s = client.prepare_cached(sql::KEY_LOCKS).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&lock_hi, &lock_lo];
-                let locks = client.execute(&s, &params);
-                let writes = send_writes(client, &deletes, &upserts, &queue_cols, indexer);
-                futures_util::future::try_join(locks, writes).await?;
-                return client.batch_execute("COMMIT").await;
+        let done = wait(async {
+            match begin {
+                Some(begin) => {
+                    let (_, v) =
+                        futures_util::future::try_join(client.batch_execute(&begin), statements)
+                            .await?;
+                    Ok(v)
+                }
+                None => statements.await,
             }
-            send_writes(client, &deletes, &upserts, &queue_cols, indexer).await?;
-            client.batch_execute("COMMIT").await
         });
-        sent.map_err(|e| self.db(e))
+        done.map_err(|e| self.db(e))
     }
 }
 
@@ -213,41 +249,48 @@ type QueueCols = (
     Vec<bool>,
 );
 
-/// A unit's writes, every statement sent before the first answer is
-/// awaited.
-async fn send_writes(
+/// Sends a unit's key locks, its writes and `COMMIT` in one flight, one
+/// round trip. Every statement is prepared first (from the connection's
+/// cache once warm), so nothing is awaited between sending them and the
+/// server runs them in this order; an error in one aborts the transaction,
+/// and the `COMMIT` after it then ends it as a rollback.
+async fn send_and_commit(
     client: &Object,
+    (lock_hi, lock_lo): (&Vec<i32>, &Vec<i32>),
     deletes: &BTreeMap<Space, Vec<Vec<u8>>>,
     upserts: &BTreeMap<Space, (Column, Column)>,
     queue_cols: &Option<QueueCols>,
-    indexer: Option<QueueIndexer>,
 ) -> Result<(), tokio_postgres::Error> {
-    let mut statements = Vec::new();
-    for space in deletes.keys() {
-        statements.push(client.prepare_cached(&sql::delete(*space)).await?);
-    }
-    for space in upserts.keys() {
-        let text = if *space == Space::Queue && indexer.is_some() {
-            sql::QUEUE_UPSERT.to_string()
-        } else {
-            sql::upsert(*space)
-        };
-        statements.push(client.prepare_cached(&text).await?);
-    }
-    // Every statement is sent before the first answer is awaited.
     type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+    let mut statements = Vec::new();
     let mut params: Vec<Vec<Param<'_>>> = Vec::new();
-    for keys in deletes.values() {
-        params.push(vec![keys]);
+    if !lock_hi.is_empty() {
+        statements.push(client.prepare_cached(sql::KEY_LOCKS).await?);
+        params.push(vec![lock_hi, lock_lo]);
     }
-    for (space, (keys, values)) in upserts {
-        match (&queue_cols, *space == Space::Queue) {
-            (Some((esims, dues, rechecks)), true) => {
-                params.push(vec![keys, values, esims, dues, rechecks])
-            }
-            _ => params.push(vec![keys, values]),
+    if !deletes.is_empty() || !upserts.is_empty() {
+        let mut p: Vec<Param<'_>> = Vec::new();
+        for keys in deletes.values() {
+            p.push(keys);
         }
+        for (space, (keys, values)) in upserts {
+            p.push(keys);
+            p.push(values);
+            if let (Space::Queue, Some((esims, dues, rechecks))) = (*space, queue_cols) {
+                p.extend([esims as Param<'_>, dues, rechecks]);
+            }
+        }
+        let spaces = |m: Vec<Space>| m;
+        let text = sql::writes(
+            &spaces(deletes.keys().copied().collect()),
+            &spaces(upserts.keys().copied().collect()),
+            queue_cols.is_some(),
+        );
+        statements.push(client.prepare_cached(&text).await?);
+        params.push(p);
     }
+    statements.push(client.prepare_cached(sql::COMMIT).await?);
+    params.push(Vec::new());
     let runs: Vec<_> = statements
         .iter()
         .zip(&params)
@@ -259,14 +302,20 @@ async fn send_writes(
 
 impl Unit for PgUnit<'_> {
     fn get(&mut self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(w) = self.writes.get(&(space, key.to_vec())) {
+        let id = (space, key.to_vec());
+        if let Some(w) = self.writes.get(&id) {
             return Ok(w.clone());
         }
-        let Some(lock) = self.lock_to_take(space, key)? else {
-            return wait(value_of(self.client, space, key)).map_err(|e| self.db(e));
-        };
+        if let Some(v) = self.read.get(&id) {
+            return Ok(v.clone());
+        }
         let client = self.client;
-        let read = wait(async {
+        let Some(lock) = self.lock_to_take(space, key)? else {
+            let value = self.flight(value_of(client, space, key))?;
+            self.read.insert(id, value.clone());
+            return Ok(value);
+        };
+        let read = async {
             let s = client.prepare_cached(sql::KEY_LOCK).await?;
             // Both sent before either answer: the read runs once the lock is held.
             let (_, value) = futures_util::future::try_join(
@@ -275,10 +324,94 @@ impl Unit for PgUnit<'_> {
             )
             .await?;
             Ok(value)
-        });
-        let value = read.map_err(|e| self.db(e))?;
+        };
+        let value = self.flight(read)?;
+        self.locks_taken();
         self.locked.insert(lock);
+        self.read.insert(id, value.clone());
         Ok(value)
+    }
+
+    /// One round trip: the locks of the keys not held yet (sorted, in one
+    /// statement), then one read per keyspace, every answer kept for the
+    /// reads that follow (absent keys too).
+    fn prefetch(&mut self, keys: &[(Space, Vec<u8>)]) -> Result<(), StoreError> {
+        let mut wanted: BTreeMap<Space, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut locks: BTreeSet<(i32, i32)> = BTreeSet::new();
+        for (space, key) in keys {
+            let id = (*space, key.clone());
+            if self.writes.contains_key(&id) || self.read.contains_key(&id) {
+                continue;
+            }
+            if !self.alone && !fresh_keys(*space) {
+                let lock = key_lock(*space, key);
+                if !self.locked.contains(&lock) {
+                    locks.insert(lock);
+                }
+            }
+            wanted.entry(*space).or_default().push(key.clone());
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        if self.locked.len() + locks.len() > MAX_KEY_LOCKS {
+            return Err(self.must_run_alone("it reads too many keys"));
+        }
+        let (hi, lo): (Vec<i32>, Vec<i32>) = locks.iter().copied().unzip();
+        let client = self.client;
+        let spaces: Vec<Space> = wanted.keys().copied().collect();
+        if !locks.is_empty() {
+            self.locks_taken();
+        }
+        // A unit's first reads also take its ids, after their locks (a
+        // delivery about a new eSIM then needs no round trip for them).
+        let ids_ahead = self.ids.is_none() && self.begin.is_some();
+        let (fetched, ids) = self.flight(async {
+            let lock = client.prepare_cached(sql::KEY_LOCKS).await?;
+            let read = client.prepare_cached(&sql::values_of(&spaces)).await?;
+            let next = client.prepare_cached(sql::NEXT_IDS).await?;
+            // The locks are sent first: the read's snapshot comes after them.
+            let locked = async {
+                if hi.is_empty() {
+                    Ok(0)
+                } else {
+                    client.execute(&lock, &[&hi, &lo]).await
+                }
+            };
+            type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+            let params: Vec<Param<'_>> = wanted.values().map(|k| k as Param<'_>).collect();
+            let ids = async {
+                if ids_ahead {
+                    client
+                        .query_one(&next, &[])
+                        .await
+                        .map(|r| Some(r.get::<_, i64>(0)))
+                } else {
+                    Ok(None)
+                }
+            };
+            let (_, rows, ids) =
+                futures_util::future::try_join3(locked, client.query(&read, &params), ids).await?;
+            Ok((rows, ids))
+        })?;
+        self.locked.extend(locks);
+        if let Some(start) = ids {
+            let start = start as u64;
+            self.ids = Some((start, start + ID_BLOCK as u64));
+            self.ids_ahead = true;
+        }
+        let mut found: std::collections::HashMap<(Space, Vec<u8>), Vec<u8>> = fetched
+            .into_iter()
+            .map(|r| ((spaces[r.get::<_, i32>(0) as usize], r.get(1)), r.get(2)))
+            .collect();
+        for (space, keys) in wanted {
+            for key in keys {
+                let id = (space, key);
+                let value = found.remove(&id);
+                self.read.insert(id, value);
+            }
+        }
+        Ok(())
     }
 
     fn put_latest(&mut self, space: Space, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
@@ -301,9 +434,7 @@ impl Unit for PgUnit<'_> {
         if !self.alone {
             return Err(self.must_run_alone("it scans"));
         }
-        let client = self.client;
-        let rows =
-            wait(super::scan_page(client, space, prefix, prefix, None)).map_err(|e| self.db(e))?;
+        let rows = self.flight(super::scan_page(self.client, space, prefix, prefix, None))?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
         let from = (space, prefix.to_vec());
         for ((s, k), w) in self.writes.range(from..) {
@@ -320,30 +451,33 @@ impl Unit for PgUnit<'_> {
 
     fn holds(&mut self, key: &[u8], token: i64) -> Result<bool, StoreError> {
         let client = self.client;
-        let row = wait(async {
+        let row = self.flight(async {
             let s = client.prepare_cached(sql::HOLDS).await?;
             client.query_opt(&s, &[&key]).await
-        })
-        .map_err(|e| self.db(e))?;
+        })?;
         Ok(row.is_some_and(|r| r.get::<_, i64>(0) == token))
     }
 
     fn next_id(&mut self) -> u64 {
         if let Some((next, end)) = self.ids {
             if next < end {
+                self.ids_ahead = false;
                 self.ids = Some((next + 1, end));
                 return next;
             }
         }
         let client = self.client;
-        match wait(client.query_one(sql::NEXT_IDS, &[])) {
+        let next = self.flight(async {
+            let s = client.prepare_cached(sql::NEXT_IDS).await?;
+            client.query_one(&s, &[]).await
+        });
+        match next {
             Ok(row) => {
                 let start = row.get::<_, i64>(0) as u64;
                 self.ids = Some((start + 1, start + ID_BLOCK as u64));
                 start
             }
             Err(e) => {
-                let e = self.db(e);
                 self.failed.get_or_insert(e);
                 // Never committed: the unit fails at commit.
                 0
